@@ -1,0 +1,271 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/qs/quicksilver.toml"))
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Err(ConfigError::Invalid { errors, .. }) => errors.iter().map(|e| e.to_string()).collect(),
+        Err(other) => panic!("expected key errors, got {other}"),
+        Ok(_) => panic!("expected key errors, the config loaded"),
+    }
+}
+
+#[test]
+fn the_default_file_parses_to_the_built_in_defaults() {
+    let written = parse(DEFAULT_CONFIG).expect("default config loads");
+    let built_in = Config::defaults_at(Path::new("/etc/qs/quicksilver.toml"));
+    // Debug output covers every field, so this compares the whole structure.
+    assert_eq!(format!("{written:?}"), format!("{built_in:?}"));
+}
+
+#[test]
+fn an_empty_file_takes_every_default() {
+    let c = parse("").unwrap();
+    assert_eq!(c.hostname, "mail.example.test");
+    assert_eq!(c.data_dir, PathBuf::from("/etc/qs/var"));
+    assert_eq!(c.queue.socket, PathBuf::from("/etc/qs/var/run/queue.sock"));
+    assert_eq!(c.tls.cert, PathBuf::from("/etc/qs/var/tls/cert.pem"));
+    assert_eq!(
+        c.smtp_server.listen,
+        vec!["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(c.smtp_server.max_message_size, 26_214_400);
+    assert_eq!(c.smtp_relay.mode, RelayMode::Smarthost);
+    assert_eq!(c.smtp_relay.tls, ClientTls::StartTls);
+    assert_eq!(c.smtp_relay.max_recipients_per_message, 50);
+    assert_eq!(c.directory.subaddress_separator, Some('+'));
+    assert_eq!(c.queue.delay_warning_secs, Some(14_400));
+    assert_eq!(
+        c.list_server.web_listen,
+        "127.0.0.1:8025".parse::<SocketAddr>().unwrap()
+    );
+    assert!(c.pop_client.accounts.is_empty());
+}
+
+#[test]
+fn the_binding_example_from_the_issue_loads() {
+    let c = parse(
+        r#"
+hostname = "mail.example.test"
+data_dir = "var"
+[tls]
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+[queue]
+socket = "run/queue.sock"
+[smtp_server]
+listen = ["127.0.0.1:2525"]
+submission = ["127.0.0.1:5587"]
+submissions = ["127.0.0.1:5465"]
+max_message_size = 26214400
+relay_networks = []
+allow_plaintext_auth = false
+[imap_server]
+listen = ["127.0.0.1:1143"]
+tls_listen = ["127.0.0.1:1993"]
+allow_plaintext_auth = false
+[pop3_server]
+listen = ["127.0.0.1:1110"]
+tls_listen = ["127.0.0.1:1995"]
+allow_plaintext_auth = false
+[smtp_relay]
+mode = "smarthost"
+smarthost = "127.0.0.1:2626"
+tls = "starttls"
+username = ""
+password = ""
+max_recipients_per_message = 50
+[pop_client]
+[list_server]
+web_listen = "127.0.0.1:8025"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.imap_server.tls_listen.len(), 1);
+}
+
+#[test]
+fn data_dir_is_relative_to_the_config_file_and_paths_to_data_dir() {
+    let c = parse("data_dir = \"../data\"\n[tls]\ncert = \"/abs/cert.pem\"\n").unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/etc/qs/../data"));
+    assert_eq!(c.tls.cert, PathBuf::from("/abs/cert.pem"));
+    assert_eq!(c.tls.key, PathBuf::from("/etc/qs/../data/tls/key.pem"));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let found = problems(
+        r#"
+hostnme = "typo"
+[smtp_server]
+listen = ["127.0.0.1:2525", "nowhere"]
+max_message_size = "big"
+relay_networks = ["10.0.0.0/33"]
+[smtp_relay]
+mode = "carrier-pigeon"
+[bogus]
+"#,
+    );
+    let expect = [
+        "hostnme: unknown key",
+        "bogus: unknown key",
+        "smtp_server.listen[1]: \"nowhere\" is not a socket address",
+        "smtp_server.max_message_size: expected a whole number, found a string",
+        "smtp_server.relay_networks[0]: \"10.0.0.0/33\": prefix length 33 is over 32",
+        "smtp_relay.mode: \"carrier-pigeon\" is not one of: smarthost, direct",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "missing {e:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+}
+
+#[test]
+fn numbers_out_of_range_and_wrong_types_are_refused() {
+    let found = problems("[queue]\nclient_retry_secs = 0\n[imap_server]\nlisten = \"x\"\n");
+    assert!(found.contains(&"queue.client_retry_secs: 0 is out of range (1 to 3600)".to_string()));
+    assert!(
+        found.contains(
+            &"imap_server.listen: expected a list of strings, found a string".to_string()
+        )
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let err = parse("hostname = ").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("config file /etc/qs/quicksilver.toml is not valid TOML"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_file_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Config::load_file(&dir.path().join("nope.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::NotFound { .. }));
+    assert!(err.to_string().contains("qsctl init"));
+}
+
+#[test]
+fn pop_accounts_are_read_and_their_errors_name_the_account() {
+    let c = parse(
+        r#"
+[[pop_client.account]]
+name = "family"
+host = "pop.provider.example"
+username = "dupont"
+password_file = "secrets/family"
+deliver_to = "alice@example.test"
+"#,
+    )
+    .unwrap();
+    let a = &c.pop_client.accounts[0];
+    assert_eq!(a.port, 995);
+    assert_eq!(a.tls, ClientTls::Implicit);
+    assert_eq!(a.interval_secs, 200);
+    assert_eq!(
+        a.password,
+        PasswordSource::File(PathBuf::from("/etc/qs/var/secrets/family"))
+    );
+    assert_eq!(a.headers[0], "Delivered-To");
+
+    let found = problems(
+        r#"
+[[pop_client.account]]
+name = "office"
+host = "pop.provider.example"
+username = "x"
+password = "y"
+deliver_to = "not an address"
+colour = "blue"
+[[pop_client.account]]
+host = "h"
+"#,
+    );
+    assert!(found.contains(
+        &"pop_client.account \"office\".deliver_to: \"not an address\" is not an address (user@domain)"
+            .to_string()
+    ), "{found:#?}");
+    assert!(found.contains(&"pop_client.account \"office\".colour: unknown key".to_string()));
+    assert!(found.contains(&"pop_client.account[1].name: every account needs a name".to_string()));
+}
+
+#[test]
+fn passwords_never_show_in_debug_output() {
+    let c = parse("[smtp_relay]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn the_tcp_transport_needs_a_secret() {
+    let found = problems("[queue]\ntcp_listen = \"127.0.0.1:7025\"\n");
+    assert_eq!(
+        found,
+        vec![
+            "queue.secret_file: the TCP transport (tcp_listen or tcp_connect) needs a shared secret file"
+        ]
+    );
+}
+
+#[test]
+fn networks_match_addresses() {
+    let net: IpNetwork = "192.168.1.0/24".parse().unwrap();
+    assert!(net.contains("192.168.1.77".parse().unwrap()));
+    assert!(!net.contains("192.168.2.1".parse().unwrap()));
+    assert!(net.contains("::ffff:192.168.1.5".parse().unwrap()));
+    let host: IpNetwork = "10.0.0.7".parse().unwrap();
+    assert!(host.contains("10.0.0.7".parse().unwrap()));
+    assert!(!host.contains("10.0.0.8".parse().unwrap()));
+    let all: IpNetwork = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains("8.8.8.8".parse().unwrap()));
+    let v6: IpNetwork = "fd00::/8".parse().unwrap();
+    assert!(v6.contains("fd12::1".parse().unwrap()));
+    assert!("nonsense".parse::<IpNetwork>().is_err());
+}
+
+#[test]
+fn the_subaddress_separator_can_be_turned_off_or_refused() {
+    assert_eq!(
+        parse("[directory]\nsubaddress_separator = \"\"\n")
+            .unwrap()
+            .directory
+            .subaddress_separator,
+        None
+    );
+    assert_eq!(
+        parse("[directory]\nsubaddress_separator = \"-\"\n")
+            .unwrap()
+            .directory
+            .subaddress_separator,
+        Some('-')
+    );
+    assert_eq!(
+        problems("[directory]\nsubaddress_separator = \"ab\"\n").len(),
+        1
+    );
+}
+
+#[test]
+fn locate_prefers_the_argument_then_the_environment() {
+    assert_eq!(
+        Config::locate(Some(Path::new("/x/y.toml"))),
+        PathBuf::from("/x/y.toml")
+    );
+}
+
+#[test]
+fn the_production_example_in_deploy_loads() {
+    let text = include_str!("../../../deploy/quicksilver.example.toml");
+    let c = parse(text).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/quicksilver"));
+    assert_eq!(c.pop_client.accounts.len(), 1);
+    assert_eq!(c.smtp_server.relay_networks.len(), 1);
+}

@@ -1,0 +1,276 @@
+//! Delivery status notifications (RFC 3464 `multipart/report`): the bounce sent
+//! from `<>` to the envelope sender when recipients fail permanently, and the
+//! delay warning sent once when a message has waited too long.
+//!
+//! The report carries the original message's header only (`text/rfc822-headers`),
+//! which is what the sender needs to recognise it, without echoing a large body.
+
+use crate::message;
+
+/// What happened to one recipient, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientReport {
+    /// The recipient as first given (before alias expansion).
+    pub original: Option<String>,
+    /// The address that failed.
+    pub address: String,
+    /// The remote or local reply, e.g. `550 5.1.1 <x@y>: no such user`.
+    pub reply: String,
+    /// The host that gave the reply, when it was a remote one.
+    pub remote_host: Option<String>,
+}
+
+/// Failed (a bounce) or still waiting (a delay warning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// Permanent failure: the message will not be delivered to these recipients.
+    Failed,
+    /// Still being retried.
+    Delayed,
+}
+
+/// Everything needed to write a report.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    /// Bounce or warning.
+    pub kind: ReportKind,
+    /// Our host name (Reporting-MTA, From).
+    pub hostname: &'a str,
+    /// The queue id of the original message.
+    pub queue_id: &'a str,
+    /// Who gets the report (the original envelope sender).
+    pub to: &'a str,
+    /// When the original arrived (unix seconds).
+    pub arrival: u64,
+    /// Now (unix seconds).
+    pub now: u64,
+    /// The recipients concerned.
+    pub recipients: &'a [RecipientReport],
+    /// The original message (only its header is included).
+    pub original: &'a [u8],
+}
+
+/// Builds the report message, CRLF line ends throughout.
+pub fn build(report: &Report<'_>) -> Vec<u8> {
+    let boundary = format!("{}/{}", report.queue_id, report.hostname);
+    let (subject, action, default_status) = match report.kind {
+        ReportKind::Failed => ("Undelivered Mail Returned to Sender", "failed", "5.0.0"),
+        ReportKind::Delayed => ("Delayed Mail (still being retried)", "delayed", "4.0.0"),
+    };
+    let mut out = String::new();
+    let mut line = |s: &str| {
+        out.push_str(s);
+        out.push_str("\r\n");
+    };
+    line(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{}>",
+        report.hostname
+    ));
+    line(&format!("To: <{}>", report.to));
+    line(&format!("Subject: {subject}"));
+    line(&format!("Date: {}", rfc5322_date(report.now)));
+    line(&format!(
+        "Message-ID: <{}.{}.{}@{}>",
+        report.queue_id, action, report.now, report.hostname
+    ));
+    line("Auto-Submitted: auto-replied");
+    line("MIME-Version: 1.0");
+    line(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\""
+    ));
+    line("");
+    line("This is a MIME-encapsulated message.");
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Type: text/plain; charset=utf-8");
+    line("Content-Transfer-Encoding: 8bit");
+    line("");
+    match report.kind {
+        ReportKind::Failed => {
+            line(&format!(
+                "This is the mail system at {}. Your message could not be",
+                report.hostname
+            ));
+            line("delivered to the recipients below. This is a permanent error;");
+            line("it will not be tried again.");
+        }
+        ReportKind::Delayed => {
+            line(&format!(
+                "This is the mail system at {}. Your message has not yet been",
+                report.hostname
+            ));
+            line("delivered to the recipients below. It is still being retried;");
+            line("you do not need to send it again.");
+        }
+    }
+    line("");
+    for r in report.recipients {
+        line(&format!("<{}>: {}", r.address, one_line(&r.reply)));
+    }
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Type: message/delivery-status");
+    line("");
+    line(&format!("Reporting-MTA: dns; {}", report.hostname));
+    line(&format!("X-Quicksilver-Queue-ID: {}", report.queue_id));
+    line(&format!("Arrival-Date: {}", rfc5322_date(report.arrival)));
+    for r in report.recipients {
+        line("");
+        if let Some(original) = &r.original {
+            line(&format!("Original-Recipient: rfc822; {original}"));
+        }
+        line(&format!("Final-Recipient: rfc822; {}", r.address));
+        line(&format!("Action: {action}"));
+        line(&format!(
+            "Status: {}",
+            enhanced_status(&r.reply).unwrap_or(default_status)
+        ));
+        if let Some(host) = &r.remote_host {
+            line(&format!("Remote-MTA: dns; {host}"));
+        }
+        line(&format!("Diagnostic-Code: {}", diagnostic(&r.reply)));
+        line(&format!("Last-Attempt-Date: {}", rfc5322_date(report.now)));
+        if report.kind == ReportKind::Delayed {
+            line("Will-Retry-Until: (see the sender's server policy)");
+        }
+    }
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Type: text/rfc822-headers");
+    line("");
+    let mut bytes = out.into_bytes();
+    let header = &report.original[..message::header_end(report.original)];
+    let header = String::from_utf8_lossy(header);
+    for l in header.lines() {
+        if !l.is_empty() {
+            bytes.extend_from_slice(l.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+    }
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    bytes
+}
+
+fn one_line(text: &str) -> String {
+    text.split(['\r', '\n'])
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `smtp; 550 ...` for an SMTP reply, else our own diagnostic type.
+fn diagnostic(reply: &str) -> String {
+    let reply = one_line(reply);
+    let smtp_like = reply.len() >= 3
+        && reply.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && matches!(reply.as_bytes().get(3), None | Some(b' ') | Some(b'-'));
+    if smtp_like {
+        format!("smtp; {reply}")
+    } else {
+        format!("x-quicksilver; {reply}")
+    }
+}
+
+/// The first enhanced status code (`5.1.1`) in a reply, if any.
+pub fn enhanced_status(reply: &str) -> Option<&str> {
+    reply.split_whitespace().find(|word| {
+        let parts: Vec<&str> = word.split('.').collect();
+        parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[1..]
+                .iter()
+                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 19:15:00 +0000`.
+pub fn rfc5322_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc5322() {
+        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_461_300),
+            "Mon, 23 Nov 2026 19:15:00 +0000"
+        );
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn enhanced_codes_are_found() {
+        assert_eq!(enhanced_status("550 5.1.1 no such user"), Some("5.1.1"));
+        assert_eq!(enhanced_status("451 try later"), None);
+        assert_eq!(enhanced_status("no such user"), None);
+    }
+
+    #[test]
+    fn a_bounce_is_a_multipart_report_naming_each_recipient() {
+        let original = b"From: a@example.test\r\nSubject: hello\r\n\r\nsecret body\r\n";
+        let recipients = [RecipientReport {
+            original: Some("info@example.test".into()),
+            address: "nobody@example.test".into(),
+            reply: "550 5.1.1 <nobody@example.test>: user unknown".into(),
+            remote_host: None,
+        }];
+        let bytes = build(&Report {
+            kind: ReportKind::Failed,
+            hostname: "mail.example.test",
+            queue_id: "ABC123",
+            to: "a@example.test",
+            arrival: 0,
+            now: 60,
+            recipients: &recipients,
+            original,
+        });
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status"));
+        assert!(text.contains("Final-Recipient: rfc822; nobody@example.test\r\n"));
+        assert!(text.contains("Original-Recipient: rfc822; info@example.test\r\n"));
+        assert!(text.contains("Status: 5.1.1\r\n"));
+        assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1"));
+        assert!(text.contains("Subject: hello\r\n"));
+        assert!(!text.contains("secret body"));
+        assert!(text.contains("Auto-Submitted: auto-replied"));
+        // CRLF only: no bare LF anywhere.
+        assert!(!bytes.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+        // A real MIME parser sees the three parts.
+        let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+        assert_eq!(parsed.parts.len(), 4); // the container and three parts
+    }
+}

@@ -1,0 +1,215 @@
+//! Local delivery: lease `local` jobs, write each recipient's copy into their
+//! Maildir INBOX, report the results.
+//!
+//! Each copy gets `Return-Path` and `Delivered-To` on top. Delivery is
+//! idempotent per (queue id, recipient): the Maildir delivery key is exactly
+//! that, so a crash between the write and the queue's record of it never
+//! duplicates a message. Several jobs are leased at once and grouped by
+//! mailbox, so that one folder fsync serves many messages.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qs_mailstore::{DeliveryItem, FolderName, Mailbox};
+use qs_queue::{Job, JobClass, Outcome, RecipientResult, unix_now};
+use qs_service::shutdown::Shutdown;
+use tracing::{error, info, warn};
+
+use crate::core::Core;
+use crate::message;
+
+/// Jobs leased in one round.
+const BATCH: usize = 128;
+/// How long a lease lasts; a crashed worker's jobs come back after it.
+const LEASE: Duration = Duration::from_secs(120);
+/// More Received fields than this is a loop (RFC 5321 §6.3).
+pub const MAX_RECEIVED: usize = 100;
+
+/// Runs one local delivery worker until shutdown.
+pub async fn run_worker(core: Arc<Core>, name: String, mut shutdown: Shutdown) {
+    let class = JobClass::local();
+    loop {
+        if shutdown.is_fired() {
+            return;
+        }
+        // Register for a wake-up before looking, so no notification is missed.
+        let notified = core.local_work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let mut jobs = Vec::new();
+        let now = unix_now();
+        while jobs.len() < BATCH {
+            match core.store.lease(&class, &name, LEASE, now) {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) => break,
+                Err(e) => {
+                    error!(error = %e, "cannot lease local work");
+                    break;
+                }
+            }
+        }
+        if jobs.is_empty() {
+            let wait = match core.store.next_due(&class) {
+                Ok(Some(due)) => Duration::from_secs(due.saturating_sub(unix_now()).clamp(1, 60)),
+                _ => Duration::from_secs(60),
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait() => return,
+            }
+            continue;
+        }
+
+        let worker_core = core.clone();
+        let delivered = tokio::task::spawn_blocking(move || deliver_jobs(&worker_core, jobs)).await;
+        let results = match delivered {
+            Ok(results) => results,
+            Err(e) => {
+                // The leases run out and the jobs come back.
+                error!(error = %e, "local delivery task failed");
+                continue;
+            }
+        };
+        for (job, results) in results {
+            match core.store.complete(
+                &job.id,
+                &class,
+                job.token,
+                &results,
+                &core.policy,
+                unix_now(),
+            ) {
+                Ok(outcome) => {
+                    if let Err(e) = core.settle(&outcome, &job.body) {
+                        error!(queue_id = %job.id, error = %e, "cannot settle the message");
+                    }
+                }
+                Err(e) => warn!(queue_id = %job.id, error = %e, "cannot record the delivery"),
+            }
+        }
+        if let Err(e) = core.store.commit().await {
+            error!(error = %e, "cannot commit delivery results");
+        }
+    }
+}
+
+/// Delivers every recipient of `jobs`; blocking (file writes and fsyncs).
+fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)> {
+    struct Pending {
+        job: usize,
+        index: u32,
+        key: String,
+        bytes: Vec<u8>,
+        address: String,
+    }
+    let snapshot = core.directory().snapshot();
+    let mut results: Vec<Vec<RecipientResult>> = vec![Vec::new(); jobs.len()];
+    let mut by_mailbox: HashMap<PathBuf, Vec<Pending>> = HashMap::new();
+
+    for (j, job) in jobs.iter().enumerate() {
+        let delivered_to: Vec<String> = message::values(&job.body, "Delivered-To")
+            .iter()
+            .map(|v| message::bare_address(v).to_ascii_lowercase())
+            .collect();
+        let received = message::count(&job.body, "Received");
+        for r in &job.recipients {
+            let fail = |reply: String| RecipientResult {
+                index: r.index,
+                outcome: Outcome::PermanentFailure { reply },
+            };
+            if received > MAX_RECEIVED {
+                results[j].push(fail(format!(
+                    "554 5.4.6 too many Received header fields ({received}): mail loop"
+                )));
+                continue;
+            }
+            if delivered_to.contains(&r.address.to_ascii_lowercase()) {
+                results[j].push(fail(format!(
+                    "554 5.4.6 <{}>: mail loop (already delivered to this address)",
+                    r.address
+                )));
+                continue;
+            }
+            let Some(user) = snapshot.user(&r.address) else {
+                results[j].push(fail(format!(
+                    "550 5.1.1 <{}>: no such user here",
+                    r.address
+                )));
+                continue;
+            };
+            let Some((local, domain)) = user.address().rsplit_once('@') else {
+                results[j].push(fail(format!(
+                    "553 5.1.3 <{}>: malformed address",
+                    r.address
+                )));
+                continue;
+            };
+            let root = match qs_mailstore::mailbox_path(&core.data_dir, domain, local) {
+                Ok(root) => root,
+                Err(e) => {
+                    results[j].push(fail(format!("553 5.1.3 <{}>: {e}", r.address)));
+                    continue;
+                }
+            };
+            let trace = vec![
+                format!("Return-Path: <{}>", job.sender),
+                format!("Delivered-To: {}", user.address()),
+            ];
+            by_mailbox.entry(root).or_default().push(Pending {
+                job: j,
+                index: r.index,
+                key: format!("{}:{}", job.id, user.address()),
+                bytes: message::prepend(&trace, &job.body),
+                address: user.address().to_string(),
+            });
+        }
+    }
+
+    let inbox = FolderName::inbox();
+    for (root, pending) in by_mailbox {
+        let outcome: Vec<Result<(), String>> = match Mailbox::open(root.clone(), &core.hostname) {
+            Ok(mailbox) => {
+                let items: Vec<DeliveryItem<'_>> = pending
+                    .iter()
+                    .map(|p| DeliveryItem {
+                        key: &p.key,
+                        bytes: &p.bytes,
+                    })
+                    .collect();
+                mailbox
+                    .deliver_many(&inbox, &items)
+                    .into_iter()
+                    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+                    .collect()
+            }
+            Err(e) => pending.iter().map(|_| Err(e.to_string())).collect(),
+        };
+        for (p, result) in pending.into_iter().zip(outcome) {
+            let job = &jobs[p.job];
+            let outcome = match result {
+                Ok(()) => {
+                    info!(queue_id = %job.id, to = %p.address, "delivered to the mailbox");
+                    Outcome::Delivered {
+                        reply: "250 2.0.0 delivered to the mailbox".into(),
+                    }
+                }
+                Err(detail) => {
+                    error!(queue_id = %job.id, to = %p.address, mailbox = %root.display(),
+                        error = %detail, "mailbox write failed; will retry");
+                    Outcome::TemporaryFailure {
+                        reply: "451 4.3.0 mailbox temporarily unavailable".into(),
+                    }
+                }
+            };
+            results[p.job].push(RecipientResult {
+                index: p.index,
+                outcome,
+            });
+        }
+    }
+    jobs.into_iter().zip(results).collect()
+}

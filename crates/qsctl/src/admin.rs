@@ -1,0 +1,295 @@
+//! `qsctl domain|user|alias`: the user directory.
+
+use anyhow::Result;
+use clap::Subcommand;
+use qs_config::Config;
+use qs_directory::{Directory, Options, Secret};
+
+/// The directory options the config asks for.
+pub fn directory_options(config: &Config) -> Options {
+    Options {
+        subaddress_separator: config.directory.subaddress_separator,
+    }
+}
+
+/// Opens the installation's directory; a missing one points at `qsctl init`.
+pub fn open_directory(config: &Config) -> Result<Directory> {
+    if !config.directory.file.exists() {
+        anyhow::bail!(
+            "the directory {} does not exist (run `qsctl init` first)",
+            config.directory.file.display()
+        );
+    }
+    Ok(Directory::open(
+        &config.directory.file,
+        directory_options(config),
+    )?)
+}
+
+/// `qsctl domain ...`
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Add a local domain, or an alias of one.
+    Add {
+        /// The domain.
+        domain: String,
+        /// Make it an alias: mail to x@DOMAIN reaches x@TARGET.
+        #[arg(long, value_name = "TARGET")]
+        alias_of: Option<String>,
+    },
+    /// Remove a domain (refused while users or aliases use it).
+    Del {
+        /// The domain.
+        domain: String,
+    },
+    /// List the domains.
+    List,
+}
+
+/// `qsctl user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; without --password-stdin a password is generated and shown once.
+    Add {
+        /// The user's address.
+        address: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user (the mailbox on disk is kept).
+    Del {
+        /// The user's address.
+        address: String,
+    },
+    /// Set a new password.
+    Passwd {
+        /// The user's address.
+        address: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Forward a user's mail (no target: stop forwarding).
+    Forward {
+        /// The user's address.
+        address: String,
+        /// Where to forward.
+        targets: Vec<String>,
+        /// Keep a copy in the user's own mailbox too.
+        #[arg(long)]
+        keep_copy: bool,
+    },
+    /// List users, optionally of one domain.
+    List {
+        /// Only this domain.
+        domain: Option<String>,
+    },
+}
+
+/// `qsctl alias ...`
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Add an alias to one or more targets; `*@DOMAIN` is the domain's catch-all.
+    Add {
+        /// The alias address.
+        address: String,
+        /// Local or remote targets.
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Remove an alias.
+    Del {
+        /// The alias address.
+        address: String,
+    },
+    /// List the aliases.
+    List,
+}
+
+/// Runs a domain command.
+pub fn domain(config: &Config, cmd: DomainCommand) -> Result<()> {
+    let dir = open_directory(config)?;
+    match cmd {
+        DomainCommand::Add { domain, alias_of } => match alias_of {
+            None => {
+                dir.add_domain(&domain)?;
+                println!("added the domain {}", domain.to_ascii_lowercase());
+            }
+            Some(target) => {
+                dir.add_domain_alias(&domain, &target)?;
+                println!(
+                    "added the domain {} as an alias of {}",
+                    domain.to_ascii_lowercase(),
+                    target.to_ascii_lowercase()
+                );
+            }
+        },
+        DomainCommand::Del { domain } => {
+            dir.remove_domain(&domain)?;
+            println!("removed the domain {}", domain.to_ascii_lowercase());
+        }
+        DomainCommand::List => {
+            for d in dir.refresh()?.domains() {
+                match d.alias_of() {
+                    Some(target) => println!("{}\talias of {target}", d.name()),
+                    None => println!("{}", d.name()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a user command.
+pub fn user(config: &Config, cmd: UserCommand) -> Result<()> {
+    let dir = open_directory(config)?;
+    match cmd {
+        UserCommand::Add {
+            address,
+            name,
+            password_stdin,
+        } => {
+            // Check the address before asking for a password.
+            qs_directory::parse_address(&address)?;
+            let (password, generated) = password(password_stdin)?;
+            dir.add_user(&address, &name, &Secret::new(password.as_bytes()))?;
+            let canonical = canonical(&address);
+            println!("added the user {canonical}");
+            if generated {
+                println!("password for {canonical}: {password}");
+            }
+        }
+        UserCommand::Del { address } => {
+            dir.remove_user(&address)?;
+            println!(
+                "removed the user {} (the mailbox on disk is kept)",
+                canonical(&address)
+            );
+        }
+        UserCommand::Passwd {
+            address,
+            password_stdin,
+        } => {
+            qs_directory::parse_address(&address)?;
+            if dir.refresh()?.user(&address).is_none() {
+                // Say so before reading or generating a password.
+                anyhow::bail!("unknown user {address}");
+            }
+            let (password, generated) = password(password_stdin)?;
+            dir.set_password(&address, &Secret::new(password.as_bytes()))?;
+            println!("changed the password of {}", canonical(&address));
+            if generated {
+                println!("password for {}: {password}", canonical(&address));
+            }
+        }
+        UserCommand::Forward {
+            address,
+            targets,
+            keep_copy,
+        } => {
+            dir.set_forward(&address, targets.iter(), keep_copy)?;
+            if targets.is_empty() {
+                println!("{} is no longer forwarded", canonical(&address));
+            } else {
+                println!(
+                    "{} is forwarded to {}",
+                    canonical(&address),
+                    targets.join(", ")
+                );
+            }
+        }
+        UserCommand::List { domain } => {
+            let snapshot = dir.refresh()?;
+            let domain = domain.map(|d| d.to_ascii_lowercase());
+            for user in snapshot.users() {
+                if domain.as_deref().is_some_and(|d| {
+                    !user
+                        .address()
+                        .to_ascii_lowercase()
+                        .ends_with(&format!("@{d}"))
+                }) {
+                    continue;
+                }
+                let mut line = user.address().to_string();
+                if !user.display_name().is_empty() {
+                    line.push('\t');
+                    line.push_str(user.display_name());
+                }
+                if !user.enabled() {
+                    line.push_str("\t(disabled)");
+                }
+                if !user.forward().targets.is_empty() {
+                    line.push_str(&format!(
+                        "\tforwarded to {}{}",
+                        user.forward().targets.join(", "),
+                        if user.forward().keep_copy {
+                            " (keeps a copy)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs an alias command.
+pub fn alias(config: &Config, cmd: AliasCommand) -> Result<()> {
+    let dir = open_directory(config)?;
+    match cmd {
+        AliasCommand::Add { address, targets } => {
+            if let Some(domain) = address.strip_prefix("*@") {
+                let [target] = targets.as_slice() else {
+                    anyhow::bail!("a catch-all (*@{domain}) takes exactly one target");
+                };
+                dir.set_catch_all(domain, Some(target))?;
+                println!("mail to unknown addresses of {domain} goes to {target}");
+            } else {
+                dir.add_alias(&address, targets.iter())?;
+                println!("{} → {}", canonical(&address), targets.join(", "));
+            }
+        }
+        AliasCommand::Del { address } => {
+            if let Some(domain) = address.strip_prefix("*@") {
+                dir.set_catch_all(domain, None)?;
+            } else {
+                dir.remove_alias(&address)?;
+            }
+            println!("removed the alias {}", canonical(&address));
+        }
+        AliasCommand::List => {
+            let snapshot = dir.refresh()?;
+            for alias in snapshot.aliases() {
+                println!("{}\t{}", alias.address(), alias.targets().join(", "));
+            }
+            for d in snapshot.domains() {
+                if let Some(target) = d.catch_all() {
+                    println!("*@{}\t{target}", d.name());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn password(from_stdin: bool) -> Result<(String, bool)> {
+    if from_stdin {
+        Ok((crate::read_password_line()?, false))
+    } else {
+        Ok((crate::generate_password(), true))
+    }
+}
+
+fn canonical(address: &str) -> String {
+    match qs_directory::parse_address(address) {
+        Ok(a) => format!("{}@{}", a.local(), a.domain()),
+        Err(_) => address.to_string(),
+    }
+}

@@ -1,0 +1,100 @@
+//! qsctl — the Quicksilver console.
+//!
+//! # Description
+//! Administration of a Quicksilver installation, as Mercury's console did it:
+//!
+//! - `qsctl init [--domain D] [--hostname H] [--password-stdin]`: writes the
+//!   commented default config (when there is none), creates the data folder, a
+//!   self-signed certificate, the first domain and the postmaster. Running it
+//!   again creates only what is missing and says so.
+//! - `qsctl domain add|del|list`, `qsctl user add|del|passwd|list`,
+//!   `qsctl alias add|del|list`: the user directory, shared by every module;
+//!   changes are seen by running servers at once.
+//!
+//! Every misuse (unknown domain, duplicate user, malformed address, missing
+//! config) prints one line naming the problem and exits non-zero; the directory
+//! is written atomically, so nothing is ever half-written.
+//!
+//! # Security
+//! Passwords are read from standard input (`--password-stdin`) or generated and
+//! printed once; they are stored only as argon2id hashes and never logged.
+//!
+//! # Config
+//! Reads the file named by `--config`, `QS_CONFIG` or `./quicksilver.toml`.
+
+mod admin;
+mod init;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use qs_config::Config;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "qsctl", version, about = "Quicksilver's console")]
+pub struct Cli {
+    /// The config file (default: $QS_CONFIG, else ./quicksilver.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the default config, create the data folder, a certificate, the
+    /// first domain and the postmaster (only what is missing).
+    Init(init::InitArgs),
+    /// Local domains.
+    #[command(subcommand)]
+    Domain(admin::DomainCommand),
+    /// Users (mailboxes).
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Aliases.
+    #[command(subcommand)]
+    Alias(admin::AliasCommand),
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(args) => init::run(cli.config.as_deref(), args),
+        Command::Domain(cmd) => admin::domain(&load_config(&cli.config)?, cmd),
+        Command::User(cmd) => admin::user(&load_config(&cli.config)?, cmd),
+        Command::Alias(cmd) => admin::alias(&load_config(&cli.config)?, cmd),
+    }
+}
+
+fn load_config(explicit: &Option<PathBuf>) -> Result<Config> {
+    Ok(Config::load(explicit.as_deref())?)
+}
+
+/// Reads one password line from standard input (without its line end).
+fn read_password_line() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("--password-stdin: standard input held no password");
+    }
+    Ok(password)
+}
+
+/// A random password of 20 characters from an unambiguous alphabet.
+fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}

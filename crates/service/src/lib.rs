@@ -1,0 +1,54 @@
+//! qs-service — what every Quicksilver daemon shares.
+//!
+//! # Description
+//! The plumbing that every daemon would otherwise copy, in the spirit of Postfix's
+//! `single_server_main`: logging set-up ([`logging`]), the TLS acceptor built from
+//! `[tls]` and the self-signed default certificate ([`tls`]), listener binding
+//! with errors that name the address and the config key ([`listen`]), and the
+//! shutdown signal ([`shutdown`]). It grows with the restart-without-downtime work
+//! (socket hand-over, graceful drain).
+//!
+//! # Security
+//! Private keys are written with mode 0600. TLS uses rustls with its safe defaults
+//! (TLS 1.2 and 1.3 only).
+
+pub mod listen;
+pub mod logging;
+pub mod shutdown;
+pub mod tls;
+
+use std::path::PathBuf;
+
+/// Why a piece of daemon plumbing failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A certificate or key file could not be read or parsed.
+    #[error("TLS {what} {}: {reason}", path.display())]
+    Tls {
+        /// "certificate" or "key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A certificate could not be generated or written.
+    #[error("cannot create a self-signed certificate at {}: {reason}", path.display())]
+    CertificateGeneration {
+        /// Where it was to be written.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The config key that names it.
+        key: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
