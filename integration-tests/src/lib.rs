@@ -146,3 +146,205 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+impl Installation {
+    /// Sets `key` in `[section]` of the config file (the key must be in the
+    /// default file, commented or not, inside that section).
+    pub fn set(&self, section: &str, key: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let mut current = String::new();
+        let mut done = false;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
+                current = trimmed.trim_matches(['[', ']']).to_string();
+            }
+            if !done
+                && current == section
+                && (trimmed.starts_with(&format!("{key} ="))
+                    || trimmed.starts_with(&format!("{key}=")))
+            {
+                out.push(format!("{key} = {value}"));
+                done = true;
+            } else {
+                out.push(line.to_string());
+            }
+        }
+        assert!(done, "no key {key} in [{section}] of the config");
+        std::fs::write(&self.config, out.join("\n") + "\n").expect("write config");
+    }
+
+    /// The queue socket of this installation.
+    pub fn socket(&self) -> PathBuf {
+        self.data_dir().join("run/queue.sock")
+    }
+
+    /// A queue client for this installation, retrying for `retry_for`.
+    pub fn client(&self, retry_for: std::time::Duration) -> qs_queue::Client {
+        qs_queue::Client::new(
+            qs_queue::Endpoint::Unix(self.socket()),
+            qs_queue::ClientOptions {
+                retry_for,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The INBOX `new/` and `cur/` files of `local@domain`, contents sorted.
+    pub fn inbox(&self, address: &str) -> Vec<Vec<u8>> {
+        let (local, domain) = address.split_once('@').expect("an address");
+        let root = self.data_dir().join("mail").join(domain).join(local);
+        let mut out: Vec<Vec<u8>> = ["new", "cur"]
+            .iter()
+            .flat_map(|sub| {
+                std::fs::read_dir(root.join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| std::fs::read(e.path()).unwrap_or_default())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until `address`'s INBOX holds at least `count` messages.
+    pub fn wait_for_mail(
+        &self,
+        address: &str,
+        count: usize,
+        within: std::time::Duration,
+    ) -> Vec<Vec<u8>> {
+        let start = std::time::Instant::now();
+        loop {
+            let found = self.inbox(address);
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{address} has {} messages, expected {count}",
+                found.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a daemon of this installation and waits until `ready` holds.
+    pub fn start(&self, name: &str) -> Daemon {
+        Daemon::start(
+            name,
+            &self.config,
+            self.dir.path().join(format!("{name}.log")),
+        )
+    }
+}
+
+/// A running daemon, killed when dropped. Its log goes to a file that the
+/// assertion messages can show.
+pub struct Daemon {
+    name: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Daemon {
+    /// Starts `name` with `config`, appending its log to `log`.
+    pub fn start(name: &str, config: &Path, log: PathBuf) -> Daemon {
+        let mut d = Daemon {
+            name: name.to_string(),
+            config: config.to_path_buf(),
+            log,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open daemon log");
+        let child = Command::new(binary(&self.name))
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("QS_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start daemon");
+        self.child = Some(child);
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait up to `within` for a clean exit; returns its status.
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Starts it again after a kill.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Waits for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

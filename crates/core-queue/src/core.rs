@@ -32,7 +32,14 @@ pub struct Core {
     pub bounce_copy_to_postmaster: bool,
     /// Wakes the local delivery workers when local work arrives.
     pub local_work: Notify,
+    /// Request keys of enqueues being processed now.
+    pub keys_in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// The state namespace of enqueue request keys.
+pub const REQUEST_KEYS: &str = "enqueue-keys";
+/// How long a request key is remembered.
+pub const REQUEST_KEY_TTL: u64 = 24 * 3600;
 
 impl Core {
     /// The directory.
@@ -53,6 +60,89 @@ impl Core {
         self.store.commit().await?;
         self.local_work.notify_waiters();
         Ok(id)
+    }
+
+    /// Like [`Core::accept`], but a request key seen before (a client retrying a
+    /// request whose answer was lost) answers the first queue id again instead
+    /// of queueing the message twice.
+    pub async fn accept_once(
+        &self,
+        key: &str,
+        sender: &str,
+        recipients: &[String],
+        origin: Origin,
+        body: &[u8],
+    ) -> Result<QueueId, StoreError> {
+        // The same key may arrive again while the first request still runs.
+        loop {
+            let inserted = self
+                .keys_in_flight
+                .lock()
+                .map(|mut keys| keys.insert(key.to_string()))
+                .unwrap_or(true);
+            if inserted {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let result = self
+            .accept_once_locked(key, sender, recipients, origin, body)
+            .await;
+        if let Ok(mut keys) = self.keys_in_flight.lock() {
+            keys.remove(key);
+        }
+        result
+    }
+
+    async fn accept_once_locked(
+        &self,
+        key: &str,
+        sender: &str,
+        recipients: &[String],
+        origin: Origin,
+        body: &[u8],
+    ) -> Result<QueueId, StoreError> {
+        if let Some(seen) = self.store.state_get(REQUEST_KEYS, key)? {
+            let text = String::from_utf8_lossy(&seen);
+            if let Some(Ok(id)) = text.split_whitespace().next().map(str::parse::<QueueId>) {
+                info!(queue_id = %id, "a retried enqueue: already queued");
+                return Ok(id);
+            }
+        }
+        let id = self.insert(sender, recipients, origin, body)?;
+        self.store
+            .state_put(REQUEST_KEYS, key, format!("{id} {}", unix_now()).as_bytes())?;
+        self.store.commit().await?;
+        self.local_work.notify_waiters();
+        Ok(id)
+    }
+
+    /// Forgets request keys older than [`REQUEST_KEY_TTL`]; returns how many.
+    pub fn prune_request_keys(&self) -> Result<usize, StoreError> {
+        let cutoff = unix_now().saturating_sub(REQUEST_KEY_TTL);
+        let mut after: Option<String> = None;
+        let mut pruned = 0;
+        loop {
+            let page = self
+                .store
+                .state_scan(REQUEST_KEYS, "", after.as_deref(), 1000)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (key, value) in &page {
+                let stamp = String::from_utf8_lossy(value)
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if stamp < cutoff {
+                    self.store.state_delete(REQUEST_KEYS, key)?;
+                    pruned += 1;
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     /// Routes and stores without committing (the caller commits).

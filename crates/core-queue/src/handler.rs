@@ -62,11 +62,16 @@ impl Handler for CoreHandler {
                 sender,
                 recipients,
                 origin,
-            } => self
-                .core
-                .accept(&sender, &recipients, origin, &body)
-                .await
-                .map(|id| Response::Enqueued { id }),
+                request_key,
+            } => match request_key.filter(|k| !k.is_empty() && k.len() <= 128) {
+                Some(key) => {
+                    self.core
+                        .accept_once(&key, &sender, &recipients, origin, &body)
+                        .await
+                }
+                None => self.core.accept(&sender, &recipients, origin, &body).await,
+            }
+            .map(|id| Response::Enqueued { id }),
             complete @ Request::Complete { .. } => self.complete(complete).await,
             other => return self.plain.handle(other, body).await,
         };

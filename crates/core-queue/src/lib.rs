@@ -39,7 +39,6 @@ pub mod handler;
 pub mod lists;
 pub mod local;
 pub mod maildrop;
-pub mod message;
 pub mod route;
 
 use std::path::Path;
@@ -139,7 +138,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), CoreError> {
         data_dir: config.data_dir.clone(),
         bounce_copy_to_postmaster: config.queue.bounce_copy_to_postmaster,
         local_work: tokio::sync::Notify::new(),
+        keys_in_flight: std::sync::Mutex::default(),
     });
+    // This process is the only local worker: leases of an earlier one are stale.
+    core.store.release_all(&qs_queue::JobClass::local())?;
     let handler = Arc::new(CoreHandler::new(core.clone()));
 
     let socket = &config.queue.socket;
@@ -198,6 +200,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), CoreError> {
         shutdown.clone(),
     ));
 
+    tasks.spawn(housekeeping(core.clone(), shutdown.clone()));
+
     let mut stop = shutdown.clone();
     stop.wait().await;
     info!("stopping: finishing current work");
@@ -215,6 +219,21 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), CoreError> {
     let _ = std::fs::remove_file(socket);
     info!("stopped");
     Ok(())
+}
+
+/// Periodic chores: forget old enqueue request keys.
+async fn housekeeping(core: Arc<Core>, mut shutdown: Shutdown) {
+    loop {
+        match core.prune_request_keys() {
+            Ok(0) => {}
+            Ok(n) => info!(pruned = n, "old request keys forgotten"),
+            Err(e) => error!(error = %e, "cannot prune request keys"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// Removes a socket file left by a process that is gone; refuses if someone

@@ -18,7 +18,7 @@ use qs_service::shutdown::Shutdown;
 use tracing::{error, info, warn};
 
 use crate::core::Core;
-use crate::message;
+use qs_queue::message;
 
 /// Jobs leased in one round.
 const BATCH: usize = 128;

@@ -26,7 +26,7 @@ use qs_service::shutdown::Shutdown;
 use tracing::{error, info, warn};
 
 use crate::core::Core;
-use crate::message;
+use qs_queue::message;
 
 /// The largest file taken from the folder.
 pub const MAX_FILE_SIZE: u64 = 256 * 1024 * 1024;

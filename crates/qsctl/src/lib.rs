@@ -15,6 +15,13 @@
 //! config) prints one line naming the problem and exits non-zero; the directory
 //! is written atomically, so nothing is ever half-written.
 //!
+//! - `qsctl queue list|show ID|retry ID|delete ID|stats`: the mail queue.
+//! - `qsctl send --from A --to B [--subject S] [FILE]`: queue a plain-text message
+//!   (Mercury's MSendTo).
+//! - `qsctl sendmail [-t] [-i] [-f ADDR] [RCPT...]`: the sendmail command line, so
+//!   scripts and web applications that call sendmail work unchanged; a link named
+//!   `sendmail` to qsctl behaves the same.
+//!
 //! # Security
 //! Passwords are read from standard input (`--password-stdin`) or generated and
 //! printed once; they are stored only as argon2id hashes and never logged.
@@ -24,6 +31,7 @@
 
 mod admin;
 mod init;
+mod queue_cmd;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -59,6 +67,14 @@ pub enum Command {
     /// Aliases.
     #[command(subcommand)]
     Alias(admin::AliasCommand),
+    /// The mail queue (through core-queue).
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCommand),
+    /// Compose and queue a plain-text message (body from a file or standard input).
+    Send(queue_cmd::SendArgs),
+    /// sendmail-compatible submission: the message on standard input.
+    /// A link named `sendmail` pointing at qsctl behaves the same.
+    Sendmail(queue_cmd::SendmailArgs),
 }
 
 /// Runs one command.
@@ -68,6 +84,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Domain(cmd) => admin::domain(&load_config(&cli.config)?, cmd),
         Command::User(cmd) => admin::user(&load_config(&cli.config)?, cmd),
         Command::Alias(cmd) => admin::alias(&load_config(&cli.config)?, cmd),
+        Command::Queue(cmd) => queue_cmd::queue(&load_config(&cli.config)?, cmd),
+        Command::Send(args) => queue_cmd::send(&load_config(&cli.config)?, args),
+        Command::Sendmail(args) => queue_cmd::sendmail(&load_config(&cli.config)?, args),
     }
 }
 

@@ -25,9 +25,7 @@ use crate::envelope::{
     Envelope, Job, JobClass, LeaseToken, Origin, QueueId, RecipientResult, Stats, Summary,
 };
 use crate::io::{Connection, FrameIoError, Stream};
-use crate::proto::{
-    ErrorKind, Limits, ProtoError, Request, Response, Secret, decode_response, encode_head,
-};
+use crate::proto::{ErrorKind, Limits, ProtoError, Request, Response, Secret, decode_response};
 
 /// First pause between attempts to reach the server.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -183,7 +181,8 @@ impl Client {
     }
 
     /// Queues a message; returns once it is on disk. If the answer is lost
-    /// the request is sent again, so the message may be queued twice.
+    /// the request is sent again with the same request key, so a server that
+    /// honours keys (core-queue does) queues it once.
     pub async fn enqueue(
         &self,
         sender: &str,
@@ -195,6 +194,7 @@ impl Client {
             sender: sender.to_owned(),
             recipients,
             origin,
+            request_key: Some(format!("{:032x}", rand::random::<u128>())),
         };
         match self.call(&request, body).await? {
             (Response::Enqueued { id }, _) => Ok(id),
@@ -403,7 +403,6 @@ impl Client {
         body: &[u8],
     ) -> Result<(Response, Vec<u8>), ClientError> {
         let options = &self.inner.options;
-        encode_head(request, body.len(), &options.limits).map_err(ClientError::Request)?;
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -501,28 +500,24 @@ impl Client {
     ) -> Result<(Connection, Response, Vec<u8>), Failure> {
         let timeout = self.inner.options.io_timeout;
         let round_trip = async {
-            conn.write_frame(request, body).await?;
-            match conn.read_frame().await? {
-                Some(frame) => Ok(frame),
-                None => Err(FrameIoError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before the answer",
-                ))),
+            conn.write_frame(request, body).await.map_err(|e| match e {
+                FrameIoError::Io(e) => Failure::from(e),
+                FrameIoError::Proto(e) => Failure::Fatal(ClientError::Request(e)),
+            })?;
+            match conn.read_frame().await {
+                Ok(Some(frame)) => Ok(frame),
+                Ok(None) => Err(Failure::Retry("connection closed before the answer".into())),
+                Err(FrameIoError::Io(e)) => Err(e.into()),
+                Err(FrameIoError::Proto(e)) => {
+                    Err(Failure::Fatal(ClientError::Protocol(e.to_string())))
+                }
             }
         };
-        let frame = match tokio::time::timeout(timeout, round_trip).await {
-            Err(_) => {
-                return Err(Failure::Retry(format!(
-                    "no answer within {}s",
-                    timeout.as_secs_f64()
-                )));
-            }
-            Ok(Err(FrameIoError::Io(e))) => return Err(e.into()),
-            Ok(Err(FrameIoError::Proto(e))) => {
-                return Err(Failure::Fatal(ClientError::Protocol(e.to_string())));
-            }
-            Ok(Ok(frame)) => frame,
-        };
+        let frame = tokio::time::timeout(timeout, round_trip)
+            .await
+            .map_err(|_| {
+                Failure::Retry(format!("no answer within {}s", timeout.as_secs_f64()))
+            })??;
         let (response, body) = decode_response(frame)
             .map_err(|e| Failure::Fatal(ClientError::Protocol(e.to_string())))?;
         Ok((conn, response, body))

@@ -66,6 +66,7 @@ pub mod client;
 pub mod commit;
 pub mod envelope;
 mod io;
+pub mod message;
 pub mod proto;
 pub mod retry;
 pub mod server;

@@ -121,6 +121,10 @@ pub enum Request {
         recipients: Vec<String>,
         /// Where the message came from.
         origin: Origin,
+        /// Chosen by the client once per message and sent again on every
+        /// retry, so a request whose answer was lost is not queued twice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_key: Option<String>,
     },
     /// Asks for due work of a class.
     Lease {
@@ -548,6 +552,7 @@ mod tests {
                     sender: "".into(),
                     recipients: vec!["a@example.org".into(), "b@example.org".into()],
                     origin,
+                    request_key: Some("k1".into()),
                 },
                 b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
             ),

@@ -130,7 +130,11 @@ pub async fn serve_with<H: Handler>(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "queue connection task failed");
+                }
+            }
             accepted = accept(&listener) => match accepted {
                 Ok((stream, peer, needs_auth)) => {
                     next_id += 1;
@@ -329,6 +333,7 @@ impl StoreHandler {
                 sender,
                 recipients,
                 origin,
+                ..
             } => {
                 if recipients.is_empty() {
                     return Err(StoreError::InvalidEnvelope("no recipients".into()));

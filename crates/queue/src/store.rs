@@ -696,6 +696,41 @@ impl Store {
         Ok(())
     }
 
+    /// Ends every lease of `class` at once, as if each had been released: for a
+    /// worker that restarts and knows that no earlier incarnation of it is still
+    /// working (core-queue's own local delivery). Returns how many it ended.
+    pub fn release_all(&self, class: &JobClass) -> Result<usize, StoreError> {
+        let _guard = self.lock();
+        let mut released = 0;
+        for entry in self.inner.slots.scan_prefix(class_prefix(class)) {
+            let (key, value) = entry?;
+            let slot = Slot::decode(&value)?;
+            if !slot.leased() {
+                continue;
+            }
+            let Some((_, rest)) = split_class(&key) else {
+                continue;
+            };
+            let Ok(id) = std::str::from_utf8(rest)
+                .map_err(|_| ())
+                .and_then(|s| s.parse::<QueueId>().map_err(|_| ()))
+            else {
+                continue;
+            };
+            let Some(env) = self.load(&id)? else {
+                continue;
+            };
+            let mut ws = WriteSet::default();
+            self.schedule(&mut ws, &env, class, false)?;
+            self.apply(ws)?;
+            released += 1;
+        }
+        if released > 0 {
+            tracing::info!(%class, released, "stale leases ended");
+        }
+        Ok(released)
+    }
+
     fn check_lease(
         &self,
         id: &QueueId,
@@ -765,13 +800,13 @@ impl Store {
         };
         let mut ws = WriteSet::default();
         ws.del(T::Envelopes, id.as_str().into());
-        ws.del(T::Bodies, id.as_str().into());
         for class in env.classes() {
             if let Some(slot) = self.load_slot(&class, id)? {
                 ws.del(T::Due, due_key(&class, slot.due, id));
                 ws.del(T::Slots, slot_key(&class, id));
             }
         }
+        ws.del(T::Bodies, id.as_str().into());
         self.apply(ws)?;
         tracing::info!(queue_id = %id, "removed");
         Ok(true)
@@ -1616,11 +1651,19 @@ mod tests {
     fn open_repairs_a_damaged_index() {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = envelope(&[("a@x", JobClass::outbound())]);
+        let bodiless = envelope(&[("b@x", JobClass::outbound())]);
         let ghost = QueueId::generate();
         {
             let store = open(dir.path());
             store.insert(&env, b"m").expect("insert");
-            // Lose the index entries, and leave a stray one and an orphan body.
+            // Lose the index entries, and leave a stray one, an orphan body
+            // and an envelope whose body never arrived.
+            let json = encode_envelope(&bodiless).expect("json");
+            store
+                .inner
+                .envelopes
+                .insert(bodiless.id.as_str(), json)
+                .expect("insert");
             store.inner.due.clear().expect("clear");
             store.inner.slots.clear().expect("clear");
             store
@@ -1636,6 +1679,7 @@ mod tests {
             store.inner.db.flush().expect("flush");
         }
         let store = open(dir.path());
+        assert!(store.get(&bodiless.id).expect("get").is_none());
         assert_eq!(
             store.due(&JobClass::outbound(), T0, 10).expect("due"),
             vec![(T0, env.id.clone())]
@@ -1759,6 +1803,7 @@ mod tests {
         );
         assert_eq!(list[0].age(T0 + 60), 60);
         assert_eq!(store.list(1).expect("list").len(), 1);
+        store.inner.db.flush().expect("flush");
         let stats = store.stats().expect("stats");
         assert_eq!(stats.messages, 2);
         assert_eq!(stats.bytes, 10);

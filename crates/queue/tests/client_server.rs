@@ -535,3 +535,45 @@ async fn tcp_without_a_secret_is_refused_at_start() {
     let result = server.task.await.expect("join");
     assert!(matches!(result, Err(ServerError::TcpWithoutSecret)));
 }
+
+#[tokio::test]
+async fn a_request_over_the_limit_fails_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(
+        open_store(dir.path()),
+        UnixListener::bind(socket(dir.path())).expect("bind"),
+        None,
+    );
+    let options = ClientOptions {
+        retry_for: Duration::from_secs(5),
+        limits: qs_queue::Limits {
+            max_header: 1024,
+            max_body: 16,
+        },
+        ..ClientOptions::default()
+    };
+    let client = Client::new(Endpoint::Unix(socket(dir.path())), options);
+    let started = Instant::now();
+    let err = client
+        .enqueue(
+            "a@example.org",
+            vec!["b@example.net".into()],
+            origin(),
+            &[b'x'; 17],
+        )
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, ClientError::Request(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert!(started.elapsed() < Duration::from_secs(1), "not retried");
+    client
+        .enqueue(
+            "a@example.org",
+            vec!["b@example.net".into()],
+            origin(),
+            &[b'x'; 16],
+        )
+        .await
+        .expect("at the limit");
+    server.stop().await;
+}

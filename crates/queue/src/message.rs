@@ -1,6 +1,8 @@
-//! Raw RFC 5322 header handling that must not re-encode anything: finding the
-//! header block, reading fields (unfolded), removing fields, and prepending trace
-//! fields. The body and every untouched header stay byte-identical.
+//! Message bytes as every module handles them: raw RFC 5322 header handling
+//! that never re-encodes anything (finding the header block, reading fields
+//! unfolded, removing fields, prepending trace fields: the body and every
+//! untouched field stay byte-identical), line-end normalisation, the
+//! `sendmail -t` envelope, and RFC 5322 dates.
 
 /// One header field as it stands in the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +140,41 @@ pub fn prepend(lines: &[String], message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 19:15:00 +0000`.
+pub fn rfc5322_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// The bare address inside a field value like `Name <a@b>` or `a@b`.
 pub fn bare_address(value: &str) -> String {
     let v = value.trim();
@@ -194,6 +231,16 @@ mod tests {
     fn prepending_adds_crlf_lines() {
         let out = prepend(&["Return-Path: <a@b>".into()], b"X: y\r\n\r\n");
         assert_eq!(out, b"Return-Path: <a@b>\r\nX: y\r\n\r\n");
+    }
+
+    #[test]
+    fn dates_are_rfc5322() {
+        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_461_300),
+            "Mon, 23 Nov 2026 19:15:00 +0000"
+        );
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
     #[test]
