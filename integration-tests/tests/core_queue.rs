@@ -2,6 +2,8 @@
 //! Maildir. Routing, retries, bounces, leases, the maildrop folder, and
 //! durability under SIGKILL.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -438,6 +440,7 @@ fn a_second_core_queue_is_refused_with_the_owner_named() {
 
 #[test]
 fn every_acknowledged_enqueue_is_delivered_exactly_once_despite_sigkill() {
+    const KILLS: usize = 6;
     let inst = Installation::init();
     let out = inst.qsctl_stdin(
         &["user", "add", "alice@example.test", "--password-stdin"],
@@ -452,17 +455,17 @@ fn every_acknowledged_enqueue_is_delivered_exactly_once_despite_sigkill() {
         let daemon = daemon.clone();
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut kills = 0;
             let mut state = 0x9E37_79B9_7F4A_7C15u64;
-            while !stop.load(Ordering::Relaxed) {
+            for _ in 0..KILLS {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                std::thread::sleep(Duration::from_millis(150 + state % 350));
+                std::thread::sleep(Duration::from_millis(100 + state % 300));
                 daemon.lock().unwrap().restart();
-                kills += 1;
             }
-            kills
+            // The clients stop once every kill has happened.
+            stop.store(true, Ordering::Relaxed);
+            KILLS
         })
     };
 
@@ -472,9 +475,12 @@ fn every_acknowledged_enqueue_is_delivered_exactly_once_despite_sigkill() {
         let mut tasks = Vec::new();
         for worker in 0..8 {
             let client = client.clone();
+            let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
                 let mut ok = Vec::new();
-                for i in 0..25 {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
                     let tag = format!("w{worker}-m{i}");
                     let body = format!("From: a@far.example\r\nSubject: {tag}\r\nMessage-ID: <{tag}@test>\r\n\r\n{tag}\r\n");
                     if client
@@ -494,9 +500,7 @@ fn every_acknowledged_enqueue_is_delivered_exactly_once_despite_sigkill() {
         }
         all
     });
-    stop.store(true, Ordering::Relaxed);
     let kills = killer.join().unwrap();
-    assert!(kills >= 2, "core-queue was killed only {kills} times");
     assert!(!acknowledged.is_empty());
 
     // Let the last incarnation deliver everything.
@@ -528,4 +532,59 @@ fn every_acknowledged_enqueue_is_delivered_exactly_once_despite_sigkill() {
         "{} acknowledged enqueues, {kills} kills, all delivered exactly once",
         acknowledged.len()
     );
+}
+
+#[test]
+fn a_delay_warning_is_sent_once_while_mail_waits() {
+    let inst = Installation::init();
+    inst.set("queue", "first_retry_secs", "1");
+    inst.set("queue", "max_retry_interval_secs", "1");
+    inst.set("queue", "delay_warning_secs", "1");
+    let out = inst.qsctl_stdin(
+        &["user", "add", "sender@example.test", "--password-stdin"],
+        "pw\n",
+    );
+    assert!(out.status.success());
+    let _daemon = inst.start("core-queue");
+    enqueue(
+        &inst,
+        "sender@example.test",
+        &["friend@far.example"],
+        &message("slow"),
+    );
+    let rt = runtime();
+    let client = inst.client(WAIT);
+    let outbound = JobClass::outbound();
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(1200));
+        let job = rt
+            .block_on(client.lease(&outbound, "relay", Duration::from_secs(30)))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no job in round {round}"));
+        rt.block_on(client.complete(
+            &job.id,
+            &outbound,
+            job.token,
+            vec![RecipientResult {
+                index: job.recipients[0].index,
+                outcome: Outcome::TemporaryFailure {
+                    reply: "421 4.4.2 busy".into(),
+                },
+            }],
+        ))
+        .unwrap();
+    }
+    let warning = inst.wait_for_mail("sender@example.test", 1, WAIT);
+    let text = String::from_utf8_lossy(&warning[0]);
+    assert!(text.contains("Subject: Delayed Mail"), "{text}");
+    assert!(text.contains("Action: delayed"), "{text}");
+    assert!(text.contains("421 4.4.2 busy"), "{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        inst.inbox("sender@example.test").len(),
+        1,
+        "one warning only"
+    );
+    // The postmaster gets no copy of a mere warning.
+    assert_eq!(inst.inbox("postmaster@example.test").len(), 0);
 }

@@ -1,6 +1,8 @@
 //! qsctl end to end: init, the directory commands, their errors, and the
 //! directory's durability under concurrent writers and SIGKILL.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -102,16 +102,22 @@ impl Core {
         origin: Origin,
         body: &[u8],
     ) -> Result<QueueId, StoreError> {
+        // The record is "pending ID TIME" from before the message is stored, and
+        // "done ID TIME" from before it is removed. sled recovers a prefix of its
+        // log, so a stored message always has its record, and a removed one its
+        // "done" record: a retry can tell "queued", "delivered" and "never made it".
         if let Some(seen) = self.store.state_get(REQUEST_KEYS, key)? {
-            let text = String::from_utf8_lossy(&seen);
-            if let Some(Ok(id)) = text.split_whitespace().next().map(str::parse::<QueueId>) {
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            let mut words = text.split_whitespace();
+            let state = words.next().unwrap_or("");
+            if let Some(Ok(id)) = words.next().map(str::parse::<QueueId>)
+                && (state == "done" || self.store.get(&id)?.is_some())
+            {
                 info!(queue_id = %id, "a retried enqueue: already queued");
                 return Ok(id);
             }
         }
-        let id = self.insert(sender, recipients, origin, body)?;
-        self.store
-            .state_put(REQUEST_KEYS, key, format!("{id} {}", unix_now()).as_bytes())?;
+        let id = self.insert_keyed(sender, recipients, origin, body, Some(key))?;
         self.store.commit().await?;
         self.local_work.notify_waiters();
         Ok(id)
@@ -133,7 +139,7 @@ impl Core {
             for (key, value) in &page {
                 let stamp = String::from_utf8_lossy(value)
                     .split_whitespace()
-                    .nth(1)
+                    .nth(2)
                     .and_then(|t| t.parse::<u64>().ok())
                     .unwrap_or(0);
                 if stamp < cutoff {
@@ -153,6 +159,17 @@ impl Core {
         origin: Origin,
         body: &[u8],
     ) -> Result<QueueId, StoreError> {
+        self.insert_keyed(sender, recipients, origin, body, None)
+    }
+
+    fn insert_keyed(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        origin: Origin,
+        body: &[u8],
+        request_key: Option<&str>,
+    ) -> Result<QueueId, StoreError> {
         if recipients.is_empty() {
             return Err(StoreError::InvalidEnvelope("no recipients".into()));
         }
@@ -166,8 +183,13 @@ impl Core {
         }
         let now = unix_now();
         let routed = self.router.route(recipients, now);
-        let envelope = Envelope::new(sender, routed, origin, now, body.len() as u64);
+        let mut envelope = Envelope::new(sender, routed, origin, now, body.len() as u64);
         let id = envelope.id.clone();
+        if let Some(key) = request_key {
+            envelope.request_key = Some(key.to_string());
+            self.store
+                .state_put(REQUEST_KEYS, key, format!("pending {id} {now}").as_bytes())?;
+        }
         self.store.insert(&envelope, body)?;
         for r in &envelope.recipients {
             match r.status {
@@ -252,6 +274,10 @@ impl Core {
             }
         }
         if outcome.finished {
+            if let Some(key) = &envelope.request_key {
+                let record = format!("done {} {}", envelope.id, unix_now());
+                self.store.state_put(REQUEST_KEYS, key, record.as_bytes())?;
+            }
             self.store.remove(&envelope.id)?;
             info!(queue_id = %envelope.id, "removed");
         }

@@ -16,11 +16,7 @@ pub struct CoreHandler {
 impl CoreHandler {
     /// A handler over the shared core.
     pub fn new(core: Arc<Core>) -> Self {
-        let plain = StoreHandler::new(
-            core.store.clone(),
-            qs_queue::JobClass::local(),
-            core.policy.clone(),
-        );
+        let plain = StoreHandler::new(core.store.clone(), qs_queue::JobClass::local(), core.policy);
         CoreHandler { core, plain }
     }
 

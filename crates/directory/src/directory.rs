@@ -1304,63 +1304,6 @@ mod tests {
         assert_eq!(names, ["directory.json", "directory.json.lock"]);
     }
 
-    /// Run by `sigkill_mid_write_leaves_a_whole_file` in a child process:
-    /// rewrites the directory in a loop until killed.
-    #[test]
-    #[ignore = "helper process, started by sigkill_mid_write_leaves_a_whole_file"]
-    fn crash_helper_writes_forever() {
-        let Some(path) = std::env::var_os("QS_DIRECTORY_CRASH_PATH") else {
-            return;
-        };
-        let dir = Directory::open(PathBuf::from(path), Options::default()).unwrap();
-        // Earlier rounds may have left some of these: toggle each.
-        for i in 0.. {
-            let name = format!("d{}.test", i % 50);
-            if dir.add_domain(&name).is_err() {
-                dir.remove_domain(&name).unwrap();
-            }
-        }
-    }
-
-    #[test]
-    fn sigkill_mid_write_leaves_a_whole_file() {
-        let (tmp, dir) = setup();
-        for round in 0..3 {
-            let start = fs::metadata(dir.path()).unwrap().ino();
-            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "directory::tests::crash_helper_writes_forever",
-                    "--ignored",
-                ])
-                .env("QS_DIRECTORY_CRASH_PATH", dir.path())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            // Wait until it writes, let it run a little, then SIGKILL it.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while fs::metadata(dir.path()).unwrap().ino() == start {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the helper never wrote"
-                );
-                thread::sleep(std::time::Duration::from_millis(5));
-            }
-            thread::sleep(std::time::Duration::from_millis(20 + 37 * round));
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let after = Directory::open(dir.path(), Options::default()).unwrap();
-            assert!(after.snapshot().domain("example.test").is_some());
-            after.add_domain(&format!("round{round}.test")).unwrap();
-            assert_eq!(
-                files(tmp.path()).len(),
-                2,
-                "a leftover temp file is cleaned up"
-            );
-        }
-    }
-
     #[test]
     fn broken_file_is_an_error_naming_it() {
         let tmp = tempfile::tempdir().unwrap();

@@ -296,6 +296,10 @@ pub struct Envelope {
     /// Whether a delay warning has already been sent for it.
     #[serde(default)]
     pub delay_warning_sent: bool,
+    /// The client's request key, when the enqueue carried one (core-queue
+    /// keeps a record of it so that a retried request is not queued twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
 }
 
 impl Envelope {
@@ -315,6 +319,7 @@ impl Envelope {
             received_at,
             size,
             delay_warning_sent: false,
+            request_key: None,
         }
     }
 

@@ -217,7 +217,7 @@ mod tests {
         assert!(values(MSG, "Body").is_empty());
         let lf = b"A: 1\n\nB: 2\n";
         assert_eq!(fields(lf).len(), 1);
-        assert_eq!(header_end(lf), 5);
+        assert_eq!(header_end(lf), 6);
     }
 
     #[test]
