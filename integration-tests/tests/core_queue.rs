@@ -594,19 +594,41 @@ fn mail_loops_are_stopped_and_bounced() {
     let (inst, _daemon) = setup();
     // Already delivered to alice once: delivering it to her again is a loop.
     let looped = b"Delivered-To: alice@example.test\r\nFrom: sender@example.test\r\nSubject: looped\r\n\r\nx\r\n";
-    enqueue(&inst, "sender@example.test", &["alice@example.test"], looped);
+    enqueue(
+        &inst,
+        "sender@example.test",
+        &["alice@example.test"],
+        looped,
+    );
     // More than 100 Received fields is a loop too.
     let mut hops = String::new();
     for i in 0..101 {
-        hops.push_str(&format!("Received: from hop{i}.example by hop{}.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n", i + 1));
+        hops.push_str(&format!(
+            "Received: from hop{i}.example by hop{}.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+            i + 1
+        ));
     }
     let hopped = format!("{hops}From: sender@example.test\r\nSubject: hopped\r\n\r\nx\r\n");
-    enqueue(&inst, "sender@example.test", &["bob@example.test"], hopped.as_bytes());
+    enqueue(
+        &inst,
+        "sender@example.test",
+        &["bob@example.test"],
+        hopped.as_bytes(),
+    );
 
     let reports = inst.wait_for_mail("sender@example.test", 2, WAIT);
-    let all: String = reports.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect();
-    assert!(all.contains("mail loop (already delivered to this address)"), "{all}");
-    assert!(all.contains("too many Received header fields (101)"), "{all}");
+    let all: String = reports
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert!(
+        all.contains("mail loop (already delivered to this address)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("too many Received header fields (101)"),
+        "{all}"
+    );
     assert!(inst.inbox("alice@example.test").is_empty());
     assert!(inst.inbox("bob@example.test").is_empty());
 }

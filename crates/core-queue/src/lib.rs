@@ -58,7 +58,7 @@ use crate::lists::ListIndex;
 use crate::route::Router;
 
 /// Local delivery workers.
-const LOCAL_WORKERS: usize = 2;
+const LOCAL_WORKERS: usize = 4;
 
 /// Why core-queue cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +102,32 @@ pub fn retry_policy(config: &Config) -> RetryPolicy {
     }
 }
 
+/// How core-queue runs, beyond the config file (for embedding and benchmarks).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Local delivery workers; 0 queues local mail without delivering it.
+    pub local_workers: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            local_workers: LOCAL_WORKERS,
+        }
+    }
+}
+
 /// Runs core-queue until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), CoreError> {
+    run_with(config, RunOptions::default(), shutdown).await
+}
+
+/// Runs core-queue with `options` until `shutdown` fires.
+pub async fn run_with(
+    config: Config,
+    options: RunOptions,
+    shutdown: Shutdown,
+) -> Result<(), CoreError> {
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| CoreError::Io { what, path, source }
@@ -186,7 +210,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), CoreError> {
             info!(%addr, "serving the queue over TCP");
         }
     }
-    for i in 0..LOCAL_WORKERS {
+    for i in 0..options.local_workers {
         tasks.spawn(local::run_worker(
             core.clone(),
             format!("local-{i}"),
