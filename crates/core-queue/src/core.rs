@@ -279,7 +279,6 @@ impl Core {
                 self.store.state_put(REQUEST_KEYS, key, record.as_bytes())?;
             }
             self.store.remove(&envelope.id)?;
-            info!(queue_id = %envelope.id, "removed");
         }
         Ok(())
     }
