@@ -175,6 +175,14 @@ impl Installation {
         std::fs::write(&self.config, out.join("\n") + "\n").expect("write config");
     }
 
+    /// Adds users (password "pw") with `qsctl user add`.
+    pub fn add_users(&self, addresses: &[&str]) {
+        for address in addresses {
+            let out = self.qsctl_stdin(&["user", "add", address, "--password-stdin"], "pw\n");
+            assert!(out.status.success(), "user add {address}: {}", text(&out));
+        }
+    }
+
     /// The queue socket of this installation.
     pub fn socket(&self) -> PathBuf {
         self.data_dir().join("run/queue.sock")

@@ -35,18 +35,13 @@ fn setup() -> (Installation, Daemon) {
     inst.set("queue", "first_retry_secs", "1");
     inst.set("queue", "max_retry_interval_secs", "1");
     inst.set("queue", "maildrop_scan_secs", "1");
-    for user in ["alice", "bob", "carol", "dave", "sender"] {
-        let out = inst.qsctl_stdin(
-            &[
-                "user",
-                "add",
-                &format!("{user}@example.test"),
-                "--password-stdin",
-            ],
-            "pw\n",
-        );
-        assert!(out.status.success());
-    }
+    inst.add_users(&[
+        "alice@example.test",
+        "bob@example.test",
+        "carol@example.test",
+        "dave@example.test",
+        "sender@example.test",
+    ]);
     inst.ok(&[
         "alias",
         "add",
@@ -368,11 +363,7 @@ fn the_maildrop_folder_queues_good_files_and_sets_bad_ones_aside() {
 fn killing_core_queue_during_maildrop_pickup_loses_no_file() {
     let inst = Installation::init();
     inst.set("queue", "maildrop_scan_secs", "1");
-    let out = inst.qsctl_stdin(
-        &["user", "add", "alice@example.test", "--password-stdin"],
-        "pw\n",
-    );
-    assert!(out.status.success());
+    inst.add_users(&["alice@example.test"]);
     let drop = inst.data_dir().join("maildrop");
     std::fs::create_dir_all(&drop).unwrap();
     let count = 60;
@@ -442,11 +433,7 @@ fn a_second_core_queue_is_refused_with_the_owner_named() {
 fn every_acknowledged_enqueue_is_delivered_exactly_once_despite_sigkill() {
     const KILLS: usize = 6;
     let inst = Installation::init();
-    let out = inst.qsctl_stdin(
-        &["user", "add", "alice@example.test", "--password-stdin"],
-        "pw\n",
-    );
-    assert!(out.status.success());
+    inst.add_users(&["alice@example.test"]);
     let daemon = Arc::new(std::sync::Mutex::new(inst.start("core-queue")));
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -540,11 +527,7 @@ fn a_delay_warning_is_sent_once_while_mail_waits() {
     inst.set("queue", "first_retry_secs", "1");
     inst.set("queue", "max_retry_interval_secs", "1");
     inst.set("queue", "delay_warning_secs", "1");
-    let out = inst.qsctl_stdin(
-        &["user", "add", "sender@example.test", "--password-stdin"],
-        "pw\n",
-    );
-    assert!(out.status.success());
+    inst.add_users(&["sender@example.test"]);
     let _daemon = inst.start("core-queue");
     enqueue(
         &inst,

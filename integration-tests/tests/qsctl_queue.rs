@@ -10,18 +10,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn setup() -> (Installation, integration_tests::Daemon) {
     let inst = Installation::init();
-    for user in ["alice", "bob", "sender"] {
-        let out = inst.qsctl_stdin(
-            &[
-                "user",
-                "add",
-                &format!("{user}@example.test"),
-                "--password-stdin",
-            ],
-            "pw\n",
-        );
-        assert!(out.status.success(), "{}", text(&out));
-    }
+    inst.add_users(&[
+        "alice@example.test",
+        "bob@example.test",
+        "sender@example.test",
+    ]);
     let daemon = inst.start("core-queue");
     (inst, daemon)
 }
