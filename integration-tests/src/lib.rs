@@ -356,3 +356,44 @@ impl Drop for Daemon {
         self.kill9();
     }
 }
+
+impl Installation {
+    /// Waits for `module`'s run file and returns the addresses bound for the
+    /// config key `key` (e.g. `smtp_server.listen`).
+    pub fn listening(&self, module: &str, key: &str) -> Vec<std::net::SocketAddr> {
+        let path = self.data_dir().join("run").join(format!("{module}.json"));
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(list) = json["listeners"][key].as_array()
+            {
+                return list
+                    .iter()
+                    .filter_map(|v| v.as_str()?.parse().ok())
+                    .collect();
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "{module} did not write {} with {key}",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Points every listener of the default config at port 0 on loopback, so
+    /// that tests run in parallel; daemons report the real ports in run files.
+    pub fn use_ephemeral_ports(&self) {
+        for (section, keys) in [
+            ("smtp_server", &["listen", "submission", "submissions"][..]),
+            ("imap_server", &["listen", "tls_listen"][..]),
+            ("pop3_server", &["listen", "tls_listen"][..]),
+        ] {
+            for key in keys {
+                self.set(section, key, "[\"127.0.0.1:0\"]");
+            }
+        }
+        self.set("list_server", "web_listen", "\"127.0.0.1:0\"");
+    }
+}

@@ -14,6 +14,7 @@
 
 pub mod listen;
 pub mod logging;
+pub mod runfile;
 pub mod shutdown;
 pub mod tls;
 

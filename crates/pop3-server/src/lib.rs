@@ -1,0 +1,1 @@
+//! pop3-server (in progress).

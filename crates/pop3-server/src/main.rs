@@ -1,0 +1,3 @@
+//! `pop3-server` binary.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `smtp-server` binary.
+
+fn main() {}
