@@ -36,7 +36,6 @@
 pub mod core;
 pub mod dsn;
 pub mod handler;
-pub mod lists;
 pub mod local;
 pub mod maildrop;
 pub mod route;
@@ -54,8 +53,8 @@ use tracing::{error, info};
 
 use crate::core::Core;
 use crate::handler::CoreHandler;
-use crate::lists::ListIndex;
 use crate::route::Router;
+use qs_directory::lists::ListIndex;
 
 /// Local delivery workers.
 const LOCAL_WORKERS: usize = 4;

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use qs_directory::{Directory, Resolution};
 use qs_queue::{JobClass, Recipient, RecipientStatus};
 
-use crate::lists::ListIndex;
+use qs_directory::lists::ListIndex;
 
 /// How deep an alias or forward chain may go.
 pub const MAX_ALIAS_DEPTH: usize = 10;

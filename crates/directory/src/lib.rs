@@ -119,6 +119,7 @@ mod secret;
 mod snapshot;
 mod store;
 
+pub mod lists;
 pub use address::{Address, MAX_DOMAIN_LEN, MAX_LOCAL_LEN, parse_address, parse_domain};
 pub use directory::{Directory, Options};
 pub use error::{Error, Result};

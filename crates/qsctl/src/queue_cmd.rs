@@ -3,13 +3,12 @@
 
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use qs_config::Config;
 use qs_queue::message::{envelope_from_header, normalize_line_ends, rfc5322_date};
-use qs_queue::{Client, ClientOptions, Endpoint, Origin, QueueId, RecipientStatus, unix_now};
+use qs_queue::{Client, Origin, QueueId, RecipientStatus, unix_now};
 
 /// `qsctl queue ...`
 #[derive(Debug, Subcommand)]
@@ -77,25 +76,7 @@ pub struct SendmailArgs {
 
 /// A client for the installation's core-queue.
 pub fn client(config: &Config) -> Result<Client> {
-    let endpoint = match config.queue.tcp_connect {
-        Some(addr) => {
-            let file = config.queue.secret_file.clone().unwrap_or_default();
-            let secret = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read the queue secret {}", file.display()))?;
-            Endpoint::Tcp {
-                addr: addr.to_string(),
-                secret: qs_queue::Secret::new(secret.trim().to_string()),
-            }
-        }
-        None => Endpoint::Unix(config.queue.socket.clone()),
-    };
-    Ok(Client::new(
-        endpoint,
-        ClientOptions {
-            retry_for: Duration::from_secs(config.queue.client_retry_secs),
-            ..ClientOptions::default()
-        },
-    ))
+    Ok(qs_service::queue::client(config)?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

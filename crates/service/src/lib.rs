@@ -14,6 +14,7 @@
 
 pub mod listen;
 pub mod logging;
+pub mod queue;
 pub mod runfile;
 pub mod shutdown;
 pub mod tls;
@@ -41,6 +42,14 @@ pub enum ServiceError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The queue's shared secret could not be read.
+    #[error("cannot read the queue secret {}: {source}", path.display())]
+    QueueSecret {
+        /// The secret file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
     },
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]

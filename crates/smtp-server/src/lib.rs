@@ -1,1 +1,49 @@
-//! smtp-server (in progress).
+//! smtp-server — Quicksilver's SMTP server (Mercury's MercuryS).
+//!
+//! # Description
+//! Three kinds of listener, each with any number of addresses:
+//!
+//! - `[smtp_server] listen` (the port-25 role): mail for local domains from
+//!   anyone; mail for other domains only from authenticated sessions or clients
+//!   in `relay_networks`, anything else is refused at RCPT with 554 5.7.1. There
+//!   is no other way to relay.
+//! - `submission` (587, RFC 6409): STARTTLS, then AUTH before MAIL.
+//! - `submissions` (465, RFC 8314): implicit TLS, AUTH before MAIL.
+//!
+//! Protocol: RFC 5321 ESMTP with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES,
+//! STARTTLS (RFC 3207), AUTH PLAIN and LOGIN (RFC 4954), SMTPUTF8 (RFC 6531) and
+//! CHUNKING (RFC 3030). Each accepted message gets a Received field (RFC 3848
+//! protocol names) and is answered `250` only once core-queue has it on disk; if
+//! core-queue cannot be reached within the client's retry bound the answer is
+//! `451 4.3.0`, never `250`.
+//!
+//! # Security
+//! - AUTH only under TLS unless `allow_plaintext_auth`; otherwise 538 5.7.11 and
+//!   not advertised. A failed AUTH gets 535 5.7.8 after a delay that grows with
+//!   each failure; an address with `max_auth_failures` failures is refused for a
+//!   while. Passwords are never logged.
+//! - Local recipients are checked at RCPT (550 5.1.1), so nothing is accepted
+//!   and then bounced (no backscatter). VRFY answers 252 for everyone.
+//! - An authenticated user sends only as one of their addresses (553 5.7.1)
+//!   when `enforce_sender`.
+//! - A bare CR or LF or a NUL in commands or data is refused (SMTP smuggling,
+//!   CVE-2023-51764); only `<CRLF>.<CRLF>` ends DATA. STARTTLS throws away every
+//!   byte received before the handshake (CVE-2011-0411).
+//!
+//! # Limits
+//! Command lines 512 octets, text lines 1000, `max_message_size` (excess data
+//! is drained, not kept), `max_recipients` (452 4.5.3), `max_errors` (then 421),
+//! `idle_timeout_secs`, `session_timeout_secs`, `max_connections`,
+//! `max_connections_per_ip`; more than 100 Received fields is a loop (554 5.4.6).
+//!
+//! # Config
+//! `hostname`, `[tls]`, `[directory]`, `[queue]` (the client), and every key of
+//! `[smtp_server]`.
+
+pub mod body;
+pub mod policy;
+pub mod reply;
+pub mod server;
+pub mod session;
+
+pub use server::run;

@@ -1,0 +1,429 @@
+//! The tokio side of smtp-server: listeners, connection limits, TLS, timeouts,
+//! and the actions a [`Session`] asks for (password checks, durable enqueue).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use qs_config::Config;
+use qs_directory::Directory;
+use qs_directory::lists::ListIndex;
+use qs_queue::{Client, Origin};
+use qs_service::shutdown::Shutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, error, info, warn};
+
+use crate::policy::DirectoryPolicy;
+use crate::reply::Reply;
+use crate::session::{Action, ListenerKind, Peer, Session, SessionConfig};
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long sessions may take to finish after a stop was asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an address stays refused after too many failed logins.
+const AUTH_BLOCK: Duration = Duration::from_secs(15 * 60);
+
+/// Why smtp-server cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The directory cannot be opened.
+    #[error("{0} (run `qsctl init` to create it)")]
+    Directory(#[from] qs_directory::Error),
+    /// TLS or listeners cannot be set up.
+    #[error(transparent)]
+    Service(#[from] qs_service::ServiceError),
+    /// The run file cannot be written.
+    #[error("cannot write the run file: {0}")]
+    RunFile(std::io::Error),
+}
+
+/// What every connection shares.
+struct Shared {
+    session: Arc<SessionConfig>,
+    policy: Arc<DirectoryPolicy>,
+    acceptor: TlsAcceptor,
+    queue: Client,
+    relay_networks: Vec<qs_config::IpNetwork>,
+    idle_timeout: Duration,
+    session_timeout: Duration,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_auth_failures: u64,
+    connections: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicU64,
+    auth_failures: Mutex<HashMap<IpAddr, (u64, Instant)>>,
+    next_id: AtomicU64,
+}
+
+/// Runs smtp-server until `shutdown` fires, then lets sessions finish their
+/// current transaction (up to a drain timeout).
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
+    let s = &config.smtp_server;
+    let directory = Directory::open(
+        &config.directory.file,
+        qs_directory::Options {
+            subaddress_separator: config.directory.subaddress_separator,
+        },
+    )?;
+    let shared = Arc::new(Shared {
+        session: Arc::new(SessionConfig {
+            hostname: config.hostname.clone(),
+            max_message_size: usize::try_from(s.max_message_size).unwrap_or(usize::MAX),
+            max_recipients: usize::try_from(s.max_recipients).unwrap_or(usize::MAX),
+            max_errors: s.max_errors,
+            allow_plaintext_auth: s.allow_plaintext_auth,
+            enforce_sender: s.enforce_sender,
+        }),
+        policy: Arc::new(DirectoryPolicy::new(
+            directory,
+            ListIndex::new(config.data_path("lists")),
+        )),
+        acceptor: qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?,
+        queue: qs_service::queue::client(&config)?,
+        relay_networks: s.relay_networks.clone(),
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        session_timeout: Duration::from_secs(s.session_timeout_secs),
+        max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
+        max_connections_per_ip: usize::try_from(s.max_connections_per_ip).unwrap_or(usize::MAX),
+        max_auth_failures: s.max_auth_failures,
+        connections: Mutex::default(),
+        total: AtomicU64::new(0),
+        auth_failures: Mutex::default(),
+        next_id: AtomicU64::new(1),
+    });
+
+    let mut bound: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    let mut listeners: Vec<(ListenerKind, TcpListener)> = Vec::new();
+    for (kind, addrs) in [
+        (ListenerKind::Mx, &s.listen),
+        (ListenerKind::Submission, &s.submission),
+        (ListenerKind::Submissions, &s.submissions),
+    ] {
+        for listener in qs_service::listen::bind_all(kind.config_key(), addrs).await? {
+            if let Ok(addr) = listener.local_addr() {
+                info!(listener = kind.config_key(), %addr, "listening");
+                bound
+                    .entry(kind.config_key().to_string())
+                    .or_default()
+                    .push(addr);
+            }
+            listeners.push((kind, listener));
+        }
+    }
+    qs_service::runfile::write(&config.data_dir, "smtp-server", &bound)
+        .map_err(ServerError::RunFile)?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (kind, listener) in listeners {
+        tasks.spawn(accept_loop(
+            shared.clone(),
+            kind,
+            listener,
+            shutdown.clone(),
+        ));
+    }
+    let mut stop = shutdown.clone();
+    stop.wait().await;
+    info!("stopping: no new connections; sessions finish their transaction");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("some sessions did not finish in time");
+    }
+    qs_service::runfile::remove(&config.data_dir, "smtp-server");
+    info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    kind: ListenerKind,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) {
+    let mut sessions = tokio::task::JoinSet::new();
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = ConnectionSlot::take(&shared, peer.ip()) else {
+            warn!(%peer, "too many connections; refused");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let id = format!("{:08X}", shared.next_id.fetch_add(1, Ordering::Relaxed));
+        let span = tracing::info_span!("smtp", session = %id, %peer, listener = kind.config_key());
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        sessions.spawn(
+            async move {
+                let _slot = slot;
+                info!("connected");
+                if let Err(e) = connection(shared, kind, stream, peer, id, shutdown).await {
+                    info!(error = %e, "connection ended with an error");
+                } else {
+                    info!("disconnected");
+                }
+            }
+            .instrument(span),
+        );
+        while sessions.try_join_next().is_some() {}
+    }
+    // Stop accepting; let the sessions finish.
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let reply = Reply::new(421, "4.7.0", "Too many connections, try again later").to_bytes();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply)).await;
+}
+
+/// A counted connection; released on drop.
+struct ConnectionSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ConnectionSlot {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut per_ip = shared.connections.lock().ok()?;
+        let total = shared.total.load(Ordering::Relaxed) as usize;
+        let here = per_ip.get(&ip).copied().unwrap_or(0);
+        if total >= shared.max_connections || here >= shared.max_connections_per_ip {
+            return None;
+        }
+        per_ip.insert(ip, here + 1);
+        shared.total.fetch_add(1, Ordering::Relaxed);
+        Some(ConnectionSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.shared.total.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut per_ip) = self.shared.connections.lock()
+            && let Some(n) = per_ip.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    kind: ListenerKind,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: String,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + shared.session_timeout;
+    let may_relay = shared.relay_networks.iter().any(|n| n.contains(peer.ip()));
+    let new_session = |tls: bool| {
+        Session::new(
+            shared.session.clone(),
+            shared.policy.clone(),
+            kind,
+            Peer {
+                ip: peer.ip(),
+                may_relay,
+            },
+            tls,
+            id.clone(),
+        )
+    };
+    if kind == ListenerKind::Submissions {
+        let tls = handshake(&shared, stream).await?;
+        serve(&shared, new_session(true), tls, true, deadline, shutdown).await?;
+        return Ok(());
+    }
+    let upgraded = serve(
+        &shared,
+        new_session(false),
+        stream,
+        true,
+        deadline,
+        shutdown.clone(),
+    )
+    .await?;
+    if let Some(plain) = upgraded {
+        let tls = handshake(&shared, plain).await?;
+        info!("TLS started");
+        // A fresh session: nothing from before the handshake survives it.
+        serve(&shared, new_session(true), tls, false, deadline, shutdown).await?;
+    }
+    Ok(())
+}
+
+async fn handshake(
+    shared: &Shared,
+    stream: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+/// Runs a session over `stream`; returns the stream when it asked for STARTTLS.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    mut session: Session<DirectoryPolicy>,
+    mut stream: S,
+    greet: bool,
+    deadline: Instant,
+    mut shutdown: Shutdown,
+) -> std::io::Result<Option<S>> {
+    if greet {
+        stream.write_all(&session.greeting()).await?;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while let Some(action) = session.next_action() {
+            match action {
+                Action::Send(bytes) => stream.write_all(&bytes).await?,
+                Action::Verify { login, password } => {
+                    let user =
+                        check_login(shared, &session_peer_ip(&session), &login, &password).await;
+                    session.verified(user);
+                }
+                Action::Enqueue(envelope) => {
+                    let origin = Origin {
+                        module: "smtp-server".into(),
+                        peer: Some(session_peer_ip(&session).to_string()),
+                        auth_user: envelope.auth_user.clone(),
+                    };
+                    let result = shared
+                        .queue
+                        .enqueue(
+                            &envelope.sender,
+                            envelope.recipients.clone(),
+                            origin,
+                            &envelope.message,
+                        )
+                        .await;
+                    match &result {
+                        Ok(id) => info!(queue_id = %id, from = %envelope.sender,
+                            recipients = envelope.recipients.len(), size = envelope.message.len(), "accepted"),
+                        Err(e) => error!(error = %e, "the queue refused or could not be reached"),
+                    }
+                    session.enqueued(result.map(|id| id.to_string()).map_err(|e| e.to_string()));
+                }
+                Action::StartTls => {
+                    stream.flush().await?;
+                    return Ok(Some(stream));
+                }
+                Action::Close => {
+                    stream.flush().await?;
+                    let _ = stream.shutdown().await;
+                    return Ok(None);
+                }
+            }
+        }
+        if session.is_closed() {
+            return Ok(None);
+        }
+        if shutdown.is_fired() && session.between_transactions() {
+            let reply = Reply::new(421, "4.3.2", "Service shutting down, try again later");
+            stream.write_all(&reply.to_bytes()).await?;
+            let _ = stream.shutdown().await;
+            return Ok(None);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let reply = Reply::new(421, "4.4.2", "Session too long, closing");
+            stream.write_all(&reply.to_bytes()).await?;
+            return Ok(None);
+        }
+        let wait = shared.idle_timeout.min(deadline - now);
+        let read = tokio::select! {
+            read = tokio::time::timeout(wait, stream.read(&mut buf)) => read,
+            _ = shutdown.wait(), if !shutdown.is_fired() => continue,
+        };
+        match read {
+            Ok(Ok(0)) => return Ok(None),
+            Ok(Ok(n)) => session.receive(&buf[..n]),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let reply = Reply::new(421, "4.4.2", "Idle too long, closing");
+                stream.write_all(&reply.to_bytes()).await?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn session_peer_ip(session: &Session<DirectoryPolicy>) -> IpAddr {
+    session.peer_ip()
+}
+
+/// Checks a password, with a delay after failures and a per-address limit.
+async fn check_login(
+    shared: &Shared,
+    ip: &IpAddr,
+    login: &str,
+    password: &qs_directory::Secret,
+) -> Option<String> {
+    let failures = {
+        let mut map = shared.auth_failures.lock().ok()?;
+        map.retain(|_, (_, since)| since.elapsed() < AUTH_BLOCK);
+        map.get(ip).map_or(0, |(n, _)| *n)
+    };
+    if failures >= shared.max_auth_failures {
+        warn!(%ip, "too many failed logins from this address; refused without checking");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        return None;
+    }
+    let verified = match shared.policy.directory().verify(login, password).await {
+        Ok(user) => user,
+        Err(e) => {
+            error!(error = %e, "cannot check the password");
+            None
+        }
+    };
+    match verified {
+        Some(user) => Some(user.address),
+        None => {
+            let n = {
+                let Ok(mut map) = shared.auth_failures.lock() else {
+                    return None;
+                };
+                let entry = map.entry(*ip).or_insert((0, Instant::now()));
+                entry.0 += 1;
+                entry.1 = Instant::now();
+                entry.0
+            };
+            // A delay that grows with each failure slows down guessing.
+            tokio::time::sleep(Duration::from_millis(500 * n.min(10))).await;
+            None
+        }
+    }
+}

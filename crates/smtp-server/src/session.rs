@@ -1,0 +1,920 @@
+//! One SMTP session as a state machine without I/O: bytes in, [`Action`]s out.
+//!
+//! The tokio task around it ([`crate::server`]) moves bytes, applies timeouts,
+//! and performs the actions that need the outside world: checking a password,
+//! queueing a message, the TLS handshake. The session waits for the answer
+//! ([`Session::verified`], [`Session::enqueued`]) before it reads the next
+//! command, so pipelined commands are answered in order.
+//!
+//! Commands are framed here (CRLF only, at most 512 octets, RFC 5321 §4.5.3.1.4)
+//! and parsed by smtp-proto; bodies are read by [`crate::body`].
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use qs_directory::Secret;
+use smtp_proto::{
+    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request,
+};
+
+use crate::body::{Body, ChunkReader, DataReader, Flaw};
+use crate::reply::Reply;
+
+/// The longest command line, CRLF included.
+pub const MAX_COMMAND_LINE: usize = 512;
+/// More Received fields than this is a loop (RFC 5321 §6.3).
+pub const MAX_RECEIVED: usize = 100;
+
+/// Which listener the session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Port-25 role: mail for local domains from anyone.
+    Mx,
+    /// Submission (587): AUTH required, STARTTLS offered.
+    Submission,
+    /// Submission over implicit TLS (465): AUTH required.
+    Submissions,
+}
+
+impl ListenerKind {
+    /// The config key naming these listeners.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            ListenerKind::Mx => "smtp_server.listen",
+            ListenerKind::Submission => "smtp_server.submission",
+            ListenerKind::Submissions => "smtp_server.submissions",
+        }
+    }
+}
+
+/// What a recipient address is to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientCheck {
+    /// A local user, alias or list: accepted from anyone.
+    Local,
+    /// Another domain: relayed only for authenticated or trusted clients.
+    Remote,
+    /// A local domain, but nobody has this address.
+    Unknown,
+}
+
+/// The directory questions a session asks; answered synchronously.
+pub trait Policy: Send + Sync {
+    /// What `address` (already syntax-checked) is.
+    fn recipient(&self, address: &str) -> RecipientCheck;
+    /// Whether the authenticated `user` may use `address` as sender.
+    fn may_send_as(&self, user: &str, address: &str) -> bool;
+    /// The postmaster's address, for `RCPT TO:<Postmaster>` without a domain.
+    fn postmaster(&self) -> Option<String>;
+}
+
+/// The settings a session needs, from `[smtp_server]`.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our host name.
+    pub hostname: String,
+    /// Largest message.
+    pub max_message_size: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Errors before 421.
+    pub max_errors: u64,
+    /// AUTH without TLS.
+    pub allow_plaintext_auth: bool,
+    /// Authenticated users send only as their own addresses.
+    pub enforce_sender: bool,
+}
+
+/// The client, as the listener saw it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its address.
+    pub ip: IpAddr,
+    /// Inside `relay_networks`.
+    pub may_relay: bool,
+}
+
+/// A message ready to be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `MAIL FROM` ("" for `<>`).
+    pub sender: String,
+    /// Accepted `RCPT TO`s.
+    pub recipients: Vec<String>,
+    /// The message, our Received field on top.
+    pub message: Vec<u8>,
+    /// The authenticated user, if any.
+    pub auth_user: Option<String>,
+}
+
+/// What the session asks of the I/O layer.
+#[derive(Debug)]
+pub enum Action {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Check a login; answer with [`Session::verified`].
+    Verify {
+        /// The login (an address).
+        login: String,
+        /// The password.
+        password: Secret,
+    },
+    /// Queue a message durably; answer with [`Session::enqueued`].
+    Enqueue(Envelope),
+    /// Start TLS now; a fresh session continues on the encrypted stream and
+    /// every byte received before the handshake is thrown away.
+    StartTls,
+    /// Close the connection (after sending what was queued).
+    Close,
+}
+
+/// What the session waits for.
+#[derive(Debug)]
+enum Waiting {
+    Auth { login: String },
+    Enqueue,
+}
+
+/// Where the session stands.
+#[derive(Debug)]
+enum State {
+    /// Reading commands.
+    Command,
+    /// Throwing away an over-long command line up to its LF.
+    DiscardLine,
+    /// Reading a DATA body.
+    Data(DataReader),
+    /// Reading a BDAT chunk of `remaining` octets.
+    Bdat { remaining: usize, last: bool },
+    /// AUTH PLAIN waits for the response after `334 `.
+    AuthPlain,
+    /// AUTH LOGIN waits for the user name.
+    AuthLoginUser,
+    /// AUTH LOGIN waits for the password.
+    AuthLoginPassword { login: String },
+    /// Waiting for the I/O layer.
+    Waiting(Waiting),
+    /// Done: nothing more is read.
+    Closed,
+}
+
+/// The mail transaction in progress.
+#[derive(Debug, Default)]
+struct Transaction {
+    sender: Option<String>,
+    recipients: Vec<String>,
+    smtputf8: bool,
+    chunks: Option<ChunkReader>,
+    /// Why BDAT was refused: the chunk is read and dropped, then this is the answer.
+    chunks_refused: Option<(u16, &'static str, &'static str)>,
+}
+
+/// One SMTP session.
+#[derive(Debug)]
+pub struct Session<P: Policy> {
+    config: Arc<SessionConfig>,
+    policy: Arc<P>,
+    kind: ListenerKind,
+    peer: Peer,
+    tls: bool,
+    id: String,
+    input: Vec<u8>,
+    state: State,
+    helo: Option<String>,
+    esmtp: bool,
+    user: Option<String>,
+    tx: Transaction,
+    errors: u64,
+    messages: u64,
+    out: Vec<u8>,
+    actions: VecDeque<Action>,
+}
+
+impl<P: Policy> Session<P> {
+    /// A session on `kind`, with `tls` already in place or not.
+    pub fn new(
+        config: Arc<SessionConfig>,
+        policy: Arc<P>,
+        kind: ListenerKind,
+        peer: Peer,
+        tls: bool,
+        id: String,
+    ) -> Self {
+        Session {
+            config,
+            policy,
+            kind,
+            peer,
+            tls,
+            id,
+            input: Vec::new(),
+            state: State::Command,
+            helo: None,
+            esmtp: false,
+            user: None,
+            tx: Transaction::default(),
+            errors: 0,
+            messages: 0,
+            out: Vec::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The greeting, sent when the connection opens (not after STARTTLS).
+    pub fn greeting(&self) -> Vec<u8> {
+        Reply::new(
+            220,
+            "",
+            &format!("{} ESMTP Quicksilver", self.config.hostname),
+        )
+        .to_bytes()
+    }
+
+    /// The client's address.
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer.ip
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Whether the session ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed) && self.actions.is_empty()
+    }
+
+    /// Whether a command is being read (not a body, not waiting): the point
+    /// at which a graceful stop may close the connection.
+    pub fn between_transactions(&self) -> bool {
+        matches!(self.state, State::Command) && self.tx.sender.is_none() && self.input.is_empty()
+    }
+
+    /// Bytes from the client.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if !matches!(self.state, State::Closed) {
+            self.input.extend_from_slice(bytes);
+        }
+    }
+
+    /// The next thing to do, or `None` when more input is needed.
+    pub fn next_action(&mut self) -> Option<Action> {
+        loop {
+            if let Some(action) = self.actions.pop_front() {
+                return Some(action);
+            }
+            let waiting = matches!(self.state, State::Waiting(_) | State::Closed);
+            if waiting || !self.step() {
+                return (!self.out.is_empty()).then(|| Action::Send(std::mem::take(&mut self.out)));
+            }
+        }
+    }
+
+    /// The answer to [`Action::Verify`]: the user's canonical address, or
+    /// `None` when the login failed.
+    pub fn verified(&mut self, user: Option<String>) {
+        let State::Waiting(Waiting::Auth { login }) =
+            std::mem::replace(&mut self.state, State::Command)
+        else {
+            return;
+        };
+        match user {
+            Some(address) => {
+                tracing::info!(user = %address, "authenticated");
+                self.user = Some(address);
+                self.reply(235, "2.7.0", "Authentication successful");
+            }
+            None => {
+                tracing::warn!(login = %login, "authentication failed");
+                self.error(535, "5.7.8", "Authentication credentials invalid");
+            }
+        }
+    }
+
+    /// The answer to [`Action::Enqueue`]: the queue id, or why it failed.
+    pub fn enqueued(&mut self, result: Result<String, String>) {
+        if !matches!(self.state, State::Waiting(Waiting::Enqueue)) {
+            return;
+        }
+        self.state = State::Command;
+        match result {
+            Ok(id) => {
+                self.messages += 1;
+                self.reply(250, "2.0.0", &format!("OK queued as {id}"));
+            }
+            Err(reason) => {
+                tracing::error!(error = %reason, "cannot queue the message");
+                self.reply(
+                    451,
+                    "4.3.0",
+                    "Queue temporarily unavailable, try again later",
+                );
+            }
+        }
+        self.tx = Transaction::default();
+    }
+
+    fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
+        Reply::new(code, enhanced, text).write_to(&mut self.out);
+    }
+
+    /// A 4xx/5xx reply that counts towards the error limit.
+    fn error(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.reply(code, enhanced, text);
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            self.reply(421, "4.7.0", "Too many errors, closing the connection");
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closed;
+        self.input.clear();
+        if !self.out.is_empty() {
+            self.actions
+                .push_back(Action::Send(std::mem::take(&mut self.out)));
+        }
+        self.actions.push_back(Action::Close);
+    }
+
+    /// Queues an action after the replies written so far.
+    fn emit(&mut self, action: Action) {
+        if !self.out.is_empty() {
+            self.actions
+                .push_back(Action::Send(std::mem::take(&mut self.out)));
+        }
+        self.actions.push_back(action);
+    }
+
+    /// Processes one unit of input; false when more input is needed.
+    fn step(&mut self) -> bool {
+        match std::mem::replace(&mut self.state, State::Command) {
+            State::Command => self.step_command(),
+            State::DiscardLine => match self.input.iter().position(|&b| b == b'\n') {
+                Some(pos) => {
+                    self.input.drain(..=pos);
+                    true
+                }
+                None => {
+                    self.input.clear();
+                    self.state = State::DiscardLine;
+                    false
+                }
+            },
+            State::Data(mut reader) => match reader.feed(&self.input) {
+                Some((body, used)) => {
+                    self.input.drain(..used);
+                    self.end_of_body(body);
+                    true
+                }
+                None => {
+                    self.input.clear();
+                    self.state = State::Data(reader);
+                    false
+                }
+            },
+            State::Bdat { remaining, last } => self.step_bdat(remaining, last),
+            auth @ (State::AuthPlain | State::AuthLoginUser | State::AuthLoginPassword { .. }) => {
+                self.step_auth(auth)
+            }
+            waiting @ (State::Waiting(_) | State::Closed) => {
+                self.state = waiting;
+                false
+            }
+        }
+    }
+
+    /// One line of an AUTH exchange; `*` cancels it.
+    fn step_auth(&mut self, auth: State) -> bool {
+        let line = match self.take_line() {
+            None => {
+                if matches!(self.state, State::Command) {
+                    self.state = auth;
+                }
+                return false;
+            }
+            Some(None) => return true, // refused line: answered, back to commands
+            Some(Some(line)) => line,
+        };
+        if line == b"*" {
+            self.error(501, "5.0.0", "Authentication cancelled");
+            return true;
+        }
+        match auth {
+            State::AuthPlain => self.auth_plain(&line),
+            State::AuthLoginUser => match decode64(&line) {
+                Some(login) => {
+                    self.reply(334, "", "UGFzc3dvcmQ6");
+                    self.state = State::AuthLoginPassword {
+                        login: String::from_utf8_lossy(&login).into_owned(),
+                    };
+                }
+                None => self.error(501, "5.5.2", "Invalid base64 data"),
+            },
+            State::AuthLoginPassword { login } => match decode64(&line) {
+                Some(password) => self.verify(login, Secret::new(password)),
+                None => self.error(501, "5.5.2", "Invalid base64 data"),
+            },
+            _ => {}
+        }
+        true
+    }
+
+    /// The next complete command line without its CRLF: `None` when more
+    /// input is needed, `Some(None)` when the line was refused (the reply is
+    /// written).
+    fn take_line(&mut self) -> Option<Option<Vec<u8>>> {
+        let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
+            if self.input.len() > MAX_COMMAND_LINE {
+                self.input.clear();
+                self.state = State::DiscardLine;
+                self.error(500, "5.5.2", "Line too long");
+            }
+            return None;
+        };
+        let line: Vec<u8> = self.input.drain(..=lf).collect();
+        if line.len() > MAX_COMMAND_LINE {
+            self.error(500, "5.5.2", "Line too long");
+            return Some(None);
+        }
+        let text = &line[..line.len() - 1];
+        let Some(text) = text.strip_suffix(b"\r") else {
+            self.error(500, "5.5.2", "Bare LF received: line ends must be CRLF");
+            return Some(None);
+        };
+        if text.contains(&b'\r') || text.contains(&0) {
+            self.error(
+                500,
+                "5.5.2",
+                "Bare CR or NUL received: line ends must be CRLF",
+            );
+            return Some(None);
+        }
+        Some(Some(text.to_vec()))
+    }
+
+    fn step_command(&mut self) -> bool {
+        let Some(line) = self.take_line() else {
+            return false;
+        };
+        let Some(mut line) = line else {
+            return true;
+        };
+        // RFC 5321 §4.1.1.3: "RCPT TO:<Postmaster>" has no domain, which the
+        // parser refuses; it must be accepted.
+        if line.len() >= 20 && line[..20].eq_ignore_ascii_case(b"RCPT TO:<Postmaster>") {
+            self.rcpt("postmaster".to_string());
+            return true;
+        }
+        line.extend_from_slice(b"\r\n");
+        let parsed = Request::parse(&mut line.iter()).map(|r| r.into_owned());
+        match parsed {
+            Ok(request) => self.command(request),
+            Err(e) => self.parse_error(e),
+        }
+        true
+    }
+
+    fn parse_error(&mut self, e: ParseError) {
+        match e {
+            ParseError::UnknownCommand => self.error(500, "5.5.1", "Unknown command"),
+            ParseError::InvalidSenderAddress => {
+                self.error(553, "5.1.7", "Malformed sender address")
+            }
+            ParseError::InvalidRecipientAddress => {
+                self.error(501, "5.1.3", "Malformed recipient address")
+            }
+            ParseError::SyntaxError { syntax } => {
+                self.error(501, "5.5.4", &format!("Syntax: {syntax}"))
+            }
+            ParseError::InvalidParameter { param } => {
+                self.error(501, "5.5.4", &format!("Invalid parameter {param}"))
+            }
+            ParseError::UnsupportedParameter { param } => {
+                let param: String = param
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(40)
+                    .collect();
+                self.error(555, "5.5.4", &format!("Unsupported parameter {param}"))
+            }
+            _ => self.error(500, "5.5.2", "Syntax error"),
+        }
+    }
+
+    fn command(&mut self, request: Request<String>) {
+        match request {
+            Request::Ehlo { host } => {
+                self.helo = Some(host);
+                self.esmtp = true;
+                self.tx = Transaction::default();
+                self.ehlo_reply();
+            }
+            Request::Helo { host } => {
+                self.helo = Some(host);
+                self.esmtp = false;
+                self.tx = Transaction::default();
+                let text = self.config.hostname.clone();
+                self.reply(250, "", &text);
+            }
+            Request::StartTls => {
+                if self.tls {
+                    self.error(503, "5.5.1", "TLS is already active");
+                } else {
+                    self.reply(220, "2.0.0", "Ready to start TLS");
+                    // CVE-2011-0411: nothing sent before the handshake survives it.
+                    self.input.clear();
+                    self.state = State::Closed;
+                    self.emit(Action::StartTls);
+                }
+            }
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response),
+            Request::Mail { from } => {
+                let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+                let _eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
+                self.mail(from.address, from.size, smtputf8)
+            }
+            Request::Rcpt { to } => self.rcpt(to.address),
+            Request::Data => {
+                if self.ready_for_body() {
+                    self.reply(354, "", "Start mail input; end with <CRLF>.<CRLF>");
+                    self.state = State::Data(DataReader::new(self.config.max_message_size));
+                }
+            }
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => {
+                if self.tx.chunks.is_none()
+                    && let Some(refusal) = self.body_refusal()
+                {
+                    // Refused: the chunk is still read and dropped, then answered.
+                    self.tx.chunks_refused = Some(refusal);
+                    self.tx.chunks = Some(ChunkReader::new(0));
+                    self.state = State::Bdat {
+                        remaining: chunk_size,
+                        last: is_last,
+                    };
+                    return;
+                }
+                if self.tx.chunks.is_none() {
+                    self.tx.chunks = Some(ChunkReader::new(self.config.max_message_size));
+                }
+                self.state = State::Bdat {
+                    remaining: chunk_size,
+                    last: is_last,
+                };
+            }
+            Request::Rset => {
+                self.tx = Transaction::default();
+                self.reply(250, "2.0.0", "OK");
+            }
+            Request::Noop { .. } => self.reply(250, "2.0.0", "OK"),
+            Request::Vrfy { .. } => self.reply(
+                252,
+                "2.5.2",
+                "Cannot VRFY user, but will accept the message and attempt delivery",
+            ),
+            Request::Expn { .. } => self.error(502, "5.5.1", "EXPN is not available"),
+            Request::Help { .. } => self.reply(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT STARTTLS AUTH",
+            ),
+            Request::Quit => {
+                let text = format!("{} closing connection", self.config.hostname);
+                self.reply(221, "2.0.0", &text);
+                self.close();
+            }
+            _ => self.error(502, "5.5.1", "Command not implemented"),
+        }
+    }
+
+    fn ehlo_reply(&mut self) {
+        let mut lines = vec![format!(
+            "{} greets {}",
+            self.config.hostname,
+            self.helo.as_deref().unwrap_or("")
+        )];
+        lines.push("PIPELINING".into());
+        lines.push(format!("SIZE {}", self.config.max_message_size));
+        lines.push("8BITMIME".into());
+        lines.push("ENHANCEDSTATUSCODES".into());
+        lines.push("SMTPUTF8".into());
+        lines.push("CHUNKING".into());
+        if !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth_allowed() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.push("HELP".into());
+        Reply::multiline(250, &lines).write_to(&mut self.out);
+    }
+
+    fn auth_allowed(&self) -> bool {
+        self.tls || self.config.allow_plaintext_auth
+    }
+
+    fn auth(&mut self, mechanism: u64, initial: String) {
+        if self.helo.is_none() {
+            return self.error(503, "5.5.1", "Send EHLO first");
+        }
+        if self.user.is_some() {
+            return self.error(503, "5.5.1", "Already authenticated");
+        }
+        if self.tx.sender.is_some() {
+            return self.error(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a mail transaction",
+            );
+        }
+        if !self.auth_allowed() {
+            return self.error(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            );
+        }
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => {
+                self.reply(334, "", "");
+                self.state = State::AuthPlain;
+            }
+            AUTH_PLAIN => {
+                let response = if initial == "=" {
+                    String::new()
+                } else {
+                    initial
+                };
+                self.auth_plain(response.as_bytes());
+            }
+            AUTH_LOGIN if initial.is_empty() => {
+                self.reply(334, "", "VXNlcm5hbWU6");
+                self.state = State::AuthLoginUser;
+            }
+            AUTH_LOGIN => match decode64(initial.as_bytes()) {
+                Some(login) => {
+                    self.reply(334, "", "UGFzc3dvcmQ6");
+                    self.state = State::AuthLoginPassword {
+                        login: String::from_utf8_lossy(&login).into_owned(),
+                    };
+                }
+                None => self.error(501, "5.5.2", "Invalid base64 data"),
+            },
+            _ => self.error(504, "5.5.4", "Unrecognized authentication mechanism"),
+        }
+    }
+
+    fn auth_plain(&mut self, response: &[u8]) {
+        let Some(decoded) = decode64(response) else {
+            return self.error(501, "5.5.2", "Invalid base64 data");
+        };
+        let decoded = Secret::new(decoded);
+        let parts: Vec<&[u8]> = decoded.expose().splitn(3, |&b| b == 0).collect();
+        let [authzid, authcid, password] = parts.as_slice() else {
+            return self.error(501, "5.5.2", "Malformed PLAIN response");
+        };
+        if !authzid.is_empty() && authzid != authcid {
+            return self.error(535, "5.7.8", "Authentication credentials invalid");
+        }
+        let login = String::from_utf8_lossy(authcid).into_owned();
+        let password = Secret::new(password.to_vec());
+        self.verify(login, password);
+    }
+
+    fn verify(&mut self, login: String, password: Secret) {
+        self.state = State::Waiting(Waiting::Auth {
+            login: login.clone(),
+        });
+        self.emit(Action::Verify { login, password });
+    }
+
+    fn mail(&mut self, address: String, size: usize, smtputf8: bool) {
+        if self.helo.is_none() {
+            return self.error(503, "5.5.1", "Send EHLO or HELO first");
+        }
+        if self.tx.sender.is_some() {
+            return self.error(503, "5.5.1", "Nested MAIL command");
+        }
+        if self.kind != ListenerKind::Mx && self.user.is_none() {
+            return self.error(530, "5.7.0", "Authentication required");
+        }
+        if size > self.config.max_message_size {
+            let limit = self.config.max_message_size;
+            return self.error(
+                552,
+                "5.3.4",
+                &format!("Message size exceeds the limit of {limit} bytes"),
+            );
+        }
+        if !address.is_empty() {
+            if !address.is_ascii() && !smtputf8 {
+                return self.error(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+            }
+            if qs_directory::parse_address(&address).is_err() {
+                return self.error(553, "5.1.7", "Malformed sender address");
+            }
+            if let Some(user) = &self.user
+                && self.config.enforce_sender
+                && !self.policy.may_send_as(user, &address)
+            {
+                let text = format!("<{address}>: not one of your addresses");
+                return self.error(553, "5.7.1", &text);
+            }
+        }
+        self.tx = Transaction {
+            sender: Some(address),
+            smtputf8,
+            ..Transaction::default()
+        };
+        self.reply(250, "2.1.0", "OK");
+    }
+
+    fn rcpt(&mut self, address: String) {
+        if self.tx.sender.is_none() {
+            return self.error(503, "5.5.1", "Need MAIL before RCPT");
+        }
+        if self.tx.recipients.len() >= self.config.max_recipients {
+            return self.error(452, "4.5.3", "Too many recipients");
+        }
+        // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
+        let address = if address.eq_ignore_ascii_case("postmaster") {
+            match self.policy.postmaster() {
+                Some(p) => p,
+                None => return self.error(550, "5.1.1", "No postmaster here"),
+            }
+        } else {
+            address
+        };
+        if !address.is_ascii() && !self.tx.smtputf8 {
+            return self.error(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+        }
+        if qs_directory::parse_address(&address).is_err() {
+            return self.error(501, "5.1.3", "Malformed recipient address");
+        }
+        match self.policy.recipient(&address) {
+            RecipientCheck::Local => {}
+            RecipientCheck::Unknown => {
+                let text = format!("<{address}>: no such user here");
+                return self.error(550, "5.1.1", &text);
+            }
+            RecipientCheck::Remote => {
+                if self.user.is_none() && !self.peer.may_relay {
+                    let text = format!("<{address}>: relay access denied");
+                    return self.error(554, "5.7.1", &text);
+                }
+            }
+        }
+        if !self
+            .tx
+            .recipients
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&address))
+        {
+            self.tx.recipients.push(address);
+        }
+        self.reply(250, "2.1.5", "OK");
+    }
+
+    /// Why a body may not start now, if it may not.
+    fn body_refusal(&self) -> Option<(u16, &'static str, &'static str)> {
+        if self.tx.sender.is_none() {
+            Some((503, "5.5.1", "Need MAIL before DATA or BDAT"))
+        } else if self.tx.recipients.is_empty() {
+            Some((554, "5.5.1", "No valid recipients"))
+        } else {
+            None
+        }
+    }
+
+    /// Checks that a body may start; answers the refusal if not.
+    fn ready_for_body(&mut self) -> bool {
+        match self.body_refusal() {
+            Some((code, enhanced, text)) => {
+                self.error(code, enhanced, text);
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn step_bdat(&mut self, remaining: usize, last: bool) -> bool {
+        let take = remaining.min(self.input.len());
+        let chunk: Vec<u8> = self.input.drain(..take).collect();
+        if let Some(reader) = self.tx.chunks.as_mut() {
+            reader.add(&chunk);
+        }
+        let remaining = remaining - take;
+        if remaining > 0 {
+            self.state = State::Bdat { remaining, last };
+            return false;
+        }
+        if let Some((code, enhanced, text)) = self.tx.chunks_refused {
+            if last {
+                self.tx = Transaction::default();
+            } else {
+                self.tx.chunks = Some(ChunkReader::new(0));
+            }
+            self.error(code, enhanced, text);
+            return true;
+        }
+        if !last {
+            let size = self.tx.chunks.as_ref().map_or(0, ChunkReader::size);
+            self.reply(250, "2.0.0", &format!("{size} octets received"));
+            return true;
+        }
+        let body = match self.tx.chunks.take() {
+            Some(reader) => reader.finish(),
+            None => Body::Refused(Flaw::BadLineEnding),
+        };
+        self.end_of_body(body);
+        true
+    }
+
+    fn end_of_body(&mut self, body: Body) {
+        let message = match body {
+            Body::Complete(message) => message,
+            Body::Refused(flaw) => {
+                self.tx = Transaction::default();
+                return match flaw {
+                    Flaw::BadLineEnding => self.error(
+                        554,
+                        "5.6.0",
+                        "Message refused: bare CR, LF or NUL in the message (lines must end in CRLF)",
+                    ),
+                    Flaw::LineTooLong => self.error(554, "5.6.0", "Message refused: a line is longer than 1000 octets"),
+                    Flaw::TooBig => {
+                        let limit = self.config.max_message_size;
+                        self.error(552, "5.3.4", &format!("Message size exceeds the limit of {limit} bytes"))
+                    }
+                };
+            }
+        };
+        if message.is_empty() {
+            self.tx = Transaction::default();
+            return self.error(554, "5.6.0", "Message refused: it is empty");
+        }
+        if qs_queue::message::count(&message, "Received") > MAX_RECEIVED {
+            self.tx = Transaction::default();
+            return self.error(554, "5.4.6", "Too many Received header fields: mail loop");
+        }
+        let sender = self.tx.sender.clone().unwrap_or_default();
+        let recipients = std::mem::take(&mut self.tx.recipients);
+        let received = self.received_field(&recipients);
+        let message = qs_queue::message::prepend(&[received], &message);
+        self.state = State::Waiting(Waiting::Enqueue);
+        self.emit(Action::Enqueue(Envelope {
+            sender,
+            recipients,
+            message,
+            auth_user: self.user.clone(),
+        }));
+    }
+
+    /// Our Received field (RFC 5321 §4.4; the protocol names of RFC 3848).
+    fn received_field(&self, recipients: &[String]) -> String {
+        let protocol = match (self.esmtp, self.tls, self.user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let helo: String = self
+            .helo
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '(' && *c != ')')
+            .take(255)
+            .collect();
+        let for_clause = match recipients {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (Quicksilver) with {protocol} id {}.{}{for_clause};\r\n\t{}",
+            self.peer.ip,
+            self.config.hostname,
+            self.id,
+            self.messages + 1,
+            qs_queue::message::rfc5322_date(qs_queue::unix_now())
+        )
+    }
+}
+
+fn decode64(bytes: &[u8]) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,469 @@
+//! Byte transcripts: every input is also fed in chunks of 1, 2, 4 … bytes and
+//! must give the same replies.
+
+use super::*;
+
+struct FakeDirectory;
+
+impl Policy for FakeDirectory {
+    fn recipient(&self, address: &str) -> RecipientCheck {
+        let lower = address.to_ascii_lowercase();
+        match lower.rsplit_once('@') {
+            Some((local, "example.test")) => match local {
+                "alice" | "bob" | "postmaster" | "team" => RecipientCheck::Local,
+                _ => RecipientCheck::Unknown,
+            },
+            _ => RecipientCheck::Remote,
+        }
+    }
+
+    fn may_send_as(&self, user: &str, address: &str) -> bool {
+        user.eq_ignore_ascii_case(address)
+            || (user == "alice@example.test" && address == "team@example.test")
+    }
+
+    fn postmaster(&self) -> Option<String> {
+        Some("postmaster@example.test".into())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Run {
+    out: String,
+    queued: Vec<Envelope>,
+    closed: bool,
+    starttls: bool,
+}
+
+impl Run {
+    /// The reply codes, one per reply (the last line of each).
+    fn codes(&self) -> Vec<u16> {
+        self.out
+            .lines()
+            .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
+            .filter_map(|l| l[..3].parse().ok())
+            .collect()
+    }
+}
+
+fn config() -> Arc<SessionConfig> {
+    Arc::new(SessionConfig {
+        hostname: "mx.example.test".into(),
+        max_message_size: 10_000,
+        max_recipients: 3,
+        max_errors: 10,
+        allow_plaintext_auth: false,
+        enforce_sender: true,
+    })
+}
+
+fn session(kind: ListenerKind, tls: bool, may_relay: bool) -> Session<FakeDirectory> {
+    Session::new(
+        config(),
+        Arc::new(FakeDirectory),
+        kind,
+        Peer {
+            ip: "192.0.2.1".parse().unwrap(),
+            may_relay,
+        },
+        tls,
+        "S1".into(),
+    )
+}
+
+/// Runs `input` through a session in chunks of `chunk` bytes; passwords
+/// "secret" are right, enqueues succeed.
+fn drive(mut s: Session<FakeDirectory>, input: &[u8], chunk: usize) -> Run {
+    let mut run = Run::default();
+    let mut pending: Vec<&[u8]> = input.chunks(chunk.max(1)).collect();
+    pending.reverse();
+    loop {
+        while let Some(action) = s.next_action() {
+            match action {
+                Action::Send(bytes) => run.out.push_str(&String::from_utf8_lossy(&bytes)),
+                Action::Verify { login, password } => {
+                    let ok = password.expose() == b"secret" && !login.is_empty();
+                    s.verified(ok.then(|| login.to_ascii_lowercase()));
+                }
+                Action::Enqueue(envelope) => {
+                    run.queued.push(envelope);
+                    s.enqueued(Ok(format!("Q{}", run.queued.len())));
+                }
+                Action::StartTls => run.starttls = true,
+                Action::Close => run.closed = true,
+            }
+        }
+        match pending.pop() {
+            Some(bytes) => s.receive(bytes),
+            None => return run,
+        }
+    }
+}
+
+/// Runs in every chunking and checks they agree; returns the run.
+fn transcript(kind: ListenerKind, tls: bool, input: &str) -> Run {
+    transcript_with(|| session(kind, tls, false), input.as_bytes())
+}
+
+fn transcript_with(make: impl Fn() -> Session<FakeDirectory>, input: &[u8]) -> Run {
+    let whole = drive(make(), input, input.len());
+    for n in [1, 2, 3, 4, 8, 16, 64] {
+        let chunked = drive(make(), input, n);
+        assert_eq!(chunked.out, whole.out, "chunks of {n} differ");
+        assert_eq!(chunked.queued, whole.queued, "chunks of {n} differ");
+    }
+    whole
+}
+
+const TX: &str = "EHLO client.example\r\nMAIL FROM:<someone@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\nQUIT\r\n";
+
+#[test]
+fn a_whole_pipelined_transaction_is_queued_once() {
+    let run = transcript(ListenerKind::Mx, false, TX);
+    assert_eq!(run.codes(), [250, 250, 250, 354, 250, 221], "{}", run.out);
+    assert!(run.closed);
+    assert_eq!(run.queued.len(), 1);
+    let e = &run.queued[0];
+    assert_eq!(e.sender, "someone@far.example");
+    assert_eq!(e.recipients, ["alice@example.test"]);
+    let text = String::from_utf8(e.message.clone()).unwrap();
+    assert!(text.starts_with("Received: from client.example ([192.0.2.1])\r\n\tby mx.example.test (Quicksilver) with ESMTP id S1.1\r\n\tfor <alice@example.test>;\r\n\t"), "{text}");
+    assert!(
+        text.ends_with("\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"),
+        "{text}"
+    );
+    assert!(run.out.contains("250 2.0.0 OK queued as Q1\r\n"));
+}
+
+#[test]
+fn ehlo_lists_the_extensions_and_hides_auth_without_tls() {
+    let run = transcript(ListenerKind::Mx, false, "EHLO x\r\n");
+    for ext in [
+        "PIPELINING",
+        "SIZE 10000",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "CHUNKING",
+        "STARTTLS",
+    ] {
+        assert!(
+            run.out.contains(&format!("250-{ext}\r\n"))
+                || run.out.contains(&format!("250 {ext}\r\n")),
+            "{ext}: {}",
+            run.out
+        );
+    }
+    assert!(!run.out.contains("AUTH"), "{}", run.out);
+    let tls = transcript(ListenerKind::Submission, true, "EHLO x\r\n");
+    assert!(tls.out.contains("AUTH PLAIN LOGIN"), "{}", tls.out);
+    assert!(!tls.out.contains("STARTTLS"), "{}", tls.out);
+}
+
+#[test]
+fn auth_without_tls_is_refused_with_538() {
+    let run = transcript(
+        ListenerKind::Submission,
+        false,
+        "EHLO x\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n",
+    );
+    assert_eq!(run.codes(), [250, 538]);
+    assert!(run.out.contains("538 5.7.11"));
+}
+
+#[test]
+fn auth_plain_and_login_work_under_tls_and_failures_get_535() {
+    // \0alice@example.test\0secret
+    let ok = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n",
+    );
+    assert_eq!(ok.codes(), [250, 235]);
+    let prompt = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nAUTH PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n",
+    );
+    assert_eq!(prompt.codes(), [250, 334, 235]);
+    // LOGIN: alice@example.test / secret
+    let login = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nAUTH LOGIN\r\nYWxpY2VAZXhhbXBsZS50ZXN0\r\nc2VjcmV0\r\n",
+    );
+    assert_eq!(login.codes(), [250, 334, 334, 235], "{}", login.out);
+    // \0alice@example.test\0wrong
+    let bad = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n",
+    );
+    assert_eq!(bad.codes(), [250, 535]);
+    assert!(bad.out.contains("535 5.7.8"));
+    let cancelled = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nAUTH LOGIN\r\n*\r\n",
+    );
+    assert_eq!(cancelled.codes(), [250, 334, 501]);
+    let unknown = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nAUTH CRAM-MD5\r\n",
+    );
+    assert_eq!(unknown.codes(), [250, 504]);
+}
+
+#[test]
+fn submission_requires_auth_before_mail() {
+    let run = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nMAIL FROM:<alice@example.test>\r\n",
+    );
+    assert_eq!(run.codes(), [250, 530]);
+}
+
+#[test]
+fn an_authenticated_user_may_send_only_as_their_own_addresses() {
+    let auth = "EHLO x\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n";
+    let spoof = transcript(
+        ListenerKind::Submission,
+        true,
+        &format!("{auth}MAIL FROM:<bob@example.test>\r\n"),
+    );
+    assert_eq!(spoof.codes(), [250, 235, 553]);
+    assert!(spoof.out.contains("553 5.7.1"));
+    let own = transcript(
+        ListenerKind::Submission,
+        true,
+        &format!("{auth}MAIL FROM:<team@example.test>\r\nRCPT TO:<friend@far.example>\r\n"),
+    );
+    assert_eq!(
+        own.codes(),
+        [250, 235, 250, 250],
+        "an alias they own, relayed because authenticated"
+    );
+}
+
+#[test]
+fn relaying_is_refused_to_strangers_whatever_the_trick() {
+    let tricks = [
+        "friend@far.example",
+        "friend%far.example@example.test",
+        "far.example!friend@example.test",
+        "@example.test:friend@far.example",
+        "\"friend@far.example\"@example.test",
+        "friend@far.example.",
+        "friend@[203.0.113.5]",
+        "friend@example.test.far.example",
+    ];
+    for trick in tricks {
+        let run = transcript(
+            ListenerKind::Mx,
+            false,
+            &format!("EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<{trick}>\r\nDATA\r\n"),
+        );
+        let codes = run.codes();
+        assert!(codes[2] >= 500, "{trick} was accepted: {}", run.out);
+        assert!(codes[3] >= 500, "{trick}: DATA accepted: {}", run.out);
+        assert!(run.queued.is_empty());
+    }
+    // A trusted network may relay.
+    let trusted = transcript_with(
+        || session(ListenerKind::Mx, false, true),
+        b"EHLO x\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<friend@far.example>\r\n",
+    );
+    assert_eq!(trusted.codes(), [250, 250, 250]);
+}
+
+#[test]
+fn unknown_local_users_are_refused_at_rcpt() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<nobody@example.test>\r\n",
+    );
+    assert_eq!(run.codes(), [250, 250, 550]);
+    assert!(run.out.contains("550 5.1.1"));
+}
+
+#[test]
+fn postmaster_without_a_domain_is_accepted() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\n",
+    );
+    assert_eq!(run.codes(), [250, 250, 250]);
+}
+
+#[test]
+fn too_many_recipients_get_452() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<team@example.test>\r\nRCPT TO:<postmaster@example.test>\r\n",
+    );
+    assert_eq!(run.codes(), [250, 250, 250, 250, 250, 452]);
+    assert!(run.out.contains("452 4.5.3"));
+}
+
+#[test]
+fn smuggling_attempts_are_refused_and_nothing_is_queued() {
+    for smuggled in ["\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\0"] {
+        let input = format!(
+            "EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: x\r\n\r\nhello{smuggled}MAIL FROM:<evil@far.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n"
+        );
+        let run = transcript(ListenerKind::Mx, false, &input);
+        assert!(run.queued.is_empty(), "{smuggled:?} queued something");
+        assert_eq!(
+            run.codes(),
+            [250, 250, 250, 354, 554, 221],
+            "{smuggled:?}: {}",
+            run.out
+        );
+    }
+}
+
+#[test]
+fn starttls_discards_pipelined_plaintext() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nSTARTTLS\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\n",
+    );
+    assert_eq!(run.codes(), [250, 220]);
+    assert!(run.starttls);
+    let twice = transcript(ListenerKind::Mx, true, "EHLO x\r\nSTARTTLS\r\n");
+    assert_eq!(twice.codes(), [250, 503]);
+}
+
+#[test]
+fn an_oversize_message_is_refused_and_drained() {
+    let body = "0123456789012345678901234567890123456789\r\n".repeat(300);
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        &format!(
+            "EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n{body}.\r\nNOOP\r\n"
+        ),
+    );
+    assert_eq!(run.codes(), [250, 250, 250, 354, 552, 250]);
+    assert!(run.out.contains("552 5.3.4"));
+    assert!(run.queued.is_empty());
+    let declared = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nMAIL FROM:<a@far.example> SIZE=20000\r\n",
+    );
+    assert_eq!(declared.codes(), [250, 552]);
+}
+
+#[test]
+fn an_empty_data_is_answered_and_refused() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(run.codes(), [250, 250, 250, 354, 554, 221]);
+    assert!(run.queued.is_empty());
+}
+
+#[test]
+fn over_long_and_bare_lf_command_lines_are_refused() {
+    let long = format!("EHLO x\r\nNOOP {}\r\nNOOP\r\n", "a".repeat(600));
+    let run = transcript(ListenerKind::Mx, false, &long);
+    assert_eq!(run.codes(), [250, 500, 250], "{}", run.out);
+    let bare = transcript(ListenerKind::Mx, false, "EHLO x\nNOOP\r\n");
+    assert_eq!(bare.codes(), [500, 250]);
+}
+
+#[test]
+fn malformed_addresses_and_out_of_order_commands_are_refused() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "MAIL FROM:<a@far.example>\r\nEHLO x\r\nRCPT TO:<alice@example.test>\r\nMAIL FROM:<not an address>\r\nMAIL FROM:<a@@b>\r\nDATA\r\nFOO\r\n",
+    );
+    let codes = run.codes();
+    assert_eq!(codes[0], 503);
+    assert_eq!(codes[1], 250);
+    assert_eq!(codes[2], 503);
+    assert!(codes[3] >= 500 && codes[4] >= 500, "{}", run.out);
+    assert_eq!(codes[5], 503);
+    assert_eq!(codes[6], 500);
+}
+
+#[test]
+fn too_many_errors_close_the_session_with_421() {
+    let run = transcript(ListenerKind::Mx, false, &"FOO\r\n".repeat(12));
+    assert_eq!(run.codes().len(), 11);
+    assert_eq!(*run.codes().last().unwrap(), 421);
+    assert!(run.closed);
+}
+
+#[test]
+fn bdat_chunks_make_one_message() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT 12\r\nSubject: x\r\nBDAT 8 LAST\r\n\r\nbody\r\nQUIT\r\n",
+    );
+    assert_eq!(run.codes(), [250, 250, 250, 250, 250, 221], "{}", run.out);
+    assert_eq!(run.queued.len(), 1);
+    assert!(
+        run.queued[0]
+            .message
+            .ends_with(b"Subject: x\r\n\r\nbody\r\n")
+    );
+    let without_mail = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nBDAT 4 LAST\r\nabcdNOOP\r\n",
+    );
+    assert_eq!(
+        without_mail.codes(),
+        [250, 503, 250],
+        "{}",
+        without_mail.out
+    );
+}
+
+#[test]
+fn a_message_with_too_many_received_fields_is_a_loop() {
+    let hops = "Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n".repeat(101);
+    let mut c = (*config()).clone();
+    c.max_message_size = 1 << 20;
+    let config = Arc::new(c);
+    let run = transcript_with(
+        || {
+            Session::new(
+                config.clone(),
+                Arc::new(FakeDirectory),
+                ListenerKind::Mx,
+                Peer {
+                    ip: "192.0.2.1".parse().unwrap(),
+                    may_relay: false,
+                },
+                false,
+                "S1".into(),
+            )
+        },
+        format!("EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n{hops}\r\nx\r\n.\r\n").as_bytes(),
+    );
+    assert_eq!(run.codes(), [250, 250, 250, 354, 554]);
+    assert!(run.out.contains("554 5.4.6"));
+}
+
+#[test]
+fn vrfy_does_not_enumerate_users() {
+    let run = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nVRFY alice\r\nVRFY nobody\r\n",
+    );
+    assert_eq!(run.codes(), [250, 252, 252]);
+}

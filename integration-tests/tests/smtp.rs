@@ -1,0 +1,401 @@
+//! smtp-server end to end: real core-queue and smtp-server processes, lettre
+//! and Python's smtplib as clients, raw sockets for the edge cases.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use integration_tests::{Daemon, Installation};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{SmtpTransport, Transport};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Server {
+    inst: Installation,
+    _queue: Option<Daemon>,
+    smtp: Daemon,
+    mx: SocketAddr,
+    submission: SocketAddr,
+    submissions: SocketAddr,
+}
+
+fn server_with(configure: impl Fn(&Installation), with_queue: bool) -> Server {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    configure(&inst);
+    inst.add_users(&["alice@example.test", "bob@example.test"]);
+    let out = inst.qsctl_stdin(
+        &["user", "passwd", "alice@example.test", "--password-stdin"],
+        "alice-secret\n",
+    );
+    assert!(out.status.success());
+    let queue = with_queue.then(|| inst.start("core-queue"));
+    let smtp = inst.start("smtp-server");
+    let mx = inst.listening("smtp-server", "smtp_server.listen")[0];
+    let submission = inst.listening("smtp-server", "smtp_server.submission")[0];
+    let submissions = inst.listening("smtp-server", "smtp_server.submissions")[0];
+    Server {
+        inst,
+        _queue: queue,
+        smtp,
+        mx,
+        submission,
+        submissions,
+    }
+}
+
+fn server() -> Server {
+    server_with(|_| {}, true)
+}
+
+fn tls_params() -> TlsParameters {
+    TlsParameters::builder("localhost".into())
+        .dangerous_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+fn transport(addr: SocketAddr, tls: Tls, auth: Option<(&str, &str, Mechanism)>) -> SmtpTransport {
+    let mut b = SmtpTransport::builder_dangerous(addr.ip().to_string())
+        .port(addr.port())
+        .tls(tls)
+        .timeout(Some(WAIT));
+    if let Some((user, pass, mechanism)) = auth {
+        b = b
+            .credentials(Credentials::new(user.into(), pass.into()))
+            .authentication(vec![mechanism]);
+    }
+    b.build()
+}
+
+fn envelope(from: &str, to: &[&str]) -> Envelope {
+    Envelope::new(
+        Some(from.parse().unwrap()),
+        to.iter().map(|t| t.parse().unwrap()).collect(),
+    )
+    .unwrap()
+}
+
+const BODY: &[u8] = b"From: someone@far.example\r\nTo: alice@example.test\r\nSubject: hello\r\nMessage-ID: <t1@far.example>\r\n\r\nLine one.\r\n.A line starting with a dot\r\n..two dots\r\n\xc3\xa9t\xc3\xa9 8-bit\r\n";
+
+/// What lettre is given: it always sends `<CRLF>.<CRLF>` after the data, so a
+/// body that already ends in CRLF would arrive with one more empty line.
+fn for_lettre() -> &'static [u8] {
+    BODY.strip_suffix(b"\r\n").unwrap()
+}
+
+/// The stored message minus the trace fields we add on top.
+fn without_trace(stored: &[u8]) -> Vec<u8> {
+    let text = stored;
+    let mut i = 0;
+    // Skip Return-Path, Delivered-To and our (folded) Received field.
+    loop {
+        let rest = &text[i..];
+        let starts = |p: &[u8]| rest.len() >= p.len() && rest[..p.len()].eq_ignore_ascii_case(p);
+        if starts(b"Return-Path:")
+            || starts(b"Delivered-To:")
+            || starts(b"Received:")
+            || starts(b"\t")
+        {
+            let lf = rest.iter().position(|&b| b == b'\n').unwrap();
+            i += lf + 1;
+        } else {
+            return rest.to_vec();
+        }
+    }
+}
+
+#[test]
+fn plain_mx_delivery_arrives_byte_identical_with_trace_fields() {
+    let s = server();
+    let t = transport(s.mx, Tls::None, None);
+    t.send_raw(
+        &envelope("someone@far.example", &["alice@example.test"]),
+        for_lettre(),
+    )
+    .unwrap();
+    let mail = s.inst.wait_for_mail("alice@example.test", 1, WAIT);
+    let text = String::from_utf8_lossy(&mail[0]);
+    assert!(text.starts_with("Return-Path: <someone@far.example>\r\nDelivered-To: alice@example.test\r\nReceived: from "), "{text}");
+    assert!(text.contains("with ESMTP id "), "{text}");
+    assert_eq!(without_trace(&mail[0]), BODY);
+}
+
+#[test]
+fn submission_with_starttls_and_auth_plain_to_several_recipients() {
+    let s = server();
+    let t = transport(
+        s.submission,
+        Tls::Required(tls_params()),
+        Some(("alice@example.test", "alice-secret", Mechanism::Plain)),
+    );
+    t.send_raw(
+        &envelope(
+            "alice@example.test",
+            &["alice@example.test", "bob@example.test"],
+        ),
+        for_lettre(),
+    )
+    .unwrap();
+    for user in ["alice@example.test", "bob@example.test"] {
+        let mail = s.inst.wait_for_mail(user, 1, WAIT);
+        assert!(String::from_utf8_lossy(&mail[0]).contains("with ESMTPSA id"));
+        assert_eq!(without_trace(&mail[0]), BODY);
+    }
+}
+
+#[test]
+fn submissions_with_implicit_tls_and_auth_login() {
+    let s = server();
+    let t = transport(
+        s.submissions,
+        Tls::Wrapper(tls_params()),
+        Some(("alice@example.test", "alice-secret", Mechanism::Login)),
+    );
+    t.send_raw(
+        &envelope("alice@example.test", &["bob@example.test"]),
+        for_lettre(),
+    )
+    .unwrap();
+    let mail = s.inst.wait_for_mail("bob@example.test", 1, WAIT);
+    assert_eq!(without_trace(&mail[0]), BODY);
+}
+
+#[test]
+fn relaying_needs_authentication() {
+    let s = server();
+    // A stranger on the port-25 listener cannot relay.
+    let t = transport(s.mx, Tls::None, None);
+    let err = t
+        .send_raw(
+            &envelope("someone@far.example", &["friend@other.example"]),
+            BODY,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("relay access denied"), "{err}");
+    // An authenticated user can: the message waits in the queue for smtp-relay.
+    let t = transport(
+        s.submission,
+        Tls::Required(tls_params()),
+        Some(("alice@example.test", "alice-secret", Mechanism::Plain)),
+    );
+    t.send_raw(
+        &envelope("alice@example.test", &["friend@other.example"]),
+        for_lettre(),
+    )
+    .unwrap();
+    let listed = s.inst.qsctl(&["queue", "stats"]);
+    let stats = String::from_utf8_lossy(&listed.stdout);
+    assert!(stats.contains("pending outbound:\t1"), "{stats}");
+}
+
+#[test]
+fn wrong_passwords_and_spoofed_senders_are_refused() {
+    let s = server();
+    let t = transport(
+        s.submission,
+        Tls::Required(tls_params()),
+        Some(("alice@example.test", "wrong", Mechanism::Plain)),
+    );
+    let err = t
+        .send_raw(&envelope("alice@example.test", &["bob@example.test"]), BODY)
+        .unwrap_err();
+    assert!(err.to_string().contains("535"), "{err}");
+    let t = transport(
+        s.submission,
+        Tls::Required(tls_params()),
+        Some(("alice@example.test", "alice-secret", Mechanism::Plain)),
+    );
+    let err = t
+        .send_raw(&envelope("bob@example.test", &["bob@example.test"]), BODY)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not one of your addresses"),
+        "{err}"
+    );
+}
+
+/// A raw SMTP conversation.
+struct Raw {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut raw = Raw {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        let greeting = raw.reply();
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        raw
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// One whole reply (all its lines).
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap() == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                return all;
+            }
+        }
+    }
+
+    fn cmd(&mut self, line: &str, expect: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        let reply = self.reply();
+        assert!(
+            reply.starts_with(expect),
+            "{line}: expected {expect}, got {reply}"
+        );
+        reply
+    }
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order_and_delivered() {
+    let s = server();
+    let mut raw = Raw::connect(s.mx);
+    raw.cmd("EHLO client.example", "250");
+    raw.send(b"MAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n");
+    for expect in ["250", "250", "550 5.1.1", "250", "354"] {
+        let r = raw.reply();
+        assert!(r.starts_with(expect), "expected {expect}, got {r}");
+    }
+    raw.send(b"Subject: pipelined\r\n\r\nhi\r\n.\r\nQUIT\r\n");
+    assert!(raw.reply().starts_with("250 2.0.0 OK queued as "));
+    assert!(raw.reply().starts_with("221"));
+    let mail = s.inst.wait_for_mail("alice@example.test", 1, WAIT);
+    assert_eq!(without_trace(&mail[0]), b"Subject: pipelined\r\n\r\nhi\r\n");
+    s.inst.wait_for_mail("bob@example.test", 1, WAIT);
+}
+
+#[test]
+fn plaintext_auth_is_refused_and_not_offered_without_tls() {
+    let s = server();
+    let mut raw = Raw::connect(s.submission);
+    let ehlo = raw.cmd("EHLO x", "250");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    raw.cmd(
+        "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=",
+        "538 5.7.11",
+    );
+    raw.cmd("MAIL FROM:<alice@example.test>", "530 5.7.0");
+}
+
+#[test]
+fn smuggled_messages_are_refused_end_to_end() {
+    let s = server();
+    let mut raw = Raw::connect(s.mx);
+    raw.cmd("EHLO x", "250");
+    raw.cmd("MAIL FROM:<a@far.example>", "250");
+    raw.cmd("RCPT TO:<alice@example.test>", "250");
+    raw.cmd("DATA", "354");
+    raw.send(b"Subject: x\r\n\r\nhello\n.\nMAIL FROM:<evil@far.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nforged\r\n.\r\n");
+    let r = raw.reply();
+    assert!(r.starts_with("554 5.6.0"), "{r}");
+    raw.cmd("QUIT", "221");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.inst.inbox("alice@example.test").is_empty());
+    assert!(s.inst.inbox("bob@example.test").is_empty());
+}
+
+#[test]
+fn without_core_queue_the_answer_is_451_never_250() {
+    let s = server_with(|inst| inst.set("queue", "client_retry_secs", "1"), false);
+    let mut raw = Raw::connect(s.mx);
+    raw.cmd("EHLO x", "250");
+    raw.cmd("MAIL FROM:<a@far.example>", "250");
+    raw.cmd("RCPT TO:<alice@example.test>", "250");
+    raw.cmd("DATA", "354");
+    raw.send(b"Subject: x\r\n\r\nhello\r\n.\r\n");
+    let r = raw.reply();
+    assert!(r.starts_with("451 4.3.0"), "{r}\n{}", s.smtp.log());
+}
+
+#[test]
+fn connections_per_address_are_limited() {
+    let s = server_with(
+        |inst| inst.set("smtp_server", "max_connections_per_ip", "2"),
+        true,
+    );
+    let _a = Raw::connect(s.mx);
+    let _b = Raw::connect(s.mx);
+    let mut third = TcpStream::connect(s.mx).unwrap();
+    third.set_read_timeout(Some(WAIT)).unwrap();
+    let mut text = String::new();
+    third.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("421 4.7.0"), "{text}");
+}
+
+#[test]
+fn a_user_added_while_running_receives_mail_at_once() {
+    let s = server();
+    let mut raw = Raw::connect(s.mx);
+    raw.cmd("EHLO x", "250");
+    raw.cmd("MAIL FROM:<a@far.example>", "250");
+    raw.cmd("RCPT TO:<carol@example.test>", "550 5.1.1");
+    s.inst.add_users(&["carol@example.test"]);
+    raw.cmd("RCPT TO:<carol@example.test>", "250");
+}
+
+#[test]
+fn python_smtplib_submits_over_starttls() {
+    let s = server();
+    let script = r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+host, port = sys.argv[1], int(sys.argv[2])
+with smtplib.SMTP(host, port, timeout=20) as s:
+    s.ehlo("python.example")
+    s.starttls(context=ctx)
+    s.ehlo("python.example")
+    s.login("alice@example.test", "alice-secret")
+    refused = s.sendmail("alice@example.test", ["bob@example.test"],
+        b"Subject: from smtplib\r\n\r\nSent by Python.\r\n.dot\r\n")
+    assert refused == {}, refused
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &s.submission.ip().to_string(),
+            &s.submission.port().to_string(),
+        ])
+        .output()
+        .expect("python3 is installed by .ci/setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mail = s.inst.wait_for_mail("bob@example.test", 1, WAIT);
+    let text = String::from_utf8_lossy(&mail[0]);
+    assert!(text.contains("Subject: from smtplib\r\n"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\nSent by Python.\r\n.dot\r\n"),
+        "{text}"
+    );
+}
