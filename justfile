@@ -2,7 +2,7 @@
 
 # Run Quicksilver on its built-in defaults (creates quicksilver.toml and var/ here).
 run:
-    cargo run --release --bin qsctl -- init
+    cargo run --release --bin qsctl -- up
 
 # Run every test.
 test:

@@ -253,7 +253,7 @@ impl Installation {
 /// assertion messages can show.
 pub struct Daemon {
     name: String,
-    config: PathBuf,
+    args: Vec<String>,
     log: PathBuf,
     child: Option<std::process::Child>,
 }
@@ -261,9 +261,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `name` with `config`, appending its log to `log`.
     pub fn start(name: &str, config: &Path, log: PathBuf) -> Daemon {
+        let config = config.to_string_lossy().into_owned();
+        Daemon::start_with_args(name, &["--config", &config], log)
+    }
+
+    /// Starts the binary `name` with `args`, appending its log to `log`.
+    pub fn start_with_args(name: &str, args: &[&str], log: PathBuf) -> Daemon {
         let mut d = Daemon {
             name: name.to_string(),
-            config: config.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             log,
             child: None,
         };
@@ -278,8 +284,7 @@ impl Daemon {
             .open(&self.log)
             .expect("open daemon log");
         let child = Command::new(binary(&self.name))
-            .arg("--config")
-            .arg(&self.config)
+            .args(&self.args)
             .env_remove("QS_CONFIG")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

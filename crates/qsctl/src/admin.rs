@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 use qs_config::Config;
-use qs_directory::{Directory, Options, Secret};
+use qs_directory::{Directory, Options, Pop3Options, Secret};
 
 /// The directory options the config asks for.
 pub fn directory_options(config: &Config) -> Options {
@@ -83,11 +83,31 @@ pub enum UserCommand {
         #[arg(long)]
         keep_copy: bool,
     },
+    /// Set a user's POP3 options; with none given, show them.
+    Pop3 {
+        /// The user's address.
+        address: String,
+        /// Accept DELE but keep the messages (a mailbox that several people fetch).
+        #[arg(long, value_name = "on|off")]
+        ignore_dele: Option<Switch>,
+        /// Offer only the messages not yet marked as seen.
+        #[arg(long, value_name = "on|off")]
+        only_unread: Option<Switch>,
+    },
     /// List users, optionally of one domain.
     List {
         /// Only this domain.
         domain: Option<String>,
     },
+}
+
+/// A setting turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// `qsctl alias ...`
@@ -202,6 +222,33 @@ pub fn user(config: &Config, cmd: UserCommand) -> Result<()> {
                 );
             }
         }
+        UserCommand::Pop3 {
+            address,
+            ignore_dele,
+            only_unread,
+        } => {
+            qs_directory::parse_address(&address)?;
+            let Some(user) = dir.refresh()?.user(&address).cloned() else {
+                anyhow::bail!("unknown user {address}");
+            };
+            let mut options = user.pop3();
+            if ignore_dele.is_none() && only_unread.is_none() {
+                println!("{}\t{}", user.address(), describe_pop3(options));
+                return Ok(());
+            }
+            if let Some(switch) = ignore_dele {
+                options.ignore_dele = switch == Switch::On;
+            }
+            if let Some(switch) = only_unread {
+                options.only_unread = switch == Switch::On;
+            }
+            dir.set_pop3_options(&address, options)?;
+            println!(
+                "POP3 options of {}: {}",
+                user.address(),
+                describe_pop3(options)
+            );
+        }
         UserCommand::List { domain } => {
             let snapshot = dir.refresh()?;
             let domain = domain.map(|d| d.to_ascii_lowercase());
@@ -233,11 +280,32 @@ pub fn user(config: &Config, cmd: UserCommand) -> Result<()> {
                         }
                     ));
                 }
+                let pop3 = user.pop3();
+                if pop3.ignore_dele || pop3.only_unread {
+                    let set: Vec<&str> = [
+                        (pop3.ignore_dele, "ignore-dele"),
+                        (pop3.only_unread, "only-unread"),
+                    ]
+                    .into_iter()
+                    .filter_map(|(on, name)| on.then_some(name))
+                    .collect();
+                    line.push_str(&format!("\tpop3: {}", set.join(", ")));
+                }
                 println!("{line}");
             }
         }
     }
     Ok(())
+}
+
+/// `ignore-dele on, only-unread off`.
+fn describe_pop3(options: Pop3Options) -> String {
+    let word = |on: bool| if on { "on" } else { "off" };
+    format!(
+        "ignore-dele {}, only-unread {}",
+        word(options.ignore_dele),
+        word(options.only_unread)
+    )
 }
 
 /// Runs an alias command.

@@ -23,6 +23,16 @@ pub struct InitArgs {
     password_stdin: bool,
 }
 
+impl Default for InitArgs {
+    fn default() -> Self {
+        InitArgs {
+            domain: "example.test".into(),
+            hostname: None,
+            password_stdin: false,
+        }
+    }
+}
+
 /// Runs `qsctl init`.
 pub fn run(explicit: Option<&Path>, args: InitArgs) -> Result<()> {
     let path = Config::locate(explicit);

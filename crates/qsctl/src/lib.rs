@@ -9,12 +9,14 @@
 //!   again creates only what is missing and says so.
 //! - `qsctl domain add|del|list`, `qsctl user add|del|passwd|list`,
 //!   `qsctl alias add|del|list`: the user directory, shared by every module;
-//!   changes are seen by running servers at once.
+//!   changes are seen by running servers at once; `qsctl user pop3` sets a
+//!   user's POP3 options (ignore DELE, offer only unread mail).
 //!
 //! Every misuse (unknown domain, duplicate user, malformed address, missing
 //! config) prints one line naming the problem and exits non-zero; the directory
 //! is written atomically, so nothing is ever half-written.
 //!
+//! - `qsctl up [MODULE...]`: runs the modules in the foreground (see [`up`]).
 //! - `qsctl queue list|show ID|retry ID|delete ID|stats`: the mail queue.
 //! - `qsctl send --from A --to B [--subject S] [FILE]`: queue a plain-text message
 //!   (Mercury's MSendTo).
@@ -32,6 +34,7 @@
 mod admin;
 mod init;
 mod queue_cmd;
+pub mod up;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -70,6 +73,9 @@ pub enum Command {
     /// The mail queue (through core-queue).
     #[command(subcommand)]
     Queue(queue_cmd::QueueCommand),
+    /// Run the modules in the foreground (all that are built, or those named);
+    /// runs init first when there is no config.
+    Up(up::UpArgs),
     /// Compose and queue a plain-text message (body from a file or standard input).
     Send(queue_cmd::SendArgs),
     /// sendmail-compatible submission: the message on standard input.
@@ -81,6 +87,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(cli.config.as_deref(), args),
+        Command::Up(args) => up::run(cli.config.as_deref(), args),
         Command::Domain(cmd) => admin::domain(&load_config(&cli.config)?, cmd),
         Command::User(cmd) => admin::user(&load_config(&cli.config)?, cmd),
         Command::Alias(cmd) => admin::alias(&load_config(&cli.config)?, cmd),

@@ -1,0 +1,698 @@
+//! The network side: accepting connections within the limits, TLS, and the
+//! loop that moves bytes between a socket and a [`Session`], applies the
+//! timeouts and does the work the session asks for (logins, message transfers,
+//! the UPDATE state).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use qs_directory::Directory;
+use qs_service::shutdown::Shutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::encode::Encoder;
+use crate::maildrop::{Maildrop, MaildropError};
+use crate::reply::{Code, Reply};
+use crate::session::{Action, Credentials, LoginOutcome, Session, Settings, Transfer};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+/// Output is written once this much is waiting.
+const FLUSH_AT: usize = 64 * 1024;
+/// Addresses with recent failures remembered at most (older ones are pruned first).
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+/// The limits of the server. [`Limits::default`] gives the values the daemon
+/// runs with; there are no config keys for them yet.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Autologout: a connection that sends nothing for this long is closed
+    /// without entering UPDATE (RFC 1939 asks for at least 10 minutes). Also
+    /// bounds every write to a client that does not read.
+    pub idle_timeout: Duration,
+    /// The TLS handshake must finish within this.
+    pub tls_handshake_timeout: Duration,
+    /// Connections at once, all listeners together.
+    pub max_connections: usize,
+    /// Connections at once from one client address.
+    pub max_connections_per_address: usize,
+    /// Failed logins in one connection before it is closed.
+    pub max_login_failures: u32,
+    /// Failed logins from one address within `failure_window` before that
+    /// address is refused all logins for `block_duration`.
+    pub max_failures_per_address: u32,
+    /// See `max_failures_per_address`.
+    pub failure_window: Duration,
+    /// See `max_failures_per_address`.
+    pub block_duration: Duration,
+    /// The delay before answering a failed login; it doubles with each failure
+    /// of the connection, up to `max_login_delay`.
+    pub login_delay: Duration,
+    /// See `login_delay`.
+    pub max_login_delay: Duration,
+    /// Protocol errors in one connection before it is closed.
+    pub max_errors: u32,
+    /// At shutdown, how long sessions in the middle of a command may finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_timeout: Duration::from_secs(600),
+            tls_handshake_timeout: Duration::from_secs(30),
+            max_connections: 200,
+            max_connections_per_address: 20,
+            max_login_failures: 3,
+            max_failures_per_address: 10,
+            failure_window: Duration::from_secs(900),
+            block_duration: Duration::from_secs(900),
+            login_delay: Duration::from_secs(1),
+            max_login_delay: Duration::from_secs(8),
+            max_errors: 10,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the server needs to run.
+pub struct ServerConfig {
+    /// `data_dir`: the mailboxes are under `<data_dir>/mail/`.
+    pub data_dir: PathBuf,
+    /// `hostname`: the greeting, and delivered file names.
+    pub hostname: String,
+    /// The user directory.
+    pub directory: Arc<Directory>,
+    /// The certificate, for STLS and the TLS listeners.
+    pub tls: TlsAcceptor,
+    /// `[pop3_server] allow_plaintext_auth`.
+    pub allow_plaintext_auth: bool,
+    /// The limits.
+    pub limits: Limits,
+}
+
+/// The bound listeners.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// `pop3_server.listen`: plaintext, STLS offered.
+    pub plain: Vec<TcpListener>,
+    /// `pop3_server.tls_listen`: TLS from the first byte.
+    pub tls: Vec<TcpListener>,
+}
+
+/// Which kind of listener a connection came from.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Plain,
+    Tls,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Plain => "pop3_server.listen",
+            Kind::Tls => "pop3_server.tls_listen",
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    config: ServerConfig,
+    connections: Mutex<Connections>,
+    failures: Mutex<Failures>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+#[derive(Default)]
+struct Failures {
+    by_address: HashMap<IpAddr, FailureRecord>,
+}
+
+struct FailureRecord {
+    count: u32,
+    since: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// Serves the listeners until `shutdown` fires, then lets the sessions finish
+/// the command they are in (up to `drain_timeout`) and returns.
+pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let shared = Arc::new(Shared {
+        config,
+        connections: Mutex::default(),
+        failures: Mutex::default(),
+        next_id: AtomicU64::new(1),
+    });
+    let mut accepting = tokio::task::JoinSet::new();
+    for (kind, list) in [(Kind::Plain, listeners.plain), (Kind::Tls, listeners.tls)] {
+        for listener in list {
+            accepting.spawn(accept_loop(
+                shared.clone(),
+                listener,
+                kind,
+                shutdown.clone(),
+            ));
+        }
+    }
+    while accepting.join_next().await.is_some() {}
+    let open = shared.lock_connections().total;
+    if open > 0 {
+        info!(connections = open, "stopping: waiting for open sessions");
+    }
+    let deadline = Instant::now() + shared.config.limits.drain_timeout;
+    while shared.lock_connections().total > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.lock_connections().total;
+    if left > 0 {
+        warn!(
+            connections = left,
+            "stopping with sessions still open (nothing of theirs is deleted)"
+        );
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind, shutdown: Shutdown) {
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before accept.
+                warn!(listener = kind.key(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(guard) = ConnectionGuard::admit(&shared, peer.ip()) else {
+            warn!(%peer, listener = kind.key(), "connection refused: too many connections");
+            if let Kind::Plain = kind {
+                tokio::spawn(refuse(stream));
+            }
+            continue;
+        };
+        let id = format!(
+            "{}.{}",
+            std::process::id(),
+            shared.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let span = tracing::info_span!("pop3", session = %id, %peer, listener = kind.key());
+        tokio::spawn(
+            connection(shared.clone(), stream, peer, kind, shutdown.clone(), guard)
+                .instrument(span),
+        );
+    }
+}
+
+/// Tells a client over the limit why it is sent away.
+async fn refuse(mut stream: TcpStream) {
+    let reply = Reply::err_code(Code::SysTemp, "too many connections; try again later");
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream.write_all(&reply.to_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// One connection, from accept to close.
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: Kind,
+    shutdown: Shutdown,
+    _guard: ConnectionGuard,
+) {
+    debug!("connected");
+    let handshake = shared.config.limits.tls_handshake_timeout;
+    let result: io::Result<()> = match kind {
+        Kind::Plain => {
+            let session = Session::new(shared.settings(false, true));
+            match run_session(&shared, stream, session, peer, shutdown.clone()).await {
+                // STLS: a new session over TLS; nothing of the old one survives.
+                Ok(Some(stream)) => match tls_accept(&shared, stream, handshake).await {
+                    Some(tls) => {
+                        debug!("TLS started (STLS)");
+                        let session = Session::after_stls(shared.settings(true, false));
+                        run_session(&shared, tls, session, peer, shutdown)
+                            .await
+                            .map(drop)
+                    }
+                    None => Ok(()),
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Kind::Tls => match tls_accept(&shared, stream, handshake).await {
+            Some(tls) => {
+                let session = Session::new(shared.settings(true, false));
+                run_session(&shared, tls, session, peer, shutdown)
+                    .await
+                    .map(drop)
+            }
+            None => Ok(()),
+        },
+    };
+    match result {
+        Ok(()) => debug!("closed"),
+        Err(e) => debug!(error = %e, "connection lost"),
+    }
+}
+
+async fn tls_accept(
+    shared: &Shared,
+    stream: TcpStream,
+    within: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(within, shared.config.tls.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            info!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// What one connection holds besides its session.
+struct Connection {
+    peer: SocketAddr,
+    out: Vec<u8>,
+    maildrop: Option<Arc<Maildrop>>,
+    user: Option<String>,
+}
+
+/// Runs `session` over `stream` until it closes. Returns the stream when the
+/// session asked for STLS (everything buffered is dropped with the session).
+async fn run_session<S>(
+    shared: &Shared,
+    mut stream: S,
+    mut session: Session,
+    peer: SocketAddr,
+    mut shutdown: Shutdown,
+) -> io::Result<Option<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = shared.config.limits.idle_timeout;
+    let mut conn = Connection {
+        peer,
+        out: Vec::new(),
+        maildrop: None,
+        user: None,
+    };
+    let mut buf = vec![0u8; READ_CHUNK];
+    // The reply just queued answers a login that `Shared::login` has logged.
+    let mut answers_login = false;
+    loop {
+        while let Some(action) = session.poll() {
+            let after_login = std::mem::take(&mut answers_login);
+            match action {
+                Action::Send(reply) => {
+                    if let Reply::Err(Some(Code::Auth), text) = &reply
+                        && !after_login
+                    {
+                        info!(reason = %text, "login refused");
+                    }
+                    reply.write_to(&mut conn.out);
+                    if conn.out.len() >= FLUSH_AT {
+                        write_out(&mut stream, &mut conn.out, idle).await?;
+                    }
+                }
+                Action::Login(credentials) => {
+                    write_out(&mut stream, &mut conn.out, idle).await?;
+                    let outcome = shared
+                        .login(&mut conn, credentials, session.login_failures())
+                        .await;
+                    session.login_done(outcome);
+                    answers_login = true;
+                }
+                Action::Transfer(transfer) => {
+                    send_message(&mut stream, &mut conn, &mut session, transfer, idle).await?;
+                }
+                Action::StartTls => {
+                    write_out(&mut stream, &mut conn.out, idle).await?;
+                    return Ok(Some(stream));
+                }
+                Action::Update(plan) => {
+                    let Some(maildrop) = conn.maildrop.clone() else {
+                        session.update_done(Default::default());
+                        continue;
+                    };
+                    let planned = (plan.remove.len(), plan.mark_seen.len());
+                    let report = tokio::task::spawn_blocking(move || maildrop.update(&plan))
+                        .await
+                        .map_err(io::Error::other)?;
+                    info!(
+                        user = conn.user.as_deref().unwrap_or_default(),
+                        removed = planned.0 - report.not_removed,
+                        not_removed = report.not_removed,
+                        marked_seen = planned.1,
+                        "update done"
+                    );
+                    session.update_done(report);
+                }
+                Action::Close => {
+                    write_out(&mut stream, &mut conn.out, idle).await?;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                    return Ok(None);
+                }
+            }
+        }
+        write_out(&mut stream, &mut conn.out, idle).await?;
+        let n = tokio::select! {
+            read = tokio::time::timeout(idle, stream.read(&mut buf)) => match read {
+                Err(_) => {
+                    info!(user = conn.user.as_deref(), "autologout: idle too long; nothing deleted");
+                    return Ok(None);
+                }
+                Ok(result) => result?,
+            },
+            _ = shutdown.wait() => {
+                info!(user = conn.user.as_deref(), "closing for shutdown; nothing deleted");
+                return Ok(None);
+            }
+        };
+        if n == 0 {
+            if session.is_logged_in() {
+                info!(
+                    user = conn.user.as_deref(),
+                    "connection closed without QUIT; nothing deleted"
+                );
+            }
+            return Ok(None);
+        }
+        session.feed(&buf[..n]);
+    }
+}
+
+/// Writes out what is waiting; a client that does not read for `idle` is dropped.
+async fn write_out<S>(stream: &mut S, out: &mut Vec<u8>, idle: Duration) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    if out.is_empty() {
+        return Ok(());
+    }
+    let written = tokio::time::timeout(idle, async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    })
+    .await;
+    out.clear();
+    match written {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client stopped reading",
+        )),
+    }
+}
+
+/// RETR and TOP: the head reply, the message streamed through the encoder.
+async fn send_message<S>(
+    stream: &mut S,
+    conn: &mut Connection,
+    session: &mut Session,
+    transfer: Transfer,
+    idle: Duration,
+) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let Some(maildrop) = conn.maildrop.clone() else {
+        session.transfer_failed(transfer.number);
+        return Ok(());
+    };
+    let entry = transfer.entry.clone();
+    let opened = tokio::task::spawn_blocking(move || maildrop.open_message(&entry))
+        .await
+        .map_err(io::Error::other)?;
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) => {
+            warn!(message = %transfer.entry.id, error = %e, "cannot read a message");
+            session.transfer_failed(transfer.number);
+            return Ok(());
+        }
+    };
+    let mut file = tokio::fs::File::from_std(file);
+    transfer.head.write_to(&mut conn.out);
+    let mut encoder = Encoder::transfer(transfer.top);
+    let mut chunk = vec![0u8; 32 * 1024];
+    while !encoder.is_done() {
+        // The head is out: a read error now can only end the connection.
+        let n = file.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        encoder.encode(&chunk[..n], &mut conn.out);
+        if conn.out.len() >= FLUSH_AT {
+            write_out(stream, &mut conn.out, idle).await?;
+        }
+    }
+    encoder.finish(&mut conn.out);
+    debug!(message = %transfer.entry.id, top = transfer.top, "message sent");
+    Ok(())
+}
+
+impl Shared {
+    fn settings(&self, tls_active: bool, stls_available: bool) -> Settings {
+        Settings {
+            hostname: self.config.hostname.clone(),
+            tls_active,
+            stls_available,
+            allow_plaintext_auth: self.config.allow_plaintext_auth,
+            max_login_failures: self.config.limits.max_login_failures,
+            max_errors: self.config.limits.max_errors,
+        }
+    }
+
+    fn lock_connections(&self) -> MutexGuard<'_, Connections> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks a login and opens the maildrop. `earlier_failures` are this
+    /// connection's failed logins before this one.
+    async fn login(
+        &self,
+        conn: &mut Connection,
+        credentials: Credentials,
+        earlier_failures: u32,
+    ) -> LoginOutcome {
+        let limits = &self.config.limits;
+        let ip = conn.peer.ip();
+        let mechanism = credentials.mechanism;
+        let delay = limits
+            .login_delay
+            .saturating_mul(1u32 << earlier_failures.min(16))
+            .min(limits.max_login_delay);
+        if self.lock_failures().is_blocked(ip, Instant::now()) {
+            info!(
+                mechanism,
+                "login refused: too many failures from this address"
+            );
+            tokio::time::sleep(delay).await;
+            return LoginOutcome::Blocked;
+        }
+        let verified = self
+            .config
+            .directory
+            .verify(&credentials.login, &credentials.password)
+            .await;
+        drop(credentials.password);
+        let user = match verified {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                let blocked = self.lock_failures().record(ip, Instant::now(), limits);
+                // Name the account only when it exists: an unknown login may be
+                // a password typed in the wrong field.
+                let known = self
+                    .config
+                    .directory
+                    .snapshot()
+                    .user(&credentials.login)
+                    .map(|u| u.address().to_owned());
+                info!(
+                    user = known.as_deref().unwrap_or("(no such user)"),
+                    mechanism,
+                    failures = earlier_failures + 1,
+                    "login failed: bad credentials"
+                );
+                if blocked {
+                    warn!(
+                        minutes = limits.block_duration.as_secs() / 60,
+                        "too many failed logins from this address: logins refused for a while"
+                    );
+                }
+                tokio::time::sleep(delay).await;
+                return LoginOutcome::Rejected;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot check a login");
+                return LoginOutcome::TemporaryFailure;
+            }
+        };
+        let data_dir = self.config.data_dir.clone();
+        let hostname = self.config.hostname.clone();
+        let address = user.address.clone();
+        let only_unread = user.pop3.only_unread;
+        let opened = tokio::task::spawn_blocking(move || {
+            Maildrop::open(&data_dir, &hostname, &address, only_unread)
+        })
+        .await;
+        match opened {
+            Ok(Ok((maildrop, messages))) => {
+                let octets: u64 = messages.iter().map(|m| m.size).sum();
+                info!(
+                    user = %user.address,
+                    mechanism,
+                    messages = messages.len(),
+                    octets,
+                    ignore_dele = user.pop3.ignore_dele,
+                    only_unread,
+                    "logged in"
+                );
+                conn.maildrop = Some(Arc::new(maildrop));
+                conn.user = Some(user.address.clone());
+                LoginOutcome::Accepted {
+                    user: user.address,
+                    options: user.pop3,
+                    messages,
+                }
+            }
+            Ok(Err(MaildropError::InUse { .. })) => {
+                info!(user = %user.address, mechanism, "login refused: maildrop in use");
+                LoginOutcome::InUse
+            }
+            Ok(Err(e)) if e.is_permanent() => {
+                error!(user = %user.address, error = %e, "cannot open the maildrop");
+                LoginOutcome::PermanentFailure
+            }
+            Ok(Err(e)) => {
+                error!(user = %user.address, error = %e, "cannot open the maildrop");
+                LoginOutcome::TemporaryFailure
+            }
+            Err(e) => {
+                error!(user = %user.address, error = %e, "cannot open the maildrop");
+                LoginOutcome::TemporaryFailure
+            }
+        }
+    }
+}
+
+impl Failures {
+    fn is_blocked(&mut self, ip: IpAddr, now: Instant) -> bool {
+        match self.by_address.get(&ip) {
+            Some(FailureRecord {
+                blocked_until: Some(until),
+                ..
+            }) if *until > now => true,
+            Some(FailureRecord {
+                blocked_until: Some(_),
+                ..
+            }) => {
+                self.by_address.remove(&ip);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts a failure; true if the address is now blocked.
+    fn record(&mut self, ip: IpAddr, now: Instant, limits: &Limits) -> bool {
+        if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+            self.by_address.retain(|_, r| {
+                r.blocked_until.is_some_and(|until| until > now)
+                    || now.duration_since(r.since) < limits.failure_window
+            });
+        }
+        let record = self.by_address.entry(ip).or_insert(FailureRecord {
+            count: 0,
+            since: now,
+            blocked_until: None,
+        });
+        if now.duration_since(record.since) >= limits.failure_window {
+            record.count = 0;
+            record.since = now;
+        }
+        record.count += 1;
+        if record.count >= limits.max_failures_per_address && record.blocked_until.is_none() {
+            record.blocked_until = Some(now + limits.block_duration);
+            return true;
+        }
+        false
+    }
+}
+
+/// One admitted connection; counted until dropped.
+struct ConnectionGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ConnectionGuard {
+    fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnectionGuard> {
+        let limits = &shared.config.limits;
+        let mut connections = shared.lock_connections();
+        let from_ip = connections.by_address.get(&ip).copied().unwrap_or(0);
+        if connections.total >= limits.max_connections
+            || from_ip >= limits.max_connections_per_address
+        {
+            return None;
+        }
+        connections.total += 1;
+        *connections.by_address.entry(ip).or_insert(0) += 1;
+        Some(ConnectionGuard {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut connections = self.shared.lock_connections();
+        connections.total = connections.total.saturating_sub(1);
+        if let Some(n) = connections.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                connections.by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

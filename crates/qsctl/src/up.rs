@@ -1,0 +1,270 @@
+//! `qsctl up`: runs the chosen modules in the foreground, as child processes of
+//! the same build.
+//!
+//! - Without a config file it runs `qsctl init` first, so a fresh checkout gets a
+//!   working server on the loopback defaults.
+//! - Each module's log lines are prefixed with its name.
+//! - A module that exits on its own is restarted after a back-off that doubles
+//!   (1 s to 60 s) while it keeps failing within a minute, and `up` says so.
+//! - Ctrl-C or SIGTERM stops every module with SIGTERM (each finishes its
+//!   current work), core-queue last, so no module loses the queue under it.
+//!
+//! Children run in their own process groups: a Ctrl-C in the terminal reaches
+//! `up` alone, which then stops them in order.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Every module, in start order (core-queue first, since the others use it).
+pub const MODULES: &[&str] = &[
+    "core-queue",
+    "smtp-server",
+    "smtp-relay",
+    "pop-client",
+    "pop3-server",
+    "imap-server",
+    "list-server",
+];
+
+/// How long modules have to stop before they are killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `qsctl up` options.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Modules to run (default: every module this build has).
+    modules: Vec<String>,
+}
+
+struct Module {
+    name: String,
+    binary: PathBuf,
+    child: Option<Child>,
+    restarts: u32,
+    backoff: Duration,
+    started: Instant,
+    restart_at: Option<Instant>,
+}
+
+/// Runs `qsctl up`.
+pub fn run(explicit: Option<&Path>, args: UpArgs) -> Result<()> {
+    let config_path = qs_config::Config::locate(explicit);
+    if !config_path.exists() {
+        println!("no config at {}: running init first", config_path.display());
+        crate::init::run(explicit, crate::init::InitArgs::default())?;
+    }
+    // Check the config before starting anything.
+    qs_config::Config::load_file(&config_path)?;
+    let here = std::env::current_exe().context("cannot find the qsctl binary")?;
+    let dir = here.parent().map(Path::to_path_buf).unwrap_or_default();
+    build_missing_modules(&dir)?;
+    let wanted: Vec<String> = if args.modules.is_empty() {
+        MODULES
+            .iter()
+            .filter(|m| dir.join(m).exists())
+            .map(|m| m.to_string())
+            .collect()
+    } else {
+        for m in &args.modules {
+            if !MODULES.contains(&m.as_str()) {
+                anyhow::bail!("unknown module {m} (modules: {})", MODULES.join(", "));
+            }
+            if !dir.join(m).exists() {
+                anyhow::bail!(
+                    "module {m} is not built here ({} is missing)",
+                    dir.join(m).display()
+                );
+            }
+        }
+        MODULES
+            .iter()
+            .filter(|m| args.modules.iter().any(|w| w == *m))
+            .map(|m| m.to_string())
+            .collect()
+    };
+    if wanted.is_empty() {
+        anyhow::bail!("no module binaries beside {}", here.display());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(supervise(config_path, dir, wanted))
+}
+
+/// Under `cargo run` (which sets `CARGO` and `CARGO_MANIFEST_DIR`), builds the
+/// module binaries that are not yet beside qsctl, with qsctl's own profile, so
+/// `cargo run --release --bin qsctl -- up` works on a fresh checkout.
+fn build_missing_modules(dir: &Path) -> Result<()> {
+    let missing = MODULES.iter().any(|m| !dir.join(m).exists());
+    let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Ok(());
+    };
+    if !missing {
+        return Ok(());
+    }
+    let manifest = PathBuf::from(manifest_dir).join("Cargo.toml");
+    let release = dir.ends_with("release");
+    println!(
+        "building the modules (cargo build{} --workspace --bins)",
+        if release { " --release" } else { "" }
+    );
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "--workspace", "--bins", "--manifest-path"])
+        .arg(&manifest);
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .context("cannot run cargo to build the modules")?;
+    if !status.success() {
+        anyhow::bail!("building the modules failed");
+    }
+    Ok(())
+}
+
+async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut modules: Vec<Module> = wanted
+        .into_iter()
+        .map(|name| Module {
+            binary: dir.join(&name),
+            name,
+            child: None,
+            restarts: 0,
+            backoff: Duration::from_secs(1),
+            started: Instant::now(),
+            restart_at: Some(Instant::now()),
+        })
+        .collect();
+    println!(
+        "qsctl up: {} with {} (Ctrl-C stops them)",
+        modules
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.display()
+    );
+    loop {
+        for m in modules.iter_mut() {
+            if m.child.is_none() && m.restart_at.is_some_and(|t| Instant::now() >= t) {
+                match spawn(&m.binary, &m.name, &config) {
+                    Ok(child) => {
+                        m.child = Some(child);
+                        m.started = Instant::now();
+                        m.restart_at = None;
+                    }
+                    Err(e) => {
+                        eprintln!("[{}] cannot start: {e}", m.name);
+                        m.restart_at = Some(Instant::now() + m.backoff);
+                        m.backoff = (m.backoff * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        for m in modules.iter_mut() {
+            let Some(child) = m.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                m.child = None;
+                // A module that ran a while before failing starts again quickly.
+                if m.started.elapsed() > Duration::from_secs(60) {
+                    m.backoff = Duration::from_secs(1);
+                }
+                m.restarts += 1;
+                eprintln!(
+                    "[{}] exited ({status}); restarting in {} s (restart {})",
+                    m.name,
+                    m.backoff.as_secs(),
+                    m.restarts
+                );
+                m.restart_at = Some(Instant::now() + m.backoff);
+                m.backoff = (m.backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    println!("qsctl up: stopping (core-queue last)");
+    // Everything but core-queue first, then core-queue.
+    for last in [false, true] {
+        for m in modules.iter_mut() {
+            if (m.name == "core-queue") == last
+                && let Some(child) = &m.child
+                && let Some(pid) = child.id()
+            {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        for m in modules
+            .iter_mut()
+            .filter(|m| (m.name == "core-queue") == last)
+        {
+            if let Some(mut child) = m.child.take() {
+                match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+                    Ok(_) => println!("[{}] stopped", m.name),
+                    Err(_) => {
+                        eprintln!("[{}] did not stop in time; killed", m.name);
+                        let _ = child.kill().await;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn(binary: &Path, name: &str, config: &Path) -> std::io::Result<Child> {
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let prefix = format!("[{name}] ");
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{prefix}{line}");
+            }
+        });
+    }
+    Ok(child)
+}
