@@ -540,3 +540,26 @@ p.quit()
         1
     );
 }
+
+#[test]
+fn the_connection_limit_from_the_config_is_applied() {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.set("pop3_server", "max_connections_per_ip", "1");
+    let daemon = inst.start("pop3-server");
+    let (plain, _) = ports(&inst, &daemon);
+    let first = std::net::TcpStream::connect(("127.0.0.1", plain)).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0u8; 64];
+    let n = std::io::Read::read(&mut &first, &mut greeting).unwrap();
+    assert!(greeting[..n].starts_with(b"+OK"));
+    let second = std::net::TcpStream::connect(("127.0.0.1", plain)).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut refused = String::new();
+    std::io::Read::read_to_string(&mut &second, &mut refused).unwrap();
+    assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
+}

@@ -244,6 +244,16 @@ pub struct MailAccessConfig {
     pub tls_listen: Vec<SocketAddr>,
     /// Allow login without TLS.
     pub allow_plaintext_auth: bool,
+    /// Connections in all.
+    pub max_connections: u64,
+    /// Connections from one client address.
+    pub max_connections_per_ip: u64,
+    /// Seconds without a command before the session is closed (autologout).
+    pub idle_timeout_secs: u64,
+    /// Failed logins from one address (within 15 minutes) before it is refused.
+    pub max_auth_failures: u64,
+    /// Protocol errors in one session before it is closed.
+    pub max_errors: u64,
 }
 
 /// How outgoing mail leaves.
@@ -633,8 +643,15 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
     };
     s.finish();
 
-    let imap_server = read_access(root, "imap_server", "127.0.0.1:1143", "127.0.0.1:1993");
-    let pop3_server = read_access(root, "pop3_server", "127.0.0.1:1110", "127.0.0.1:1995");
+    // RFC 3501 asks for an autologout of at least 30 minutes, RFC 1939 of 10.
+    let imap_server = read_access(
+        root,
+        "imap_server",
+        "127.0.0.1:1143",
+        "127.0.0.1:1993",
+        1800,
+    );
+    let pop3_server = read_access(root, "pop3_server", "127.0.0.1:1110", "127.0.0.1:1995", 600);
 
     let r = root.section("smtp_relay");
     let smtp_relay = SmtpRelayConfig {
@@ -710,12 +727,28 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
     }
 }
 
-fn read_access(root: &Section<'_>, name: &str, plain: &str, tls: &str) -> MailAccessConfig {
+fn read_access(
+    root: &Section<'_>,
+    name: &str,
+    plain: &str,
+    tls: &str,
+    idle_timeout_secs: u64,
+) -> MailAccessConfig {
     let s = root.section(name);
     let config = MailAccessConfig {
         listen: s.socket_addrs("listen", &[plain]),
         tls_listen: s.socket_addrs("tls_listen", &[tls]),
         allow_plaintext_auth: s.bool("allow_plaintext_auth", false),
+        max_connections: s.number("max_connections", 200, 1, 1_000_000),
+        max_connections_per_ip: s.number("max_connections_per_ip", 20, 1, 1_000_000),
+        idle_timeout_secs: s.number(
+            "idle_timeout_secs",
+            idle_timeout_secs,
+            idle_timeout_secs,
+            86_400,
+        ),
+        max_auth_failures: s.number("max_auth_failures", 10, 1, 1000),
+        max_errors: s.number("max_errors", 10, 1, 1000),
     };
     s.finish();
     config

@@ -75,6 +75,7 @@ pub mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use qs_config::Config;
 use qs_directory::Directory;
@@ -145,7 +146,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
         directory: Arc::new(directory),
         tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
-        limits: Limits::default(),
+        limits: Limits {
+            idle_timeout: Duration::from_secs(access.idle_timeout_secs),
+            max_connections: usize::try_from(access.max_connections).unwrap_or(usize::MAX),
+            max_connections_per_address: usize::try_from(access.max_connections_per_ip)
+                .unwrap_or(usize::MAX),
+            max_failures_per_address: u32::try_from(access.max_auth_failures).unwrap_or(u32::MAX),
+            max_errors: u32::try_from(access.max_errors).unwrap_or(u32::MAX),
+            ..Limits::default()
+        },
     };
     serve(server, listeners, shutdown).await;
     qs_service::runfile::remove(&config.data_dir, MODULE);
