@@ -1,0 +1,1 @@
+//! pop-client (in progress).

@@ -1,0 +1,3 @@
+//! `pop-client` binary.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `smtp-relay` binary.
+
+fn main() {}
