@@ -1,0 +1,1 @@
+//! imap-server (in progress).

@@ -1,0 +1,3 @@
+//! `imap-server` binary.
+
+fn main() {}
