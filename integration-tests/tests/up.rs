@@ -89,6 +89,37 @@ fn up_runs_the_modules_restarts_a_crashed_one_and_stops_core_queue_last() {
     smtp_send(mx, "alice@example.test");
     inst.wait_for_mail("alice@example.test", 2, WAIT);
 
+    // status names each module's state, pid, listeners and restarts.
+    let status = inst.ok(&["status"]);
+    let smtp_line = status
+        .lines()
+        .find(|l| l.starts_with("smtp-server"))
+        .unwrap();
+    assert!(smtp_line.contains("running"), "{status}");
+    assert!(smtp_line.contains(&mx.to_string()), "{status}");
+    assert!(
+        smtp_line.split_whitespace().nth(4) == Some("1"),
+        "one restart: {status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("pop3-server") && l.contains("stopped")),
+        "{status}"
+    );
+    assert!(status.contains("queue: 0 messages"), "{status}");
+    // health: exit 0 when the module answers, one clear line otherwise.
+    assert!(
+        inst.ok(&["health", "smtp-server"])
+            .contains("smtp-server: ok")
+    );
+    assert!(
+        inst.ok(&["health", "core-queue"])
+            .contains("core-queue: ok")
+    );
+    let err = inst.fails(&["health", "pop3-server"]);
+    assert!(err.contains("pop3-server is not running"), "{err}");
+
     // SIGTERM: everything stops, core-queue last.
     let status = up.terminate(WAIT).expect("qsctl up stops");
     assert!(status.success(), "{}", up.log());

@@ -17,6 +17,7 @@
 //! is written atomically, so nothing is ever half-written.
 //!
 //! - `qsctl up [MODULE...]`: runs the modules in the foreground (see [`up`]).
+//! - `qsctl status`, `qsctl health MODULE`: what runs and whether it answers.
 //! - `qsctl queue list|show ID|retry ID|delete ID|stats`: the mail queue.
 //! - `qsctl send --from A --to B [--subject S] [FILE]`: queue a plain-text message
 //!   (Mercury's MSendTo).
@@ -34,6 +35,7 @@
 mod admin;
 mod init;
 mod queue_cmd;
+mod status;
 pub mod up;
 
 use std::io::BufRead;
@@ -76,6 +78,10 @@ pub enum Command {
     /// Run the modules in the foreground (all that are built, or those named);
     /// runs init first when there is no config.
     Up(up::UpArgs),
+    /// Each module's state, pid, uptime, restarts and listeners, and the queue depth.
+    Status,
+    /// Exit 0 when MODULE answers (its greeting, or core-queue's socket).
+    Health(status::HealthArgs),
     /// Compose and queue a plain-text message (body from a file or standard input).
     Send(queue_cmd::SendArgs),
     /// sendmail-compatible submission: the message on standard input.
@@ -88,6 +94,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(cli.config.as_deref(), args),
         Command::Up(args) => up::run(cli.config.as_deref(), args),
+        Command::Status => status::status(&load_config(&cli.config)?),
+        Command::Health(args) => status::health(&load_config(&cli.config)?, args),
         Command::Domain(cmd) => admin::domain(&load_config(&cli.config)?, cmd),
         Command::User(cmd) => admin::user(&load_config(&cli.config)?, cmd),
         Command::Alias(cmd) => admin::alias(&load_config(&cli.config)?, cmd),

@@ -184,6 +184,7 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
             _ = int.recv() => break,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
+        let mut restarted = false;
         for m in modules.iter_mut() {
             let Some(child) = m.child.as_mut() else {
                 continue;
@@ -203,7 +204,11 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
                 );
                 m.restart_at = Some(Instant::now() + m.backoff);
                 m.backoff = (m.backoff * 2).min(Duration::from_secs(60));
+                restarted = true;
             }
+        }
+        if restarted {
+            record_restarts(&config, &modules);
         }
     }
     println!("qsctl up: stopping (core-queue last)");
@@ -233,6 +238,28 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
         }
     }
     Ok(())
+}
+
+/// Keeps `<data_dir>/run/up.json` with each module's restart count, for
+/// `qsctl status`.
+fn record_restarts(config: &Path, modules: &[Module]) {
+    let Ok(loaded) = qs_config::Config::load_file(config) else {
+        return;
+    };
+    let counts: Vec<String> = modules
+        .iter()
+        .map(|m| format!("\"{}\":{}", m.name, m.restarts))
+        .collect();
+    let text = format!(
+        "{{\"pid\":{},\"restarts\":{{{}}}}}\n",
+        std::process::id(),
+        counts.join(",")
+    );
+    let path = loaded.data_dir.join("run/up.json");
+    let temp = path.with_extension("json.tmp");
+    if std::fs::write(&temp, text).is_ok() {
+        let _ = std::fs::rename(&temp, &path);
+    }
 }
 
 fn spawn(binary: &Path, name: &str, config: &Path) -> std::io::Result<Child> {
