@@ -262,6 +262,14 @@ fn locate_prefers_the_argument_then_the_environment() {
 }
 
 #[test]
+fn the_container_config_in_deploy_loads() {
+    let text = include_str!("../../../deploy/quicksilver.docker.toml");
+    let c = parse(text).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/quicksilver"));
+    assert_eq!(c.tls.cert, PathBuf::from("/var/lib/quicksilver/tls/cert.pem"));
+}
+
+#[test]
 fn the_production_example_in_deploy_loads() {
     let text = include_str!("../../../deploy/quicksilver.example.toml");
     let c = parse(text).unwrap();

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Checks deploy/ as far as a machine without a Docker engine allows.
+
+- docker-compose.yml: parsed and validated against the Compose specification
+  (the compose-spec models), with unknown keys refused; every module has a
+  service running its binary, a healthcheck through `qsctl health`, and
+  `restart: unless-stopped`; modules that use the queue wait for core-queue.
+- Dockerfile: parsed with Docker's own parser (the `dockerfile` package) and
+  linted: multi-stage, pinned base images, apt lists removed, the binaries
+  copied from the build stage, an unprivileged USER in the final stage.
+- systemd units: every module has one, with the hardening the README promises.
+
+Prints one line per problem and exits 1 if there is any.
+"""
+import configparser
+import pathlib
+import sys
+
+import compose_spec
+import dockerfile
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+MODULES = ["core-queue", "smtp-server", "smtp-relay", "pop-client",
+           "pop3-server", "imap-server", "list-server"]
+USES_QUEUE = {"smtp-server", "smtp-relay", "pop-client", "list-server"}
+problems = []
+
+
+def problem(where, text):
+    problems.append(f"{where}: {text}")
+
+
+def check_compose():
+    path = DEPLOY / "docker-compose.yml"
+    data = yaml.safe_load(path.read_text())
+    try:
+        spec = compose_spec.ComposeSpecification.model_validate(data)
+    except Exception as e:  # the validator's message says what is wrong
+        problem(path.name, f"not a valid compose file: {e}")
+        return
+    known = set()
+    for name, field in compose_spec.Service.model_fields.items():
+        known.add(field.alias or name)
+    services = data.get("services", {})
+    for name, service in services.items():
+        for key in service:
+            if key not in known and not key.startswith("x-") and key != "<<":
+                problem(path.name, f"service {name}: unknown key {key}")
+    for module in MODULES:
+        s = spec.services.get(module)
+        if s is None:
+            problem(path.name, f"no service for {module}")
+            continue
+        command = s.command if isinstance(s.command, list) else [s.command]
+        if command[:1] != [module]:
+            problem(path.name, f"{module}: command {s.command} does not run {module}")
+        test = list(getattr(s.healthcheck, "test", None) or [])
+        if test[:4] != ["CMD", "qsctl", "health", module]:
+            problem(path.name, f"{module}: healthcheck is not `qsctl health {module}`")
+        if s.restart != "unless-stopped":
+            problem(path.name, f"{module}: restart is {s.restart}, not unless-stopped")
+        volumes = [str(v) for v in (services[module].get("volumes") or [])]
+        if not any("/var/lib/quicksilver" in v for v in volumes):
+            problem(path.name, f"{module}: the data volume is not mounted")
+        if module in USES_QUEUE:
+            depends = services[module].get("depends_on") or {}
+            if "core-queue" not in depends:
+                problem(path.name, f"{module}: does not wait for core-queue")
+    for module, binary in [(m, m) for m in MODULES]:
+        if not (ROOT / "crates" / module).is_dir():
+            # A module not written yet: its service is ready for when it is.
+            print(f"note: {module} has a service but no crate yet")
+
+
+def check_dockerfile():
+    path = DEPLOY / "Dockerfile"
+    commands = dockerfile.parse_file(str(path))
+    froms = [c for c in commands if c.cmd == "FROM"]
+    if len(froms) < 2:
+        problem(path.name, "not a multi-stage build")
+    for c in froms:
+        image = c.value[0]
+        if ":" not in image or image.endswith(":latest"):
+            problem(path.name, f"base image {image} is not pinned to a version")
+    final_start = commands.index(froms[-1])
+    final = commands[final_start:]
+    users = [c.value[0] for c in final if c.cmd == "USER"]
+    if not users or users[-1] in ("root", "0"):
+        problem(path.name, "the final stage runs as root")
+    if not any(c.cmd == "COPY" and any(f.startswith("--from=") for f in c.flags) for c in final):
+        problem(path.name, "the final stage does not copy the binaries from the build stage")
+    for c in commands:
+        if c.cmd == "RUN" and "apt-get install" in c.value[0]:
+            if "--no-install-recommends" not in c.value[0]:
+                problem(path.name, "apt-get install without --no-install-recommends")
+            if "rm -rf /var/lib/apt/lists" not in c.value[0]:
+                problem(path.name, "apt lists are not removed in the same layer")
+        if c.cmd == "ADD":
+            problem(path.name, "ADD used where COPY would do")
+    if not (ROOT / ".dockerignore").exists():
+        problem(".dockerignore", "missing: the build context would include target/")
+
+
+def check_systemd():
+    wanted = ["NoNewPrivileges", "ProtectSystem", "ReadWritePaths", "PrivateTmp",
+              "User", "ExecReload"]
+    for module in MODULES:
+        path = DEPLOY / "systemd" / f"quicksilver-{module}.service"
+        if not path.exists():
+            problem(path.name, "missing")
+            continue
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str
+        unit.read_string(path.read_text())
+        service = unit["Service"] if unit.has_section("Service") else {}
+        for key in wanted:
+            if key not in service:
+                problem(path.name, f"no {key}")
+        if service.get("User") in (None, "root"):
+            problem(path.name, "runs as root")
+        if service.get("ProtectSystem") != "strict":
+            problem(path.name, "ProtectSystem is not strict")
+        if not service.get("ExecStart", "").endswith(module):
+            problem(path.name, f"ExecStart does not run {module}")
+    target = DEPLOY / "systemd" / "quicksilver.target"
+    text = target.read_text() if target.exists() else ""
+    for module in MODULES:
+        if f"quicksilver-{module}.service" not in text:
+            problem(target.name, f"does not pull in quicksilver-{module}.service")
+
+
+check_compose()
+check_dockerfile()
+check_systemd()
+for p in problems:
+    print(p)
+if problems:
+    sys.exit(1)
+print("deploy/: compose file, Dockerfile and systemd units are valid")
