@@ -266,7 +266,10 @@ fn the_container_config_in_deploy_loads() {
     let text = include_str!("../../../deploy/quicksilver.docker.toml");
     let c = parse(text).unwrap();
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/quicksilver"));
-    assert_eq!(c.tls.cert, PathBuf::from("/var/lib/quicksilver/tls/cert.pem"));
+    assert_eq!(
+        c.tls.cert,
+        PathBuf::from("/var/lib/quicksilver/tls/cert.pem")
+    );
 }
 
 #[test]
