@@ -323,6 +323,23 @@ impl Directory {
         Ok(())
     }
 
+    /// Changes some of a user's POP3 options inside the directory lock (so two
+    /// concurrent changes of different options both hold); returns the result.
+    pub fn update_pop3_options(
+        &self,
+        address: &str,
+        change: impl FnOnce(&mut Pop3Options),
+    ) -> Result<Pop3Options> {
+        let mut result = Pop3Options::default();
+        let changed = self.change_user(address, |u| {
+            change(&mut u.pop3);
+            result = u.pop3;
+            Ok(())
+        })?;
+        info!(user = %changed, "changed POP3 options");
+        Ok(result)
+    }
+
     /// Adds an alias whose mail goes to `targets` (local or remote, at least
     /// one). Local targets must exist; the address must not be a user's.
     pub fn add_alias<I, S>(&self, address: &str, targets: I) -> Result<()>
@@ -1449,5 +1466,49 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn concurrent_pop3_option_changes_both_hold() {
+        let (tmp, dir) = setup();
+        dir.add_user("alice@example.test", "", &Secret::new(&b"pw"[..]))
+            .unwrap();
+        let path = tmp.path().join("directory.json");
+        let workers: Vec<_> = (0..2)
+            .map(|n| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let d = Directory::open(path, Options::default()).unwrap();
+                    for _ in 0..10 {
+                        d.update_pop3_options("alice@example.test", |o| {
+                            if n == 0 {
+                                o.ignore_dele = !o.ignore_dele;
+                            } else {
+                                o.only_unread = !o.only_unread;
+                            }
+                        })
+                        .unwrap();
+                    }
+                    d.update_pop3_options("alice@example.test", |o| {
+                        if n == 0 {
+                            o.ignore_dele = true;
+                        } else {
+                            o.only_unread = true;
+                        }
+                    })
+                    .unwrap();
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let options = dir
+            .refresh()
+            .unwrap()
+            .user("alice@example.test")
+            .unwrap()
+            .pop3();
+        assert!(options.ignore_dele && options.only_unread, "{options:?}");
     }
 }

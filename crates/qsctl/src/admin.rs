@@ -231,18 +231,20 @@ pub fn user(config: &Config, cmd: UserCommand) -> Result<()> {
             let Some(user) = dir.refresh()?.user(&address).cloned() else {
                 anyhow::bail!("unknown user {address}");
             };
-            let mut options = user.pop3();
             if ignore_dele.is_none() && only_unread.is_none() {
-                println!("{}\t{}", user.address(), describe_pop3(options));
+                println!("{}\t{}", user.address(), describe_pop3(user.pop3()));
                 return Ok(());
             }
-            if let Some(switch) = ignore_dele {
-                options.ignore_dele = switch == Switch::On;
-            }
-            if let Some(switch) = only_unread {
-                options.only_unread = switch == Switch::On;
-            }
-            dir.set_pop3_options(&address, options)?;
+            // Changed under the directory's lock: a concurrent change of the
+            // other option is kept.
+            let options = dir.update_pop3_options(&address, |options| {
+                if let Some(switch) = ignore_dele {
+                    options.ignore_dele = switch == Switch::On;
+                }
+                if let Some(switch) = only_unread {
+                    options.only_unread = switch == Switch::On;
+                }
+            })?;
             println!(
                 "POP3 options of {}: {}",
                 user.address(),
