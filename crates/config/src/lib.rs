@@ -130,6 +130,8 @@ pub struct Config {
     pub smtp_server: SmtpServerConfig,
     /// `[imap_server]`.
     pub imap_server: MailAccessConfig,
+    /// `[imap_server]`: the keys only IMAP has.
+    pub imap_limits: ImapLimits,
     /// `[pop3_server]`.
     pub pop3_server: MailAccessConfig,
     /// `[smtp_relay]`.
@@ -256,6 +258,20 @@ pub struct MailAccessConfig {
     pub max_errors: u64,
 }
 
+/// `[imap_server]`: the limits only IMAP has.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ImapLimits {
+    /// Longest command line in octets, literals excluded.
+    pub max_line_length: u64,
+    /// Largest literal once logged in, in octets (APPENDLIMIT: the largest message).
+    pub max_literal_size: u64,
+    /// Octets a client may send before it has logged in.
+    pub login_byte_budget: u64,
+    /// Logged-in sessions at once of one user.
+    pub max_connections_per_user: u64,
+}
+
 /// How outgoing mail leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
@@ -342,6 +358,20 @@ pub struct SmtpRelayConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Recipients per SMTP transaction.
     pub max_recipients_per_message: u64,
+    /// SMTP connections (deliveries) at once, in all.
+    pub max_connections: u64,
+    /// SMTP connections at once to one destination.
+    pub max_connections_per_host: u64,
+    /// Seconds to wait for a connection and its greeting.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for each reply (and to send the message).
+    pub command_timeout_secs: u64,
+    /// Seconds a host that could not be reached is skipped.
+    pub down_period_secs: u64,
+    /// Direct mode: the name server to ask (`None` = the system's).
+    pub dns_server: Option<SocketAddr>,
+    /// Direct mode: the port to connect to at each MX.
+    pub mx_port: u16,
 }
 
 /// `[pop_client]`.
@@ -388,6 +418,11 @@ pub struct PopAccount {
     pub tls_ca_file: Option<PathBuf>,
     /// Verify certificates and names.
     pub tls_verify: bool,
+    /// Longest wait for the server (connect, TLS, each reply or piece of a message).
+    pub timeout_secs: u64,
+    /// A failure lasting this long is reported to the postmaster (once, and
+    /// again when it clears).
+    pub report_failure_after_secs: u64,
 }
 
 /// `[list_server]`.
@@ -644,14 +679,28 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
     s.finish();
 
     // RFC 3501 asks for an autologout of at least 30 minutes, RFC 1939 of 10.
-    let imap_server = read_access(
+    let (imap_server, i) = read_access(
         root,
         "imap_server",
         "127.0.0.1:1143",
         "127.0.0.1:1993",
         1800,
     );
-    let pop3_server = read_access(root, "pop3_server", "127.0.0.1:1110", "127.0.0.1:1995", 600);
+    let imap_limits = ImapLimits {
+        max_line_length: i.number("max_line_length", 65_536, 1024, 1 << 24),
+        max_literal_size: i.number(
+            "max_literal_size",
+            26_214_400,
+            1024,
+            u64::from(u32::MAX >> 2),
+        ),
+        login_byte_budget: i.number("login_byte_budget", 65_536, 1024, 1 << 24),
+        max_connections_per_user: i.number("max_connections_per_user", 20, 1, 1_000_000),
+    };
+    i.finish();
+    let (pop3_server, p3) =
+        read_access(root, "pop3_server", "127.0.0.1:1110", "127.0.0.1:1995", 600);
+    p3.finish();
 
     let r = root.section("smtp_relay");
     let smtp_relay = SmtpRelayConfig {
@@ -669,6 +718,13 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         tls_verify: r.bool("tls_verify", true),
         tls_ca_file: r.optional_path("tls_ca_file").map(data),
         max_recipients_per_message: r.number("max_recipients_per_message", 50, 1, 10_000),
+        max_connections: r.number("max_connections", 20, 1, 10_000),
+        max_connections_per_host: r.number("max_connections_per_host", 10, 1, 10_000),
+        connect_timeout_secs: r.number("connect_timeout_secs", 30, 1, 3600),
+        command_timeout_secs: r.number("command_timeout_secs", 300, 1, 3600),
+        down_period_secs: r.number("down_period_secs", 60, 0, 86_400),
+        dns_server: r.socket_addr("dns_server", ""),
+        mx_port: u16::try_from(r.number("mx_port", 25, 1, 65_535)).unwrap_or(25),
     };
     if split_host_port(&smtp_relay.smarthost).is_none() {
         r.problem(
@@ -720,6 +776,7 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         queue,
         smtp_server,
         imap_server,
+        imap_limits,
         pop3_server,
         smtp_relay,
         pop_client: PopClientConfig { accounts },
@@ -727,13 +784,15 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
     }
 }
 
-fn read_access(
-    root: &Section<'_>,
+/// The keys IMAP and POP3 share; the section is returned unfinished, for the keys
+/// only one of them has.
+fn read_access<'a>(
+    root: &Section<'a>,
     name: &str,
     plain: &str,
     tls: &str,
     idle_timeout_secs: u64,
-) -> MailAccessConfig {
+) -> (MailAccessConfig, Section<'a>) {
     let s = root.section(name);
     let config = MailAccessConfig {
         listen: s.socket_addrs("listen", &[plain]),
@@ -750,8 +809,7 @@ fn read_access(
         max_auth_failures: s.number("max_auth_failures", 10, 1, 1000),
         max_errors: s.number("max_errors", 10, 1, 1000),
     };
-    s.finish();
-    config
+    (config, s)
 }
 
 fn read_password(s: &Section<'_>, data_dir: &Path) -> PasswordSource {
@@ -822,6 +880,8 @@ fn read_pop_account(mut a: Section<'_>, data_dir: &Path) -> PopAccount {
         max_message_size: a.number("max_message_size", 52_428_800, 1024, 1 << 31),
         tls_ca_file: a.optional_path("tls_ca_file").map(|p| data_dir.join(p)),
         tls_verify: a.bool("tls_verify", true),
+        timeout_secs: a.number("timeout_secs", 60, 1, 3600),
+        report_failure_after_secs: a.number("report_failure_after_secs", 86_400, 1, 31_536_000),
         name,
         host,
         tls,

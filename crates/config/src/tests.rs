@@ -176,6 +176,8 @@ deliver_to = "alice@example.test"
         PasswordSource::File(PathBuf::from("/etc/qs/var/secrets/family"))
     );
     assert_eq!(a.headers[0], "Delivered-To");
+    assert_eq!(a.timeout_secs, 60);
+    assert_eq!(a.report_failure_after_secs, 86_400);
 
     let found = problems(
         r#"
@@ -186,6 +188,7 @@ username = "x"
 password = "y"
 deliver_to = "not an address"
 colour = "blue"
+timeout_secs = 0
 [[pop_client.account]]
 host = "h"
 "#,
@@ -195,6 +198,12 @@ host = "h"
             .to_string()
     ), "{found:#?}");
     assert!(found.contains(&"pop_client.account \"office\".colour: unknown key".to_string()));
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with("pop_client.account \"office\".timeout_secs:")),
+        "{found:#?}"
+    );
     assert!(found.contains(&"pop_client.account[1].name: every account needs a name".to_string()));
 }
 

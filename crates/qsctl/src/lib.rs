@@ -24,6 +24,8 @@
 //! - `qsctl sendmail [-t] [-i] [-f ADDR] [RCPT...]`: the sendmail command line, so
 //!   scripts and web applications that call sendmail work unchanged; a link named
 //!   `sendmail` to qsctl behaves the same.
+//! - `qsctl fetch [NAME] [--no-wait]`: asks the running pop-client to poll
+//!   now, through its control socket `<data_dir>/run/pop-client.sock`.
 //!
 //! # Security
 //! Passwords are read from standard input (`--password-stdin`) or generated and
@@ -33,6 +35,7 @@
 //! Reads the file named by `--config`, `QS_CONFIG` or `./quicksilver.toml`.
 
 mod admin;
+mod fetch;
 mod init;
 mod queue_cmd;
 mod status;
@@ -87,6 +90,9 @@ pub enum Command {
     /// sendmail-compatible submission: the message on standard input.
     /// A link named `sendmail` pointing at qsctl behaves the same.
     Sendmail(queue_cmd::SendmailArgs),
+    /// Ask the running pop-client to poll now (every account, or the one
+    /// named) and show how it went.
+    Fetch(fetch::FetchArgs),
 }
 
 /// Runs one command.
@@ -102,6 +108,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Queue(cmd) => queue_cmd::queue(&load_config(&cli.config)?, cmd),
         Command::Send(args) => queue_cmd::send(&load_config(&cli.config)?, args),
         Command::Sendmail(args) => queue_cmd::sendmail(&load_config(&cli.config)?, args),
+        Command::Fetch(args) => fetch::fetch(&load_config(&cli.config)?, args),
     }
 }
 
