@@ -25,7 +25,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::connection::{Connection, Server, SessionError};
 use crate::distribute::{self, Distribution, Found, REASON_FIELD, Rules};
-use crate::keyed::KeyedQueue;
 use crate::notice;
 use crate::pop3::{ProtocolError, TlsMode};
 use crate::state::{self, Delivered, State};
@@ -131,7 +130,7 @@ pub struct Context {
     /// The queue client (state records).
     pub queue: Client,
     /// Keyed enqueues.
-    pub keyed: KeyedQueue,
+    pub keyed: qs_queue::Client,
     /// The user directory.
     pub directory: Arc<Directory>,
 }
@@ -464,7 +463,7 @@ impl Poller<'_> {
         let queue_id: QueueId = self
             .ctx
             .keyed
-            .enqueue(&key, &sender, new.clone(), origin, &message)
+            .enqueue_with_key(&key, &sender, new.clone(), origin, &message)
             .await?;
         drop(message);
         let delivered = match &previous {
@@ -573,7 +572,7 @@ pub async fn send_notice(
     };
     let id = ctx
         .keyed
-        .enqueue(&request_key, "", vec![postmaster.clone()], origin, &message)
+        .enqueue_with_key(&request_key, "", vec![postmaster.clone()], origin, &message)
         .await?;
     info!(queue_id = %id, to = %postmaster, subject = %subject, "postmaster notified");
     Ok(())

@@ -24,7 +24,7 @@
 //!
 //! # Safety and duplicates
 //! For each message: RETR, a durable enqueue with a request key derived from
-//! the account, UIDL and bytes ([`keyed`]), durable records in the queue's
+//! the account, UIDL and bytes (`qs_queue::Client::enqueue_with_key`), durable records in the queue's
 //! state area ([`state`]), and only then DELE; QUIT last ([`fetch`]). A crash
 //! or a dropped connection at any point delivers nothing twice: the records
 //! let the next poll delete what was delivered without fetching it again, and
@@ -78,7 +78,6 @@ pub mod connection;
 pub mod control;
 pub mod distribute;
 pub mod fetch;
-pub mod keyed;
 pub mod notice;
 pub mod pop3;
 pub mod state;
@@ -91,12 +90,12 @@ use std::time::Duration;
 
 use qs_config::{Config, PasswordSource};
 use qs_directory::Directory;
+use qs_queue::{Client, ClientOptions};
 use qs_service::shutdown::Shutdown;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::fetch::{Account, Context};
-use crate::keyed::KeyedQueue;
 
 /// The module's name: run file, logs, queue origins.
 pub const MODULE: &str = fetch::MODULE;
@@ -154,12 +153,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PopClientErro
         },
     )?;
     let queue = qs_service::queue::client(&config)?;
+    // Keyed enqueues carry whole fetched messages: give them a longer answer time.
+    let keyed = Client::new(
+        queue.endpoint().clone(),
+        ClientOptions {
+            retry_for: Duration::from_secs(config.queue.client_retry_secs),
+            io_timeout: Duration::from_secs(120),
+            ..ClientOptions::default()
+        },
+    );
     let ctx = Arc::new(Context {
         hostname: config.hostname.clone(),
-        keyed: KeyedQueue::new(
-            queue.endpoint().clone(),
-            Duration::from_secs(config.queue.client_retry_secs),
-        ),
+        keyed,
         queue,
         directory: Arc::new(directory),
     });

@@ -190,11 +190,29 @@ impl Client {
         origin: Origin,
         body: &[u8],
     ) -> Result<QueueId, ClientError> {
+        let key = format!("{:032x}", rand::random::<u128>());
+        self.enqueue_with_key(&key, sender, recipients, origin, body)
+            .await
+    }
+
+    /// Like [`Client::enqueue`], with a request key chosen by the caller: a
+    /// producer that may itself crash and send the same message again (a
+    /// fetched message whose DELE never happened) derives the key from the
+    /// message, so core-queue answers the first queue id again (it remembers
+    /// keys for a day) instead of queueing a second copy.
+    pub async fn enqueue_with_key(
+        &self,
+        key: &str,
+        sender: &str,
+        recipients: Vec<String>,
+        origin: Origin,
+        body: &[u8],
+    ) -> Result<QueueId, ClientError> {
         let request = Request::Enqueue {
             sender: sender.to_owned(),
             recipients,
             origin,
-            request_key: Some(format!("{:032x}", rand::random::<u128>())),
+            request_key: Some(key.to_owned()),
         };
         match self.call(&request, body).await? {
             (Response::Enqueued { id }, _) => Ok(id),
