@@ -39,7 +39,12 @@ pub async fn run(core: Arc<Core>, folder: PathBuf, scan_every: Duration, mut shu
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Only a file appearing (created, or renamed into place) matters. Our
+        // own scan opens the folder, which is an event too: reacting to every
+        // event would make each scan trigger the next.
+        if let Ok(event) = event
+            && is_arrival(&event.kind)
+        {
             let _ = tx.try_send(());
         }
     })
@@ -64,6 +69,17 @@ pub async fn run(core: Arc<Core>, folder: PathBuf, scan_every: Duration, mut shu
             _ = shutdown.wait() => return,
         }
     }
+}
+
+/// Whether a change notification can mean a new file to take.
+fn is_arrival(kind: &notify::EventKind) -> bool {
+    use notify::event::{CreateKind, ModifyKind};
+    matches!(
+        kind,
+        notify::EventKind::Create(CreateKind::File | CreateKind::Any)
+            | notify::EventKind::Modify(ModifyKind::Name(_))
+            | notify::EventKind::Modify(ModifyKind::Any)
+    )
 }
 
 /// Takes every ready file in `folder` once; returns how many were queued.
@@ -174,5 +190,28 @@ fn reject(folder: &Path, path: &Path, name: &str, reason: &str) {
         Err(e) => {
             error!(file = %name, reason, error = %e, "maildrop file refused but cannot be moved")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+
+    use super::is_arrival;
+
+    #[test]
+    fn only_new_files_wake_the_scan() {
+        assert!(is_arrival(&EventKind::Create(CreateKind::File)));
+        assert!(is_arrival(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        // Opening the folder to scan it must not start another scan.
+        assert!(!is_arrival(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_arrival(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
     }
 }

@@ -105,13 +105,22 @@ pub fn run(explicit: Option<&Path>, args: UpArgs) -> Result<()> {
 /// module binaries that are not yet beside qsctl, with qsctl's own profile, so
 /// `cargo run --release --bin qsctl -- up` works on a fresh checkout.
 fn build_missing_modules(dir: &Path) -> Result<()> {
-    let missing = MODULES.iter().any(|m| !dir.join(m).exists());
+    // Only under `cargo run` of qsctl itself (not, say, a test that runs qsctl
+    // with cargo's variables inherited).
+    if std::env::var("CARGO_PKG_NAME").as_deref() != Ok("qsctl") {
+        return Ok(());
+    }
     let (Some(cargo), Some(manifest_dir)) = (
         std::env::var_os("CARGO"),
         std::env::var_os("CARGO_MANIFEST_DIR"),
     ) else {
         return Ok(());
     };
+    // Modules whose crate is in this checkout (crates/<module>) but not built.
+    let crates = PathBuf::from(&manifest_dir).join("..");
+    let missing = MODULES
+        .iter()
+        .any(|m| crates.join(m).is_dir() && !dir.join(m).exists());
     if !missing {
         return Ok(());
     }
