@@ -1,1 +1,184 @@
-//! imap-server (in progress).
+//! imap-server — Quicksilver's IMAP server (Mercury's MercuryI).
+//!
+//! # Description
+//! Serves each local user's Maildir++ mailbox (`<data_dir>/mail/<domain>/<user>/`)
+//! over IMAP, with every folder on the server, so that a user's phone, laptop and web
+//! mail stay in step. It works on the same Maildir as core-queue (which delivers) and
+//! pop3-server, from its own process; several imap-server processes may serve one
+//! mailbox at once.
+//!
+//! Sessions on one folder see each other: new mail becomes `* N EXISTS`, a message
+//! expunged elsewhere `* N EXPUNGE` (held back during FETCH, STORE and SEARCH, which
+//! rely on sequence numbers), a flag changed elsewhere an untagged `FETCH (FLAGS)`,
+//! at the next command or, in IDLE, within a second (inotify on the folder's `new/`
+//! and `cur/`, with a poll every 5 s behind it). A new message is `\Recent` in
+//! exactly one session: the read-write session that first moves it from `new/` to
+//! `cur/`. The folder's message list, UID index and parse cache are shared by the
+//! sessions of the process ([`store`]); a session keeps only its sequence of UIDs, as
+//! runs of consecutive UIDs ([`seq`]), so an idle session on a big folder costs a few
+//! kilobytes.
+//!
+//! UIDs come from the mail store's persistent UID index ([`qs_mailstore::UidIndex`]):
+//! UIDVALIDITY, UIDNEXT and each message's UID and INTERNALDATE survive restarts, are
+//! shared by every process, and are never reused. Keywords are stored as the
+//! lower-case letters of Maildir file names, their names in the UID index (26 per
+//! folder); `$Forwarded` is Maildir's `P`.
+//!
+//! # Standards
+//! RFC 3501 (IMAP4rev1), RFC 2177 (IDLE), RFC 4315 (UIDPLUS: APPENDUID, COPYUID, UID
+//! EXPUNGE), RFC 6851 (MOVE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE;
+//! nothing to enable), RFC 6154 (SPECIAL-USE: `\Sent`, `\Drafts`, `\Trash`, `\Junk` on
+//! the folders of those names, made at first login), RFC 7888 (LITERAL-), RFC 3691
+//! (UNSELECT), RFC 3348 (CHILDREN), RFC 4959 (SASL-IR), RFC 7889 (APPENDLIMIT), RFC
+//! 4616 (AUTHENTICATE PLAIN), RFC 5530 (response codes), RFC 8314 (implicit TLS on
+//! `tls_listen`). Folder names travel in modified UTF-7 and are stored in UTF-8. ENVELOPE
+//! and BODYSTRUCTURE come from mail-parser's MIME tree; they and a message's Date are
+//! cached per folder in memory, so fetching the headers of a big folder again reads no
+//! file.
+//!
+//! # Security
+//! LOGIN and AUTHENTICATE are refused (`NO [PRIVACYREQUIRED]`) and LOGINDISABLED is
+//! announced until the connection is encrypted (STARTTLS or `tls_listen`), unless
+//! `allow_plaintext_auth` is true. After STARTTLS a new session starts over TLS and
+//! every byte sent before the handshake is dropped. Passwords travel in
+//! `qs_directory::Secret` (never printed) and are checked on a blocking thread. A
+//! failed login is answered after a delay (1 s, doubling, at most 8 s); three close
+//! the connection; `max_auth_failures` from one address within 15 minutes refuse every
+//! login from it for 15 minutes. Client folder names pass the store's checks (no path
+//! can leave the mailbox).
+//!
+//! # Limits
+//! Every client byte passes a guard ([`input`]) before the parser keeps it: command
+//! lines of at most `max_line_length`; literals of at most `max_literal_size` once
+//! logged in (APPENDLIMIT) and 8 KiB before; non-synchronizing literals of at most 4096
+//! octets (LITERAL-); `login_byte_budget` bytes before login. So an unauthenticated
+//! client cannot make a session hold more than about that budget, whatever it sends.
+//! Autologout after `idle_timeout_secs` (at least 30 minutes; also ends an IDLE),
+//! 60 s before login; `max_errors` protocol errors close the session; connections
+//! are limited in all, per address and per user. Output is written in 64 KiB steps
+//! (a FETCH of many messages never sits in memory whole).
+//!
+//! # Config
+//! `hostname`, `data_dir`, `[tls] cert` and `key`, `[directory] file` and
+//! `subaddress_separator`, `[log] level`, and `[imap_server]`: `listen`, `tls_listen`,
+//! `allow_plaintext_auth`, `max_connections`, `max_connections_per_ip`,
+//! `max_connections_per_user`, `idle_timeout_secs`, `max_auth_failures`, `max_errors`,
+//! `max_line_length`, `max_literal_size`, `login_byte_budget`. The bound addresses are
+//! written to `<data_dir>/run/imap-server.json` under `imap_server.listen` and
+//! `imap_server.tls_listen`.
+
+pub mod encode;
+pub mod fetch;
+pub mod input;
+pub mod message;
+pub mod mutf7;
+pub mod search;
+pub mod selected;
+pub mod seq;
+pub mod server;
+pub mod session;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qs_config::Config;
+use qs_directory::Directory;
+use qs_service::shutdown::Shutdown;
+use tracing::info;
+
+pub use server::{Limits, Listeners, ServerConfig, serve};
+
+/// The module's name: run file, logs.
+pub const MODULE: &str = "imap-server";
+
+/// Why imap-server cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImapError {
+    /// The user directory cannot be opened.
+    #[error("{0} (run `qsctl init` to create it)")]
+    Directory(#[from] qs_directory::Error),
+    /// The certificate cannot be loaded, or a listener cannot be bound.
+    #[error(transparent)]
+    Service(#[from] qs_service::ServiceError),
+    /// The run file cannot be written.
+    #[error("cannot write the run file under {}: {source}", path.display())]
+    RunFile {
+        /// The data folder.
+        path: std::path::PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// The limits `[imap_server]` asks for.
+pub fn limits(config: &Config) -> Limits {
+    let access = &config.imap_server;
+    let imap = &config.imap_limits;
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let defaults = Limits::default();
+    Limits {
+        idle_timeout: Duration::from_secs(access.idle_timeout_secs),
+        max_connections: count(access.max_connections),
+        max_connections_per_address: count(access.max_connections_per_ip),
+        max_connections_per_user: count(imap.max_connections_per_user),
+        max_failures_per_address: u32::try_from(access.max_auth_failures).unwrap_or(u32::MAX),
+        max_errors: u32::try_from(access.max_errors).unwrap_or(u32::MAX),
+        input: input::InputLimits {
+            max_line: count(imap.max_line_length),
+            max_literal: u32::try_from(imap.max_literal_size).unwrap_or(u32::MAX),
+            login_budget: count(imap.login_byte_budget),
+            ..defaults.input
+        },
+        ..defaults
+    }
+}
+
+/// Opens the directory and the certificate, binds `[imap_server]`'s listeners, writes
+/// the run file, and serves until `shutdown` fires.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
+    let directory = Directory::open(
+        &config.directory.file,
+        qs_directory::Options {
+            subaddress_separator: config.directory.subaddress_separator,
+        },
+    )?;
+    let tls = qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?;
+    let access = &config.imap_server;
+    let listeners = Listeners {
+        plain: qs_service::listen::bind_all("imap_server.listen", &access.listen).await?,
+        tls: qs_service::listen::bind_all("imap_server.tls_listen", &access.tls_listen).await?,
+    };
+    let mut bound = BTreeMap::new();
+    for (key, list) in [
+        ("imap_server.listen", &listeners.plain),
+        ("imap_server.tls_listen", &listeners.tls),
+    ] {
+        let addrs: Vec<_> = list.iter().filter_map(|l| l.local_addr().ok()).collect();
+        info!(key, addrs = ?addrs, "listening");
+        bound.insert(key.to_string(), addrs);
+    }
+    qs_service::runfile::write(&config.data_dir, MODULE, &bound).map_err(|source| {
+        ImapError::RunFile {
+            path: config.data_dir.clone(),
+            source,
+        }
+    })?;
+    if !access.allow_plaintext_auth {
+        info!("logins only over TLS (STARTTLS or tls_listen)");
+    }
+    let server = ServerConfig {
+        data_dir: config.data_dir.clone(),
+        hostname: config.hostname.clone(),
+        directory: Arc::new(directory),
+        tls,
+        allow_plaintext_auth: access.allow_plaintext_auth,
+        limits: limits(&config),
+    };
+    serve(server, listeners, shutdown).await;
+    qs_service::runfile::remove(&config.data_dir, MODULE);
+    info!("stopped");
+    Ok(())
+}

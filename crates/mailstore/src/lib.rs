@@ -15,9 +15,11 @@
 //!     cur/ new/ tmp/                     the INBOX's messages
 //!     qs-delivered/<hash>                one marker per delivery key (not a folder:
 //!                                        it does not start with '.')
+//!     qs-uids  qs-uids.lock              the INBOX's UID index and its lock
+//!     qs-uidvalidity                     the last UIDVALIDITY given out in the mailbox
 //!     .Sent/  .Drafts/  .Trash/  .Junk/  special-use folders, made on first use
 //!     .Lists.rust/                       folder "Lists.rust" (nested: '.' separates)
-//!         cur/ new/ tmp/ maildirfolder
+//!         cur/ new/ tmp/ maildirfolder qs-uids qs-uids.lock
 //! ```
 //!
 //! The domain is lower-cased. Folder names are stored as UTF-8, not in IMAP's modified
@@ -84,10 +86,25 @@
 //!
 //! # IMAP UIDs
 //!
-//! The persistent IMAP UID index (UIDVALIDITY, UIDNEXT, UID ↔ base name, in a file beside
-//! the Maildir under its own lock) is not part of this crate yet; it will key on
-//! [`MessageId`], which this crate keeps stable, and can cache each message's current
-//! file name to spare [`Folder::find`] its read of `cur/`.
+//! Each folder has a persistent UID index ([`UidIndex`], the file `qs-uids` beside its
+//! `cur/`): UIDVALIDITY, UIDNEXT, and for each message its UID and INTERNALDATE, keyed on
+//! the [`MessageId`] that this crate keeps stable, plus the folder's keyword names (the
+//! lower-case letters of file names). Changes are made under a file lock (`qs-uids.lock`)
+//! that every imap-server process takes; UIDs are appended and synced before anyone is
+//! told them and are never given out twice. A message that APPEND, COPY or MOVE puts into
+//! a folder gets a new base name, so no record is ever taken for another message.
+//! INTERNALDATE is the file's modification time when the message first got its UID
+//! (delivery sets it; APPEND sets it to the client's date; COPY keeps it), and never
+//! changes afterwards.
+//!
+//! # What IMAP does besides flags
+//!
+//! [`Folder::claim`] moves a message from `new/` to `cur/` for one caller only (IMAP's
+//! `\Recent`); [`Mailbox::append`], [`Mailbox::copy_message`] (a hard link when it can)
+//! and [`Mailbox::move_message`] (one rename) put a complete, synced file into a
+//! folder's `cur/` under a new base name and sync `cur/`; [`Mailbox::delete_folder`]
+//! first renames the folder to `qs-deleting-*` (never taken for a folder) and then
+//! removes it; [`Mailbox::rename_folder`] renames a folder and its subfolders.
 //!
 //! # Security
 //!
@@ -110,6 +127,8 @@ mod fsutil;
 mod key;
 mod mailbox;
 mod names;
+mod transfer;
+mod uids;
 
 pub use delivery::{Delivery, DeliveryBatch, DeliveryItem, MAX_BATCH};
 pub use error::{Result, StoreError};
@@ -117,3 +136,4 @@ pub use folder_name::{FolderName, MAX_FOLDER_NAME_LEN, SpecialUse};
 pub use fsutil::mailbox_path;
 pub use mailbox::{Folder, Mailbox, MessageEntry};
 pub use names::{Flag, Flags, MessageId};
+pub use uids::{MAX_KEYWORDS, UID_FILE, UID_LOCK_FILE, UidIndex, UidRecord};

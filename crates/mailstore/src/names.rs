@@ -146,6 +146,28 @@ impl Flags {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// True if the ASCII letter `c` is set (an upper-case flag or a lower-case keyword).
+    pub fn has_letter(self, c: char) -> bool {
+        bit(c).is_some_and(|b| self.0 & b != 0)
+    }
+
+    /// These flags with the ASCII letter `c` set (anything else is ignored).
+    #[must_use]
+    pub fn with_letter(self, c: char) -> Flags {
+        Flags(self.0 | bit(c).unwrap_or(0))
+    }
+
+    /// These flags without the ASCII letter `c`.
+    #[must_use]
+    pub fn without_letter(self, c: char) -> Flags {
+        Flags(self.0 & !bit(c).unwrap_or(0))
+    }
+
+    /// The keyword letters (`a` to `z`) that are set, in order.
+    pub fn keyword_letters(self) -> impl Iterator<Item = char> {
+        ('a'..='z').filter(move |&c| self.has_letter(c))
+    }
 }
 
 /// Writes the letters in ASCII order, as the `:2,` suffix wants them.
@@ -301,6 +323,10 @@ mod tests {
         let flags = Flags::from_info("Sab,Z");
         assert_eq!(flags.to_string(), "SZab");
         assert!(flags.contains(Flag::Seen));
+        assert!(flags.has_letter('b') && flags.has_letter('Z') && !flags.has_letter('c'));
+        assert_eq!(flags.keyword_letters().collect::<String>(), "ab");
+        let changed = flags.with_letter('q').without_letter('a').with_letter('1');
+        assert_eq!(changed.to_string(), "SZbq");
     }
 
     #[test]

@@ -1,0 +1,369 @@
+//! The selected folder of a session: the messages its client knows, by sequence
+//! number, and how the session learns what others did to the folder (new mail,
+//! expunges, flag changes) and tells its client (`EXISTS`, `RECENT`, `EXPUNGE`,
+//! `FETCH (FLAGS)`).
+//!
+//! The messages themselves (names, flags, dates) are in the folder's [`FolderView`],
+//! which the sessions of the process share; a session keeps only its UIDs in sequence
+//! order (4 bytes a message), the UIDs that are `\Recent` for it, and the modification
+//! sequence up to which it has told its client of flag changes. A sync re-lists the
+//! folder only when `new/` or `cur/` changed. A read-write session claims the messages
+//! it finds in `new/` (moves them to `cur/`): the one that succeeds reports them
+//! `\Recent`, so each new message is recent in exactly one session. Expunges are held
+//! back while the client relies on sequence numbers not moving (during FETCH, STORE and
+//! SEARCH).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use qs_mailstore::{Flags, Folder, FolderName, Mailbox, MessageEntry, MessageId, StoreError};
+
+use crate::encode::number;
+use crate::seq::UidSeq;
+use crate::store::{FolderState, FolderView, Shared, write_flags};
+
+/// A message of the selected folder, as its shared view has it now.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    /// Its UID.
+    pub uid: u32,
+    /// Its identity in the store.
+    pub id: MessageId,
+    /// Its flags.
+    pub flags: Flags,
+    /// `\Recent` in this session.
+    pub recent: bool,
+    /// Still in `new/` (a read-only session does not claim).
+    pub in_new: bool,
+    /// Its size from its file name, when recorded there.
+    pub size: Option<u64>,
+    /// INTERNALDATE, seconds since 1970.
+    pub date: i64,
+}
+
+/// The selected folder.
+#[derive(Debug)]
+pub struct Selected {
+    /// Its name.
+    pub name: FolderName,
+    /// The folder.
+    pub folder: Folder,
+    /// EXAMINE.
+    pub read_only: bool,
+    /// What this process's sessions share about it.
+    pub state: Arc<FolderState>,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// Keywords the client has been told of (FLAGS).
+    pub keywords_told: usize,
+    /// The UIDs the client knows, in sequence order.
+    uids: UidSeq,
+    /// UIDs of messages that are gone; the client has not been told yet.
+    gone: HashSet<u32>,
+    /// UIDs that are `\Recent` in this session, ascending.
+    recent: Vec<u32>,
+    /// Flag changes up to this modification sequence are known to the client.
+    seen_modseq: u64,
+    /// Flags this session told its client since the last sync (so that its own changes
+    /// are not reported back).
+    told: HashMap<u32, Flags>,
+}
+
+/// What a sync found that the client has not been told yet.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Messages that came.
+    pub new: usize,
+}
+
+fn msg_of(entry: &crate::store::Entry, recent: bool) -> Msg {
+    Msg {
+        uid: entry.uid,
+        id: entry.id.clone(),
+        flags: entry.flags,
+        recent,
+        in_new: entry.in_new,
+        size: entry.size,
+        date: entry.date,
+    }
+}
+
+fn find(view: &FolderView, uid: u32) -> Option<&crate::store::Entry> {
+    view.entries
+        .binary_search_by_key(&uid, |e| e.uid)
+        .ok()
+        .map(|i| &view.entries[i])
+}
+
+impl Selected {
+    /// Selects `name`: lists it, claims new mail (unless read-only), gives UIDs.
+    pub fn open(
+        mailbox: &Mailbox,
+        shared: &Shared,
+        name: &FolderName,
+        read_only: bool,
+    ) -> Result<Selected, StoreError> {
+        let folder = mailbox.open_folder(name)?;
+        let state = shared.folder(mailbox, &folder)?;
+        let uid_validity = state.index().uid_validity();
+        let mut selected = Selected {
+            name: name.clone(),
+            folder,
+            read_only,
+            state,
+            uid_validity,
+            keywords_told: 0,
+            uids: UidSeq::new(),
+            gone: HashSet::new(),
+            recent: Vec::new(),
+            seen_modseq: 0,
+            told: HashMap::new(),
+        };
+        let mut sink = Vec::new();
+        selected.sync(false, &mut sink)?;
+        selected.seen_modseq = selected.state.view().modseq;
+        selected.keywords_told = selected.state.index().keywords().len();
+        Ok(selected)
+    }
+
+    /// Number of messages the client knows of (EXISTS).
+    pub fn exists(&self) -> u32 {
+        self.uids.len() as u32
+    }
+
+    /// The highest UID the client knows.
+    pub fn max_uid(&self) -> u32 {
+        self.uids.last().unwrap_or(0)
+    }
+
+    /// The UIDs in sequence order.
+    pub fn uids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.uids.iter()
+    }
+
+    /// How many messages are `\Recent` in this session.
+    pub fn recent_count(&self) -> usize {
+        self.recent.len()
+    }
+
+    fn is_recent(&self, uid: u32) -> bool {
+        self.recent.binary_search(&uid).is_ok()
+    }
+
+    /// The message at `index` as it is now; `None` once it is gone.
+    pub fn msg(&self, index: usize) -> Option<Msg> {
+        let uid = self.uids.get(index)?;
+        if self.gone.contains(&uid) {
+            return None;
+        }
+        let view = self.state.view();
+        find(&view, uid).map(|e| msg_of(e, self.is_recent(uid)))
+    }
+
+    /// Every message in sequence order (`None` for those that are gone), read at once.
+    pub fn all(&self) -> Vec<Option<Msg>> {
+        let view = self.state.view();
+        let mut out = Vec::with_capacity(self.uids.len());
+        let mut entries = view.entries.iter().peekable();
+        for uid in self.uids.iter() {
+            while entries.peek().is_some_and(|e| e.uid < uid) {
+                entries.next();
+            }
+            let entry = entries.next_if(|e| e.uid == uid);
+            out.push(match entry {
+                Some(e) if !self.gone.contains(&uid) => Some(msg_of(e, self.is_recent(uid))),
+                _ => None,
+            });
+        }
+        out
+    }
+
+    /// The index of the first message without `\Seen`.
+    pub fn first_unseen(&self) -> Option<usize> {
+        let view = self.state.view();
+        let mut entries = view.entries.iter().peekable();
+        for (i, uid) in self.uids.iter().enumerate() {
+            while entries.peek().is_some_and(|e| e.uid < uid) {
+                entries.next();
+            }
+            if entries
+                .next_if(|e| e.uid == uid)
+                .is_some_and(|e| !e.flags.contains(qs_mailstore::Flag::Seen))
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// The entry to hand to the store for a message (its path as last seen; the store
+    /// looks again when it moved).
+    pub fn entry(&self, msg: &Msg) -> MessageEntry {
+        let path = if msg.in_new {
+            self.folder.path().join("new").join(msg.id.as_str())
+        } else {
+            self.folder
+                .path()
+                .join("cur")
+                .join(format!("{}:2,{}", msg.id, msg.flags))
+        };
+        MessageEntry {
+            id: msg.id.clone(),
+            size: msg.size,
+            flags: msg.flags,
+            path,
+            is_new: msg.in_new,
+        }
+    }
+
+    /// Sets a message's flags in the store and in the shared view; the client is
+    /// taken to know them (the caller tells it). `Ok(None)` when the message is gone.
+    pub fn set_flags(&mut self, index: usize, flags: Flags) -> Result<Option<Msg>, StoreError> {
+        let Some(msg) = self.msg(index) else {
+            return Ok(None);
+        };
+        let now = match self.folder.set_flags_at(&self.entry(&msg), flags) {
+            Ok(now) => now,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.state.set_flags(msg.uid, now.flags);
+        self.told.insert(msg.uid, now.flags);
+        Ok(Some(Msg {
+            flags: now.flags,
+            in_new: false,
+            ..msg
+        }))
+    }
+
+    /// Notes that this session removed (or moved away) the message at `index`.
+    pub fn mark_gone(&mut self, indices: &[usize]) {
+        let mut uids: Vec<u32> = indices.iter().filter_map(|&i| self.uids.get(i)).collect();
+        uids.sort_unstable();
+        self.gone.extend(uids.iter().copied());
+        self.state.remove(&uids);
+    }
+
+    /// Brings the view up to date and writes the untagged responses for what changed:
+    /// `FETCH (FLAGS)`, `EXPUNGE` (only when `expunges`), `EXISTS` and `RECENT`, and
+    /// `FLAGS` when the folder learnt keywords.
+    pub fn sync(&mut self, expunges: bool, out: &mut Vec<u8>) -> Result<Changes, StoreError> {
+        let mut changes = Changes::default();
+        let claimed = self.state.refresh(&self.folder, !self.read_only)?;
+        if self.state.index().uid_validity() != self.uid_validity {
+            // The folder was deleted and made again under us.
+            return Err(StoreError::FolderNotFound {
+                path: self.folder.path().to_owned(),
+            });
+        }
+        if !claimed.is_empty() {
+            self.recent.extend(claimed);
+            self.recent.sort_unstable();
+            self.recent.dedup();
+        }
+        let mut flag_changes: Vec<(usize, u32, Flags)> = Vec::new();
+        {
+            let view = self.state.view();
+            // Gone, and flags changed since the client was last told.
+            let mut entries = view.entries.iter().peekable();
+            for (i, uid) in self.uids.iter().enumerate() {
+                while entries.peek().is_some_and(|e| e.uid < uid) {
+                    entries.next();
+                }
+                match entries.next_if(|e| e.uid == uid) {
+                    None => {
+                        self.gone.insert(uid);
+                    }
+                    Some(e) => {
+                        if e.modseq > self.seen_modseq
+                            && !self.gone.contains(&uid)
+                            && self.told.get(&uid) != Some(&e.flags)
+                        {
+                            flag_changes.push((i, uid, e.flags));
+                        }
+                    }
+                }
+            }
+            // New messages: only above every UID the client knows.
+            let max = self.max_uid();
+            let start = view.entries.partition_point(|e| e.uid <= max);
+            for e in &view.entries[start..] {
+                self.uids.push(e.uid);
+                changes.new += 1;
+            }
+            self.seen_modseq = view.modseq;
+        }
+        self.told.clear();
+        if !flag_changes.is_empty() {
+            let index = self.state.index();
+            for (i, uid, flags) in flag_changes {
+                out.extend_from_slice(b"* ");
+                number(out, i as u64 + 1);
+                out.extend_from_slice(b" FETCH (FLAGS ");
+                write_flags(out, flags, self.recent.binary_search(&uid).is_ok(), &index);
+                out.extend_from_slice(b")\r\n");
+            }
+        }
+        if expunges {
+            self.report_expunges(out);
+        }
+        let known = self.state.index().keywords().len();
+        if known > self.keywords_told {
+            self.keywords_told = known;
+            self.write_flags_responses(out);
+        }
+        if changes.new > 0 {
+            out.extend_from_slice(b"* ");
+            number(out, u64::from(self.exists()));
+            out.extend_from_slice(b" EXISTS\r\n* ");
+            number(out, self.recent.len() as u64);
+            out.extend_from_slice(b" RECENT\r\n");
+        }
+        Ok(changes)
+    }
+
+    /// `* FLAGS` and `* OK [PERMANENTFLAGS]` for the folder as it is.
+    pub fn write_flags_responses(&self, out: &mut Vec<u8>) {
+        let index = self.state.index();
+        let known = crate::store::known_flags(&index);
+        let list = known.join(" ");
+        out.extend_from_slice(format!("* FLAGS ({list})\r\n").as_bytes());
+        if self.read_only {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only folder\r\n");
+        } else {
+            let more = if index.keywords().len() < qs_mailstore::MAX_KEYWORDS {
+                " \\*"
+            } else {
+                ""
+            };
+            out.extend_from_slice(
+                format!("* OK [PERMANENTFLAGS ({list}{more})] Flags permitted\r\n").as_bytes(),
+            );
+        }
+    }
+
+    /// Tells the client of messages that are gone: each `EXPUNGE` names the sequence
+    /// number as it is at that moment.
+    pub fn report_expunges(&mut self, out: &mut Vec<u8>) {
+        if self.gone.is_empty() {
+            return;
+        }
+        let mut kept = 0u64;
+        let gone = std::mem::take(&mut self.gone);
+        let recent = &mut self.recent;
+        self.uids.retain(|uid| {
+            if gone.contains(&uid) {
+                out.extend_from_slice(b"* ");
+                number(out, kept + 1);
+                out.extend_from_slice(b" EXPUNGE\r\n");
+                if let Ok(i) = recent.binary_search(&uid) {
+                    recent.remove(i);
+                }
+                false
+            } else {
+                kept += 1;
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,783 @@
+//! The network side: accepting connections within the limits, TLS and STARTTLS, and
+//! the loop that moves bytes between a socket and a [`Session`] (run on the blocking
+//! pool, since it works on the file system), applies the timeouts, checks logins, and
+//! watches the selected folder during IDLE.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+use qs_directory::Directory;
+use qs_service::shutdown::Shutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::input::InputLimits;
+use crate::session::{Action, Credentials, LoginResult, Session, Settings};
+use crate::store::Shared as StoreShared;
+
+/// Bytes read from the socket at a time.
+pub const READ_CHUNK: usize = 4096;
+/// Addresses with recent failures remembered at most (older ones are pruned first).
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+/// During IDLE the folder is also looked at this often, in case a change notification
+/// is missed (a file system without inotify).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// The limits of the server. [`Limits::default`] gives the built-in defaults; `run`
+/// takes the configurable ones from `[imap_server]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Autologout: a connection that sends nothing for this long is closed (RFC 3501
+    /// asks for at least 30 minutes). Also bounds every write to a client that does
+    /// not read, and IDLE (clients renew it before).
+    pub idle_timeout: Duration,
+    /// Before login, a connection that sends nothing for this long is closed.
+    pub login_timeout: Duration,
+    /// The TLS handshake must finish within this.
+    pub tls_handshake_timeout: Duration,
+    /// Connections at once, all listeners together.
+    pub max_connections: usize,
+    /// Connections at once from one client address.
+    pub max_connections_per_address: usize,
+    /// Logged-in sessions at once of one user.
+    pub max_connections_per_user: usize,
+    /// Failed logins in one connection before it is closed.
+    pub max_login_failures: u32,
+    /// Failed logins from one address within `failure_window` before that address is
+    /// refused all logins for `block_duration`.
+    pub max_failures_per_address: u32,
+    /// See `max_failures_per_address`.
+    pub failure_window: Duration,
+    /// See `max_failures_per_address`.
+    pub block_duration: Duration,
+    /// The delay before answering a failed login; it doubles with each failure of the
+    /// connection, up to `max_login_delay`.
+    pub login_delay: Duration,
+    /// See `login_delay`.
+    pub max_login_delay: Duration,
+    /// Protocol errors in one connection before it is closed.
+    pub max_errors: u32,
+    /// What the input guard allows (line, literals, bytes before login).
+    pub input: InputLimits,
+    /// At shutdown, how long sessions in the middle of a command may finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_timeout: Duration::from_secs(1800),
+            login_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(30),
+            max_connections: 200,
+            max_connections_per_address: 20,
+            max_connections_per_user: 20,
+            max_login_failures: 3,
+            max_failures_per_address: 10,
+            failure_window: Duration::from_secs(900),
+            block_duration: Duration::from_secs(900),
+            login_delay: Duration::from_secs(1),
+            max_login_delay: Duration::from_secs(8),
+            max_errors: 10,
+            input: InputLimits {
+                max_line: 65_536,
+                max_literal: 26_214_400,
+                max_literal_before_login: 8192,
+                login_budget: 65_536,
+            },
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the server needs to run.
+pub struct ServerConfig {
+    /// `data_dir`: the mailboxes are under `<data_dir>/mail/`.
+    pub data_dir: PathBuf,
+    /// `hostname`: for file names of stored messages.
+    pub hostname: String,
+    /// The user directory.
+    pub directory: Arc<Directory>,
+    /// The certificate, for STARTTLS and the TLS listeners.
+    pub tls: TlsAcceptor,
+    /// `[imap_server] allow_plaintext_auth`.
+    pub allow_plaintext_auth: bool,
+    /// The limits.
+    pub limits: Limits,
+}
+
+/// The bound listeners.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// `imap_server.listen`: plaintext, STARTTLS offered.
+    pub plain: Vec<TcpListener>,
+    /// `imap_server.tls_listen`: TLS from the first byte.
+    pub tls: Vec<TcpListener>,
+}
+
+/// Which kind of listener a connection came from.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Plain,
+    Tls,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Plain => "imap_server.listen",
+            Kind::Tls => "imap_server.tls_listen",
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    config: ServerConfig,
+    store: Arc<StoreShared>,
+    watches: FolderWatches,
+    connections: Mutex<Connections>,
+    failures: Mutex<Failures>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+    by_user: HashMap<String, usize>,
+}
+
+#[derive(Default)]
+struct Failures {
+    by_address: HashMap<IpAddr, FailureRecord>,
+}
+
+struct FailureRecord {
+    count: u32,
+    since: Instant,
+    blocked_until: Option<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves the listeners until `shutdown` fires; then every session says BYE (sessions
+/// in the middle of a command finish it first, up to `drain_timeout`).
+pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let shared = Arc::new(Shared {
+        config,
+        store: Arc::new(StoreShared::default()),
+        watches: FolderWatches::new(),
+        connections: Mutex::default(),
+        failures: Mutex::default(),
+        next_id: AtomicU64::new(1),
+    });
+    let mut accepting = tokio::task::JoinSet::new();
+    for (kind, list) in [(Kind::Plain, listeners.plain), (Kind::Tls, listeners.tls)] {
+        for listener in list {
+            accepting.spawn(accept_loop(
+                shared.clone(),
+                listener,
+                kind,
+                shutdown.clone(),
+            ));
+        }
+    }
+    while accepting.join_next().await.is_some() {}
+    let deadline = Instant::now() + shared.config.limits.drain_timeout;
+    while lock(&shared.connections).total > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = lock(&shared.connections).total;
+    if left > 0 {
+        warn!(connections = left, "stopping with sessions still open");
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind, shutdown: Shutdown) {
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(listener = kind.key(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(guard) = ConnectionGuard::admit(&shared, peer.ip()) else {
+            warn!(%peer, listener = kind.key(), "connection refused: too many connections");
+            if let Kind::Plain = kind {
+                tokio::spawn(refuse(stream));
+            }
+            continue;
+        };
+        let id = format!(
+            "{}.{}",
+            std::process::id(),
+            shared.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let span = tracing::info_span!("imap", session = %id, %peer, listener = kind.key());
+        tokio::spawn(
+            connection(shared.clone(), stream, peer, kind, shutdown.clone(), guard)
+                .instrument(span),
+        );
+    }
+}
+
+/// Tells a client over the limit why it is sent away.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream
+            .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
+            .await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// One connection, from accept to close.
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: Kind,
+    shutdown: Shutdown,
+    mut guard: ConnectionGuard,
+) {
+    debug!("connected");
+    let handshake = shared.config.limits.tls_handshake_timeout;
+    let result: io::Result<()> = match kind {
+        Kind::Plain => {
+            let session = Session::new(shared.settings(false, true));
+            match run_session(&shared, stream, session, peer, shutdown.clone(), &mut guard).await {
+                // STARTTLS: a new session over TLS; nothing of the old one survives.
+                Ok(Some(stream)) => match tls_accept(&shared, stream, handshake).await {
+                    Some(tls) => {
+                        debug!("TLS started (STARTTLS)");
+                        let session = Session::after_starttls(shared.settings(true, false));
+                        run_session(&shared, tls, session, peer, shutdown, &mut guard)
+                            .await
+                            .map(drop)
+                    }
+                    None => Ok(()),
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Kind::Tls => match tls_accept(&shared, stream, handshake).await {
+            Some(tls) => {
+                let session = Session::new(shared.settings(true, false));
+                run_session(&shared, tls, session, peer, shutdown, &mut guard)
+                    .await
+                    .map(drop)
+            }
+            None => Ok(()),
+        },
+    };
+    match result {
+        Ok(()) => debug!("closed"),
+        Err(e) => debug!(error = %e, "connection lost"),
+    }
+}
+
+async fn tls_accept(
+    shared: &Shared,
+    stream: TcpStream,
+    within: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(within, shared.config.tls.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            info!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Runs `f` on the session on the blocking pool (it reads and writes files).
+async fn blocking<T: Send + 'static>(
+    session: Session,
+    f: impl FnOnce(&mut Session) -> T + Send + 'static,
+) -> io::Result<(Session, T)> {
+    tokio::task::spawn_blocking(move || {
+        let mut session = session;
+        let value = f(&mut session);
+        (session, value)
+    })
+    .await
+    .map_err(io::Error::other)
+}
+
+/// Runs `session` over `stream` until it closes. Returns the stream when the session
+/// asked for STARTTLS (everything buffered is dropped with the session).
+async fn run_session<S>(
+    shared: &Shared,
+    mut stream: S,
+    mut session: Session,
+    peer: SocketAddr,
+    mut shutdown: Shutdown,
+    guard: &mut ConnectionGuard,
+) -> io::Result<Option<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &shared.config.limits;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let (s, action) = blocking(session, Session::progress).await?;
+        session = s;
+        write_out(&mut stream, session.output(), limits.idle_timeout).await?;
+        match action {
+            Action::Flush => {}
+            Action::NeedInput => {
+                let timeout = if session.user().is_some() {
+                    limits.idle_timeout
+                } else {
+                    limits.login_timeout
+                };
+                let n = tokio::select! {
+                    read = tokio::time::timeout(timeout, stream.read(&mut buf)) => match read {
+                        Err(_) => {
+                            info!(user = session.user(), "autologout: idle too long");
+                            session.autologout();
+                            write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
+                            return Ok(None);
+                        }
+                        Ok(result) => result?,
+                    },
+                    _ = shutdown.wait() => {
+                        session.shutdown();
+                        write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
+                        return Ok(None);
+                    }
+                };
+                if n == 0 {
+                    return Ok(None);
+                }
+                session.feed(&buf[..n]);
+            }
+            Action::Login(credentials) => {
+                let result = shared
+                    .login(peer, credentials, session.login_failures(), guard)
+                    .await;
+                let (s, ()) = blocking(session, move |s| s.login_done(result)).await?;
+                session = s;
+            }
+            Action::StartTls => return Ok(Some(stream)),
+            Action::Close => {
+                if session.logged_out() {
+                    debug!(user = session.user(), "logged out");
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                return Ok(None);
+            }
+            Action::Idle => {
+                let folder = session.idle_folder();
+                let watch = folder.as_deref().map(|f| shared.watches.watch(f));
+                let mut changes = watch.as_ref().and_then(|w| w.receiver());
+                let poll = if changes.is_some() {
+                    IDLE_POLL
+                } else {
+                    Duration::from_secs(1)
+                };
+                let deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                loop {
+                    let changed = async {
+                        match changes.as_mut() {
+                            Some(rx) => rx.changed().await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        read = stream.read(&mut buf) => {
+                            let n = read?;
+                            if n == 0 {
+                                return Ok(None);
+                            }
+                            session.feed(&buf[..n]);
+                            break;
+                        }
+                        _ = changed => {
+                            let (s, ()) = blocking(session, Session::idle_changed).await?;
+                            session = s;
+                        }
+                        _ = tokio::time::sleep(poll) => {
+                            let (s, ()) = blocking(session, Session::idle_changed).await?;
+                            session = s;
+                        }
+                        _ = tokio::time::sleep_until(deadline) => {
+                            info!(user = session.user(), "autologout: IDLE too long");
+                            session.autologout();
+                            write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
+                            return Ok(None);
+                        }
+                        _ = shutdown.wait() => {
+                            session.shutdown();
+                            write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
+                            return Ok(None);
+                        }
+                    }
+                    write_out(&mut stream, session.output(), limits.idle_timeout).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Writes out what is waiting; a client that does not read for `within` is dropped.
+/// A big buffer is given back to the allocator afterwards (an idle connection keeps
+/// little).
+async fn write_out<S>(stream: &mut S, out: &mut Vec<u8>, within: Duration) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    if out.is_empty() {
+        return Ok(());
+    }
+    let written = tokio::time::timeout(within, async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    })
+    .await;
+    out.clear();
+    if out.capacity() > 64 * 1024 {
+        out.shrink_to(8 * 1024);
+    }
+    match written {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client stopped reading",
+        )),
+    }
+}
+
+impl Shared {
+    fn settings(&self, tls_active: bool, starttls_available: bool) -> Settings {
+        let limits = &self.config.limits;
+        Settings {
+            hostname: self.config.hostname.clone(),
+            data_dir: self.config.data_dir.clone(),
+            tls_active,
+            starttls_available,
+            allow_plaintext_auth: self.config.allow_plaintext_auth,
+            input: limits.input,
+            max_errors: limits.max_errors,
+            max_login_failures: limits.max_login_failures,
+            shared: self.store.clone(),
+        }
+    }
+
+    /// Checks a login. `earlier_failures` are this connection's failed logins before.
+    async fn login(
+        &self,
+        peer: SocketAddr,
+        credentials: Credentials,
+        earlier_failures: u32,
+        guard: &mut ConnectionGuard,
+    ) -> LoginResult {
+        let limits = &self.config.limits;
+        let ip = peer.ip();
+        let mechanism = credentials.mechanism;
+        let delay = limits
+            .login_delay
+            .saturating_mul(1u32 << earlier_failures.min(16))
+            .min(limits.max_login_delay);
+        if lock(&self.failures).is_blocked(ip, Instant::now()) {
+            info!(
+                mechanism,
+                "login refused: too many failures from this address"
+            );
+            tokio::time::sleep(delay).await;
+            return LoginResult::Blocked;
+        }
+        let verified = self
+            .config
+            .directory
+            .verify(&credentials.login, &credentials.password)
+            .await;
+        drop(credentials.password);
+        match verified {
+            Ok(Some(user)) => {
+                if !guard.add_user(&user.address) {
+                    info!(user = %user.address, mechanism, "login refused: too many sessions of this user");
+                    return LoginResult::TooManySessions;
+                }
+                info!(user = %user.address, mechanism, "logged in");
+                LoginResult::Accepted(user.address)
+            }
+            Ok(None) => {
+                let blocked = lock(&self.failures).record(ip, Instant::now(), limits);
+                let known = self
+                    .config
+                    .directory
+                    .snapshot()
+                    .user(&credentials.login)
+                    .map(|u| u.address().to_owned());
+                info!(
+                    user = known.as_deref().unwrap_or("(no such user)"),
+                    mechanism,
+                    failures = earlier_failures + 1,
+                    "login failed: bad credentials"
+                );
+                if blocked {
+                    warn!(
+                        minutes = limits.block_duration.as_secs() / 60,
+                        "too many failed logins from this address: logins refused for a while"
+                    );
+                }
+                tokio::time::sleep(delay).await;
+                LoginResult::Rejected
+            }
+            Err(e) => {
+                error!(error = %e, "cannot check a login");
+                LoginResult::TemporaryFailure
+            }
+        }
+    }
+}
+
+impl Failures {
+    fn is_blocked(&mut self, ip: IpAddr, now: Instant) -> bool {
+        match self.by_address.get(&ip) {
+            Some(FailureRecord {
+                blocked_until: Some(until),
+                ..
+            }) if *until > now => true,
+            Some(FailureRecord {
+                blocked_until: Some(_),
+                ..
+            }) => {
+                self.by_address.remove(&ip);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts a failure; true if the address is now blocked.
+    fn record(&mut self, ip: IpAddr, now: Instant, limits: &Limits) -> bool {
+        if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+            self.by_address.retain(|_, r| {
+                r.blocked_until.is_some_and(|until| until > now)
+                    || now.duration_since(r.since) < limits.failure_window
+            });
+        }
+        let record = self.by_address.entry(ip).or_insert(FailureRecord {
+            count: 0,
+            since: now,
+            blocked_until: None,
+        });
+        if now.duration_since(record.since) >= limits.failure_window {
+            record.count = 0;
+            record.since = now;
+        }
+        record.count += 1;
+        if record.count >= limits.max_failures_per_address && record.blocked_until.is_none() {
+            record.blocked_until = Some(now + limits.block_duration);
+            return true;
+        }
+        false
+    }
+}
+
+/// One admitted connection, and the user it logged in as; counted until dropped.
+struct ConnectionGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    user: Option<String>,
+}
+
+impl ConnectionGuard {
+    fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnectionGuard> {
+        let limits = &shared.config.limits;
+        let mut connections = lock(&shared.connections);
+        let from_ip = connections.by_address.get(&ip).copied().unwrap_or(0);
+        if connections.total >= limits.max_connections
+            || from_ip >= limits.max_connections_per_address
+        {
+            return None;
+        }
+        connections.total += 1;
+        *connections.by_address.entry(ip).or_insert(0) += 1;
+        Some(ConnectionGuard {
+            shared: shared.clone(),
+            ip,
+            user: None,
+        })
+    }
+
+    /// Counts a logged-in session of `user`; false when the user has too many.
+    fn add_user(&mut self, user: &str) -> bool {
+        let mut connections = lock(&self.shared.connections);
+        let n = connections.by_user.get(user).copied().unwrap_or(0);
+        if n >= self.shared.config.limits.max_connections_per_user {
+            return false;
+        }
+        connections.by_user.insert(user.to_owned(), n + 1);
+        self.user = Some(user.to_owned());
+        true
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut connections = lock(&self.shared.connections);
+        connections.total = connections.total.saturating_sub(1);
+        if let Some(n) = connections.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                connections.by_address.remove(&self.ip);
+            }
+        }
+        if let Some(user) = &self.user
+            && let Some(n) = connections.by_user.get_mut(user)
+        {
+            *n -= 1;
+            if *n == 0 {
+                connections.by_user.remove(user);
+            }
+        }
+    }
+}
+
+/// Change notification for folders in IDLE: one inotify watcher for the process, a
+/// counter per watched folder that its sessions wait on. The watcher's callback takes
+/// only the folder map's lock, and the watcher is never called with that lock held
+/// (notify's `watch` waits for its event thread).
+struct FolderWatches {
+    watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
+    folders: Arc<Mutex<WatchedFolders>>,
+}
+
+/// Each watched folder: how many sessions watch it, and the counter they wait on.
+type WatchedFolders = HashMap<PathBuf, (usize, watch::Sender<u64>)>;
+
+/// A session's interest in a folder; the watch ends with the last one.
+struct FolderWatch {
+    watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
+    folders: Arc<Mutex<WatchedFolders>>,
+    folder: PathBuf,
+    receiver: Option<watch::Receiver<u64>>,
+}
+
+impl FolderWatches {
+    fn new() -> FolderWatches {
+        let folders: Arc<Mutex<WatchedFolders>> = Arc::default();
+        let weak = Arc::downgrade(&folders);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else {
+                return;
+            };
+            let Some(folders) = weak.upgrade() else {
+                return;
+            };
+            let folders = lock(&folders);
+            for path in &event.paths {
+                // <folder>/new/<file> or <folder>/cur/<file>, or the directory itself.
+                for folder in path.ancestors().skip(1).take(2) {
+                    if let Some((_, tx)) = folders.get(folder) {
+                        tx.send_modify(|n| *n = n.wrapping_add(1));
+                        break;
+                    }
+                }
+            }
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "no change notification; IDLE polls every second");
+                None
+            }
+        };
+        FolderWatches {
+            watcher: Arc::new(Mutex::new(watcher)),
+            folders,
+        }
+    }
+
+    fn watch(&self, folder: &Path) -> FolderWatch {
+        let (receiver, first) = {
+            let mut folders = lock(&self.folders);
+            match folders.get_mut(folder) {
+                Some((count, tx)) => {
+                    *count += 1;
+                    (tx.subscribe(), false)
+                }
+                None => {
+                    let (tx, rx) = watch::channel(0u64);
+                    folders.insert(folder.to_owned(), (1, tx));
+                    (rx, true)
+                }
+            }
+        };
+        let mut watcher = lock(&self.watcher);
+        let watched = match watcher.as_mut() {
+            Some(w) if first => ["new", "cur"].iter().all(|sub| {
+                w.watch(&folder.join(sub), notify::RecursiveMode::NonRecursive)
+                    .map_err(|e| debug!(error = %e, "cannot watch a folder"))
+                    .is_ok()
+            }),
+            Some(_) => true,
+            None => false,
+        };
+        FolderWatch {
+            watcher: self.watcher.clone(),
+            folders: self.folders.clone(),
+            folder: folder.to_owned(),
+            receiver: watched.then_some(receiver),
+        }
+    }
+}
+
+impl FolderWatch {
+    fn receiver(&self) -> Option<watch::Receiver<u64>> {
+        self.receiver.clone()
+    }
+}
+
+impl Drop for FolderWatch {
+    fn drop(&mut self) {
+        let last = {
+            let mut folders = lock(&self.folders);
+            let last = match folders.get_mut(&self.folder) {
+                Some((count, _)) => {
+                    *count -= 1;
+                    *count == 0
+                }
+                None => false,
+            };
+            if last {
+                folders.remove(&self.folder);
+            }
+            last
+        };
+        if last && let Some(w) = lock(&self.watcher).as_mut() {
+            for sub in ["new", "cur"] {
+                let _ = w.unwatch(&self.folder.join(sub));
+            }
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! Commands about folders: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE,
+//! UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND.
+
+use super::*;
+
+/// Why a client's folder name cannot be used.
+pub(super) enum BadName {
+    /// Not modified UTF-7 (or UTF-8).
+    Encoding,
+    /// Refused by the store.
+    Invalid(&'static str),
+}
+
+/// The store's name for a folder the client named.
+pub(super) fn folder_name(mailbox: &ImapMailbox<'_>) -> Result<FolderName, BadName> {
+    match mailbox {
+        ImapMailbox::Inbox => Ok(FolderName::inbox()),
+        ImapMailbox::Other(other) => {
+            let name = mutf7::decode(other.as_ref()).ok_or(BadName::Encoding)?;
+            FolderName::new(name.trim_end_matches(FolderName::DELIMITER)).map_err(|e| match e {
+                StoreError::InvalidFolderName { reason, .. } => BadName::Invalid(reason),
+                _ => BadName::Invalid("not a folder name"),
+            })
+        }
+    }
+}
+
+/// A folder name as the client sees it.
+pub(super) fn wire_name(name: &FolderName) -> String {
+    if name.is_inbox() {
+        "INBOX".to_owned()
+    } else {
+        mutf7::encode(name.as_str())
+    }
+}
+
+/// True if `name` matches a LIST pattern (`*` anything, `%` anything but the
+/// delimiter). INBOX matches without regard to case.
+pub(super) fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| pattern_matches(rest, &name[i..])),
+        Some((b'%', rest)) => {
+            let limit = name.iter().position(|&b| b == b'.').unwrap_or(name.len());
+            (0..=limit).any(|i| pattern_matches(rest, &name[i..]))
+        }
+        Some((&p, rest)) => match name.split_first() {
+            Some((&n, name_rest)) => p == n && pattern_matches(rest, name_rest),
+            None => false,
+        },
+    }
+}
+
+impl Session {
+    fn user_mailbox(&self) -> Option<Mailbox> {
+        self.user.as_ref().map(|u| u.mailbox.clone())
+    }
+
+    /// The folder named by the client, or a tagged NO/BAD already written.
+    pub(super) fn named(&mut self, tag: &Tag<'_>, mailbox: &ImapMailbox<'_>) -> Option<FolderName> {
+        match folder_name(mailbox) {
+            Ok(name) => Some(name),
+            Err(BadName::Encoding) => {
+                self.bad(tag, "folder name is not modified UTF-7");
+                None
+            }
+            Err(BadName::Invalid(reason)) => {
+                self.no(tag, Some("CANNOT"), &format!("bad folder name: {reason}"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn select(&mut self, tag: Tag<'static>, mailbox: &ImapMailbox<'_>, read_only: bool) {
+        // Whatever happens, the old folder is no longer selected (RFC 3501 §6.3.1).
+        self.selected = None;
+        let Some(name) = self.named(&tag, mailbox) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        let selected = match Selected::open(&user_mailbox, &self.settings.shared, &name, read_only)
+        {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => {
+                self.no(&tag, Some("NONEXISTENT"), "no such folder");
+                return;
+            }
+            Err(e) => {
+                self.store_failed(&tag, "SELECT", &e);
+                return;
+            }
+        };
+        let out = &mut self.out;
+        selected.write_flags_responses(out);
+        out.extend_from_slice(b"* ");
+        number(out, u64::from(selected.exists()));
+        out.extend_from_slice(b" EXISTS\r\n* ");
+        number(out, selected.recent_count() as u64);
+        out.extend_from_slice(b" RECENT\r\n");
+        if let Some(i) = selected.first_unseen() {
+            out.extend_from_slice(format!("* OK [UNSEEN {}] first unseen\r\n", i + 1).as_bytes());
+        }
+        let uid_next = selected.state.index().uid_next();
+        out.extend_from_slice(
+            format!(
+                "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {uid_next}] predicted next UID\r\n",
+                selected.uid_validity
+            )
+            .as_bytes(),
+        );
+        let (code, verb) = if read_only {
+            ("READ-ONLY", "EXAMINE")
+        } else {
+            ("READ-WRITE", "SELECT")
+        };
+        debug!(user = self.user(), folder = %name, messages = selected.exists(), "selected");
+        self.selected = Some(selected);
+        self.ok(&tag, Some(code), &format!("{verb} completed"));
+    }
+
+    pub(super) fn create(&mut self, tag: Tag<'static>, mailbox: &ImapMailbox<'_>) {
+        let Some(name) = self.named(&tag, mailbox) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        if name.is_inbox() || user_mailbox.folder_exists(&name) {
+            self.no(&tag, Some("ALREADYEXISTS"), "the folder exists");
+            return;
+        }
+        match user_mailbox.folder(&name) {
+            Ok(_) => {
+                info!(user = self.user(), folder = %name, "folder created");
+                self.sync(true);
+                self.ok(&tag, None, "CREATE completed");
+            }
+            Err(e) => self.store_failed(&tag, "CREATE", &e),
+        }
+    }
+
+    pub(super) fn delete(&mut self, tag: Tag<'static>, mailbox: &ImapMailbox<'_>) {
+        let Some(name) = self.named(&tag, mailbox) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        if name.is_inbox() {
+            self.no(&tag, Some("CANNOT"), "the INBOX cannot be deleted");
+            return;
+        }
+        if self.selected.as_ref().is_some_and(|s| s.name == name) {
+            self.selected = None;
+        }
+        match user_mailbox.delete_folder(&name) {
+            Ok(()) => {
+                info!(user = self.user(), folder = %name, "folder deleted");
+                self.sync(true);
+                self.ok(&tag, None, "DELETE completed");
+            }
+            Err(e) if e.is_not_found() => self.no(&tag, Some("NONEXISTENT"), "no such folder"),
+            Err(e) => self.store_failed(&tag, "DELETE", &e),
+        }
+    }
+
+    pub(super) fn rename(
+        &mut self,
+        tag: Tag<'static>,
+        from: &ImapMailbox<'_>,
+        to: &ImapMailbox<'_>,
+    ) {
+        let Some(from) = self.named(&tag, from) else {
+            return;
+        };
+        let Some(to) = self.named(&tag, to) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        if to.is_inbox() || user_mailbox.folder_exists(&to) {
+            self.no(&tag, Some("ALREADYEXISTS"), "the target folder exists");
+            return;
+        }
+        if !user_mailbox.folder_exists(&from) {
+            self.no(&tag, Some("NONEXISTENT"), "no such folder");
+            return;
+        }
+        if self.selected.as_ref().is_some_and(|s| s.name == from) {
+            self.selected = None;
+        }
+        let result = if from.is_inbox() {
+            rename_inbox(&user_mailbox, &to)
+        } else {
+            user_mailbox.rename_folder(&from, &to)
+        };
+        match result {
+            Ok(()) => {
+                if !from.is_inbox()
+                    && let Err(e) =
+                        Subscriptions::new(user_mailbox.root()).rename(from.as_str(), to.as_str())
+                {
+                    warn!(error = %e, "cannot update subscriptions");
+                }
+                info!(user = self.user(), from = %from, to = %to, "folder renamed");
+                self.sync(true);
+                self.ok(&tag, None, "RENAME completed");
+            }
+            Err(e) => self.store_failed(&tag, "RENAME", &e),
+        }
+    }
+
+    pub(super) fn subscribe(&mut self, tag: Tag<'static>, mailbox: &ImapMailbox<'_>, on: bool) {
+        let Some(name) = self.named(&tag, mailbox) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        let subs = Subscriptions::new(user_mailbox.root());
+        let result = if on {
+            subs.add(name.as_str()).map(|()| true)
+        } else {
+            subs.remove(name.as_str())
+        };
+        match result {
+            Ok(_) => {
+                self.sync(true);
+                let verb = if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
+                self.ok(&tag, None, &format!("{verb} completed"));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot change subscriptions");
+                self.no(&tag, Some("SERVERBUG"), "cannot change subscriptions now");
+            }
+        }
+    }
+
+    pub(super) fn list(
+        &mut self,
+        tag: Tag<'static>,
+        reference: &ImapMailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+    ) {
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        let pattern: &[u8] = match pattern {
+            ListMailbox::Token(t) => t.as_ref(),
+            ListMailbox::String(s) => s.as_ref(),
+        };
+        let reference: Vec<u8> = match reference {
+            ImapMailbox::Inbox => b"INBOX".to_vec(),
+            ImapMailbox::Other(o) => o.as_ref().to_vec(),
+        };
+        if pattern.is_empty() && !lsub {
+            // The hierarchy delimiter and the root of the reference.
+            self.out
+                .extend_from_slice(b"* LIST (\\Noselect) \".\" \"\"\r\n");
+            self.ok(&tag, None, "LIST completed");
+            return;
+        }
+        let full: Vec<u8> = [reference.as_slice(), pattern].concat();
+        let folders = match user_mailbox.folders() {
+            Ok(f) => f,
+            Err(e) => {
+                self.store_failed(&tag, verb, &e);
+                return;
+            }
+        };
+        let existing: HashSet<String> = folders.iter().map(|f| f.to_string()).collect();
+        let subscribed: Vec<String> = if lsub {
+            match Subscriptions::new(user_mailbox.root()).list() {
+                Ok(list) => list,
+                Err(e) => {
+                    warn!(error = %e, "cannot read subscriptions");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        // Every name to consider: the folders, and their parents that are not folders.
+        let mut names: Vec<String> = if lsub {
+            subscribed.clone()
+        } else {
+            existing.iter().cloned().collect()
+        };
+        let mut parents: Vec<String> = Vec::new();
+        for name in &names {
+            let mut prefix = String::new();
+            let parts: Vec<&str> = name.split('.').collect();
+            for part in &parts[..parts.len().saturating_sub(1)] {
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(part);
+                if !names.contains(&prefix) && !parents.contains(&prefix) {
+                    parents.push(prefix.clone());
+                }
+            }
+        }
+        let lines_source = names.clone();
+        names.extend(parents.iter().cloned());
+        names.sort_by(|a, b| (a != "INBOX", a).cmp(&(b != "INBOX", b)));
+        let mut lines = Vec::new();
+        for name in names {
+            let Ok(folder) = FolderName::new(&name) else {
+                continue;
+            };
+            let wire = wire_name(&folder);
+            let matched = if folder.is_inbox() {
+                pattern_matches(&full.to_ascii_uppercase(), b"INBOX")
+            } else {
+                pattern_matches(&full, wire.as_bytes())
+            };
+            if !matched {
+                continue;
+            }
+            let is_parent = parents.contains(&name);
+            if is_parent {
+                // A name that is only the parent of others is listed when none of
+                // those matches (RFC 3501 §6.3.9: LSUB with %).
+                let prefix = format!("{wire}.");
+                let descendant_matches = lines_source
+                    .iter()
+                    .filter(|n| !parents.contains(n))
+                    .filter_map(|n| FolderName::new(n).ok())
+                    .map(|f| wire_name(&f))
+                    .any(|w| w.starts_with(&prefix) && pattern_matches(&full, w.as_bytes()));
+                if descendant_matches {
+                    continue;
+                }
+            }
+            let mut attrs: Vec<&str> = Vec::new();
+            let exists = existing.contains(&name);
+            if !exists || (lsub && is_parent) {
+                attrs.push("\\Noselect");
+            }
+            if !lsub {
+                let prefix = format!("{name}.");
+                if existing.iter().any(|f| f.starts_with(&prefix)) {
+                    attrs.push("\\HasChildren");
+                } else {
+                    attrs.push("\\HasNoChildren");
+                }
+                if let Some(use_) = folder.special_use() {
+                    attrs.push(use_.imap_attribute());
+                }
+            }
+            lines.push(format!("* {verb} ({}) \".\" ", attrs.join(" ")).into_bytes());
+            let line = lines.last_mut().map(|l| {
+                string(l, wire.as_bytes());
+                l.extend_from_slice(b"\r\n");
+            });
+            let _ = line;
+        }
+        for line in lines {
+            self.out.extend_from_slice(&line);
+        }
+        self.sync(true);
+        self.ok(&tag, None, &format!("{verb} completed"));
+    }
+
+    pub(super) fn status(
+        &mut self,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'_>,
+        items: &[StatusDataItemName],
+    ) {
+        let Some(name) = self.named(&tag, mailbox) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        let counts = (|| -> Result<(usize, usize, usize, u32, u32), StoreError> {
+            let folder = user_mailbox.open_folder(&name)?;
+            let state = self.settings.shared.folder(&user_mailbox, &folder)?;
+            let listing = folder.messages()?;
+            let recent = listing.iter().filter(|e| e.is_new).count();
+            let mut index = state.index();
+            let assigned = index.assign(listing)?;
+            let unseen = assigned
+                .iter()
+                .filter(|(_, e)| !e.flags.contains(Flag::Seen))
+                .count();
+            Ok((
+                assigned.len(),
+                recent,
+                unseen,
+                index.uid_next(),
+                index.uid_validity(),
+            ))
+        })();
+        let (messages, recent, unseen, uid_next, uid_validity) = match counts {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => {
+                self.no(&tag, Some("NONEXISTENT"), "no such folder");
+                return;
+            }
+            Err(e) => {
+                self.store_failed(&tag, "STATUS", &e);
+                return;
+            }
+        };
+        let mut parts: Vec<String> = Vec::new();
+        for item in items {
+            match item {
+                StatusDataItemName::Messages => parts.push(format!("MESSAGES {messages}")),
+                StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
+                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {uid_next}")),
+                StatusDataItemName::UidValidity => {
+                    parts.push(format!("UIDVALIDITY {uid_validity}"))
+                }
+                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {unseen}")),
+                _ => {
+                    self.bad(&tag, "STATUS item not supported");
+                    return;
+                }
+            }
+        }
+        self.out.extend_from_slice(b"* STATUS ");
+        string(&mut self.out, wire_name(&name).as_bytes());
+        self.out
+            .extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        self.sync(true);
+        self.ok(&tag, None, "STATUS completed");
+    }
+
+    pub(super) fn append(
+        &mut self,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'_>,
+        flags: &[ImapFlag<'_>],
+        date: Option<imap_next::imap_types::datetime::DateTime>,
+        message: LiteralOrLiteral8<'_>,
+    ) {
+        let Some(name) = self.named(&tag, mailbox) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user_mailbox() else {
+            return;
+        };
+        let bytes: &[u8] = match &message {
+            LiteralOrLiteral8::Literal(l) => l.as_ref(),
+            LiteralOrLiteral8::Literal8(l) => &l.data,
+        };
+        if bytes.is_empty() {
+            self.no(&tag, None, "empty message");
+            return;
+        }
+        let folder = match user_mailbox.open_folder(&name) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => {
+                self.no(&tag, Some("TRYCREATE"), "no such folder");
+                return;
+            }
+            Err(e) => {
+                self.store_failed(&tag, "APPEND", &e);
+                return;
+            }
+        };
+        let result = (|| -> Result<Result<(u32, u32), &'static str>, StoreError> {
+            let state = self.settings.shared.folder(&user_mailbox, &folder)?;
+            let mut index = state.index();
+            let maildir_flags = match flags_of(flags, &mut index)? {
+                Ok(f) => f,
+                Err(text) => return Ok(Err(text)),
+            };
+            let secs = match &date {
+                Some(d) => d.as_ref().timestamp(),
+                None => crate::encode::now_secs(),
+            };
+            let entry = user_mailbox.append(&folder, bytes, maildir_flags, secs)?;
+            let uids = index.add(&[(entry.id.clone(), secs)])?;
+            Ok(Ok((
+                index.uid_validity(),
+                uids.first().copied().unwrap_or(0),
+            )))
+        })();
+        match result {
+            Ok(Ok((validity, uid))) => {
+                info!(user = self.user(), folder = %name, uid, size = bytes.len(), "message appended");
+                self.sync(true);
+                self.ok(
+                    &tag,
+                    Some(&format!("APPENDUID {validity} {uid}")),
+                    "APPEND completed",
+                );
+            }
+            Ok(Err(text)) => self.no(&tag, Some("LIMIT"), text),
+            Err(e) => self.store_failed(&tag, "APPEND", &e),
+        }
+    }
+}
+
+/// Maildir flags for IMAP flags, defining keywords the folder does not know yet.
+/// `Ok(Err(_))` when the folder has no room for another keyword.
+pub(super) fn flags_of(
+    flags: &[ImapFlag<'_>],
+    index: &mut UidIndex,
+) -> Result<Result<Flags, &'static str>, StoreError> {
+    let mut out = Flags::new();
+    for flag in flags {
+        let name = flag.to_string();
+        if name.eq_ignore_ascii_case("\\Recent") {
+            continue;
+        }
+        let letter = match letter_of(&name, index) {
+            Some(c) => c,
+            None if name.starts_with('\\') => continue,
+            None => match index.define_keyword(&name)? {
+                Some(c) => c,
+                None => return Ok(Err("the folder has no room for another keyword")),
+            },
+        };
+        out = out.with_letter(letter);
+    }
+    Ok(Ok(out))
+}
+
+/// RENAME INBOX: its messages move to a new folder; the INBOX stays, empty.
+fn rename_inbox(mailbox: &Mailbox, to: &FolderName) -> Result<(), StoreError> {
+    let inbox = mailbox.inbox();
+    let target = mailbox.folder(to)?;
+    for entry in inbox.messages()? {
+        match mailbox.move_message(&inbox, &entry, &target, entry.flags) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_patterns() {
+        assert!(pattern_matches(b"*", b"A.B.C"));
+        assert!(pattern_matches(b"%", b"A"));
+        assert!(!pattern_matches(b"%", b"A.B"));
+        assert!(pattern_matches(b"A.%", b"A.B"));
+        assert!(!pattern_matches(b"A.%", b"A.B.C"));
+        assert!(pattern_matches(b"A*", b"A.B.C"));
+        assert!(pattern_matches(b"*B", b"A.B"));
+        assert!(pattern_matches(b"%.%", b"A.B"));
+        assert!(!pattern_matches(b"B", b"A"));
+        assert!(pattern_matches(b"", b""));
+    }
+}

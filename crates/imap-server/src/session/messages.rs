@@ -1,0 +1,599 @@
+//! Commands about the messages of the selected folder: FETCH, STORE, SEARCH, EXPUNGE,
+//! UID EXPUNGE, COPY, MOVE; and the sync that tells the client what others did.
+
+use super::folders::flags_of;
+use super::*;
+
+/// Messages answered per step of a FETCH before the output is looked at.
+const FETCH_STEP: usize = 64;
+
+impl Session {
+    /// Brings the selected folder up to date and writes what changed. False (and the
+    /// session ends with BYE) when the folder is gone.
+    pub(super) fn sync(&mut self, expunges: bool) -> bool {
+        let Some(sel) = self.selected.as_mut() else {
+            return true;
+        };
+        match sel.sync(expunges, &mut self.out) {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => {
+                info!(user = self.user(), "the selected folder was deleted");
+                self.selected = None;
+                self.bye("the selected folder was deleted");
+                self.closing = true;
+                false
+            }
+            Err(e) => {
+                warn!(user = self.user(), error = %e, "cannot read the selected folder");
+                true
+            }
+        }
+    }
+
+    /// The messages (indices into the view) a sequence set names. Sequence numbers
+    /// beyond EXISTS are an error; UIDs that are not there are left out.
+    fn targets(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
+        let Some(sel) = &self.selected else {
+            return Err("no folder selected");
+        };
+        if uid {
+            let max_uid = sel.max_uid();
+            Ok(sel
+                .uids()
+                .enumerate()
+                .filter(|(_, u)| search::contains(set, *u, max_uid))
+                .map(|(i, _)| i)
+                .collect())
+        } else {
+            let exists = sel.exists();
+            if search::highest(set) > exists || exists == 0 {
+                return Err("no such message (sequence number beyond EXISTS)");
+            }
+            Ok((1..=exists)
+                .filter(|&n| search::contains(set, n, exists))
+                .map(|n| n as usize - 1)
+                .collect())
+        }
+    }
+
+    pub(super) fn fetch(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        items: Vec<Item>,
+        uid: bool,
+    ) {
+        // UID FETCH may report expunges first; FETCH may not move sequence numbers.
+        if uid && !self.sync(true) {
+            return;
+        }
+        let targets = match self.targets(set, uid) {
+            Ok(t) => t,
+            Err(text) => {
+                self.bad(&tag, text);
+                return;
+            }
+        };
+        self.job = Some(FetchJob {
+            tag,
+            items,
+            targets,
+            next: 0,
+            missing: 0,
+        });
+    }
+
+    /// Answers the next few messages of the FETCH in progress, and finishes it.
+    pub(super) fn run_job(&mut self) {
+        let Some(mut job) = self.job.take() else {
+            return;
+        };
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let end = (job.next + FETCH_STEP).min(job.targets.len());
+        while job.next < end && self.out.len() < FLUSH_AT {
+            let index = job.targets[job.next];
+            job.next += 1;
+            match fetch::fetch_one(&mut self.out, sel, index, &job.items) {
+                Ok(true) => {}
+                Ok(false) => job.missing += 1,
+                Err(e) => {
+                    warn!(user = self.user.as_ref().map(|u| u.address.as_str()), error = %e, "cannot read a message");
+                    job.missing += 1;
+                }
+            }
+        }
+        if job.next < job.targets.len() {
+            self.job = Some(job);
+            return;
+        }
+        let uid = job.items.first() == Some(&Item::Uid);
+        if !self.sync(uid) {
+            return;
+        }
+        if job.missing > 0 {
+            self.no(
+                &job.tag,
+                Some("EXPUNGEISSUED"),
+                "some messages were expunged meanwhile",
+            );
+        } else {
+            self.ok(&job.tag, None, "FETCH completed");
+        }
+    }
+
+    pub(super) fn store(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[ImapFlag<'_>],
+        uid: bool,
+    ) {
+        if uid && !self.sync(true) {
+            return;
+        }
+        let targets = match self.targets(set, uid) {
+            Ok(t) => t,
+            Err(text) => {
+                self.bad(&tag, text);
+                return;
+            }
+        };
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        if sel.read_only {
+            self.no(&tag, Some("READ-ONLY"), "the folder is read-only");
+            return;
+        }
+        let given = {
+            let mut index = sel.state.index();
+            match flags_of(flags, &mut index) {
+                Ok(Ok(f)) => f,
+                Ok(Err(text)) => {
+                    drop(index);
+                    self.no(&tag, Some("LIMIT"), text);
+                    return;
+                }
+                Err(e) => {
+                    drop(index);
+                    self.store_failed(&tag, "STORE", &e);
+                    return;
+                }
+            }
+        };
+        let letters: Vec<char> = given.to_string().chars().collect();
+        let mut missing = 0;
+        let mut changed: Vec<(usize, crate::selected::Msg)> = Vec::new();
+        for &i in &targets {
+            let Some(msg) = sel.msg(i) else {
+                missing += 1;
+                continue;
+            };
+            let mut new = match kind {
+                StoreType::Replace => Flags::new(),
+                StoreType::Add | StoreType::Remove => msg.flags,
+            };
+            for &c in &letters {
+                new = match kind {
+                    StoreType::Remove => new.without_letter(c),
+                    _ => new.with_letter(c),
+                };
+            }
+            if kind == StoreType::Replace {
+                // Letters IMAP cannot name (other software's) are kept.
+                for c in msg.flags.to_string().chars() {
+                    let nameable = crate::store::SYSTEM_FLAGS.iter().any(|(_, l)| *l == c)
+                        || c.is_ascii_lowercase();
+                    if !nameable {
+                        new = new.with_letter(c);
+                    }
+                }
+            }
+            if new == msg.flags && !msg.in_new {
+                changed.push((i, msg));
+                continue;
+            }
+            match sel.set_flags(i, new) {
+                Ok(Some(now)) => changed.push((i, now)),
+                Ok(None) => missing += 1,
+                Err(e) => {
+                    warn!(error = %e, "cannot change flags");
+                    missing += 1;
+                }
+            }
+        }
+        if response == StoreResponse::Answer {
+            let index = sel.state.index();
+            for (i, msg) in changed {
+                self.out.extend_from_slice(b"* ");
+                number(&mut self.out, i as u64 + 1);
+                self.out.extend_from_slice(b" FETCH (");
+                if uid {
+                    self.out.extend_from_slice(b"UID ");
+                    number(&mut self.out, u64::from(msg.uid));
+                    self.out.push(b' ');
+                }
+                self.out.extend_from_slice(b"FLAGS ");
+                write_flags(&mut self.out, msg.flags, msg.recent, &index);
+                self.out.extend_from_slice(b")\r\n");
+            }
+        }
+        if !self.sync(uid) {
+            return;
+        }
+        if missing > 0 {
+            self.no(
+                &tag,
+                Some("EXPUNGEISSUED"),
+                "some messages were expunged meanwhile",
+            );
+        } else {
+            self.ok(&tag, None, "STORE completed");
+        }
+    }
+
+    pub(super) fn search(
+        &mut self,
+        tag: Tag<'static>,
+        charset: Option<String>,
+        criteria: Vec1<SearchKey<'static>>,
+        uid: bool,
+    ) {
+        if let Some(charset) = &charset
+            && !["UTF-8", "US-ASCII"]
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(charset))
+        {
+            self.no(
+                &tag,
+                Some("BADCHARSET (UTF-8 US-ASCII)"),
+                "unsupported charset",
+            );
+            return;
+        }
+        if uid && !self.sync(true) {
+            return;
+        }
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        let key = match criteria.as_ref() {
+            [one] => one.clone(),
+            _ => SearchKey::And(criteria.clone()),
+        };
+        let needs = search::needs(&key);
+        let keywords = sel.state.index().keywords().to_vec();
+        let ctx = Context {
+            keywords: &keywords,
+            exists: sel.exists(),
+            max_uid: sel.max_uid(),
+        };
+        let mut found: Vec<u32> = Vec::new();
+        for (i, msg) in sel.all().iter().enumerate() {
+            let Some(msg) = msg else {
+                continue;
+            };
+            let entry = sel.entry(msg);
+            let size = if needs.size {
+                msg.size
+                    .or_else(|| sel.folder.size_of(&entry).ok())
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let raw = if needs.text || (needs.sent && sel.state.summary(&msg.id).is_none()) {
+                match sel.folder.open_message(&entry) {
+                    Ok(mut file) => {
+                        let mut raw = Vec::new();
+                        use std::io::Read;
+                        if file.read_to_end(&mut raw).is_err() {
+                            continue;
+                        }
+                        Some(raw)
+                    }
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            let sent = if needs.sent {
+                match sel.state.summary(&msg.id) {
+                    Some(s) => s.sent,
+                    None => {
+                        let s = Arc::new(crate::message::summarize_header(
+                            raw.as_deref().unwrap_or_default(),
+                        ));
+                        sel.state.put_summary(&msg.id, s.clone());
+                        s.sent
+                    }
+                }
+            } else {
+                None
+            };
+            let text = match (&raw, needs.text) {
+                (Some(raw), true) => Some(SearchText::new(raw)),
+                _ => None,
+            };
+            let candidate = Candidate {
+                msg,
+                seq: i as u32 + 1,
+                size,
+                sent,
+                text: text.as_ref(),
+            };
+            if search::matches(&key, &candidate, &ctx) {
+                found.push(if uid { msg.uid } else { i as u32 + 1 });
+            }
+        }
+        self.out.extend_from_slice(b"* SEARCH");
+        for n in found {
+            self.out.push(b' ');
+            number(&mut self.out, u64::from(n));
+        }
+        self.out.extend_from_slice(b"\r\n");
+        if !self.sync(uid) {
+            return;
+        }
+        self.ok(&tag, None, "SEARCH completed");
+    }
+
+    pub(super) fn expunge(&mut self, tag: Tag<'static>, uids: Option<SequenceSet>) {
+        if self.selected.as_ref().is_some_and(|s| s.read_only) {
+            self.no(&tag, Some("READ-ONLY"), "the folder is read-only");
+            return;
+        }
+        if !self.sync(true) {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let result = self.expunge_deleted(uids.as_ref(), &mut out);
+        self.out = out;
+        match result {
+            Ok(n) => {
+                if n > 0 {
+                    info!(user = self.user(), expunged = n, "expunged");
+                }
+                if self.sync(true) {
+                    self.ok(&tag, None, "EXPUNGE completed");
+                }
+            }
+            Err(e) => self.store_failed(&tag, "EXPUNGE", &e),
+        }
+    }
+
+    /// Removes the messages marked `\Deleted` (only those with these UIDs, if given)
+    /// and writes their EXPUNGE responses to `out`. Returns how many went.
+    pub(super) fn expunge_deleted(
+        &mut self,
+        uids: Option<&SequenceSet>,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, StoreError> {
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(0);
+        };
+        let max_uid = sel.max_uid();
+        let mut removed = Vec::new();
+        let mut result = Ok(());
+        for (i, msg) in sel.all().into_iter().enumerate() {
+            let Some(msg) = msg else {
+                continue;
+            };
+            if !msg.flags.contains(Flag::Trashed) {
+                continue;
+            }
+            if uids.is_some_and(|set| !search::contains(set, msg.uid, max_uid)) {
+                continue;
+            }
+            match sel.folder.remove(&msg.id) {
+                Ok(()) => removed.push(i),
+                Err(e) if e.is_not_found() => removed.push(i),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        sel.mark_gone(&removed);
+        sel.report_expunges(out);
+        result.map(|()| removed.len())
+    }
+
+    pub(super) fn copy(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        mailbox: &ImapMailbox<'_>,
+        uid: bool,
+        moving: bool,
+    ) {
+        let verb = if moving { "MOVE" } else { "COPY" };
+        let Some(name) = self.named(&tag, mailbox) else {
+            return;
+        };
+        let Some(user_mailbox) = self.user.as_ref().map(|u| u.mailbox.clone()) else {
+            return;
+        };
+        if uid && !self.sync(true) {
+            return;
+        }
+        let targets = match self.targets(set, uid) {
+            Ok(t) => t,
+            Err(text) => {
+                self.bad(&tag, text);
+                return;
+            }
+        };
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        if moving && sel.read_only {
+            self.no(&tag, Some("READ-ONLY"), "the folder is read-only");
+            return;
+        }
+        let dest = match user_mailbox.open_folder(&name) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => {
+                self.no(&tag, Some("TRYCREATE"), "no such folder");
+                return;
+            }
+            Err(e) => {
+                self.store_failed(&tag, verb, &e);
+                return;
+            }
+        };
+        let same = dest.path() == sel.folder.path();
+        let result = (|| -> Result<Copied, StoreError> {
+            let dest_state = self.settings.shared.folder(&user_mailbox, &dest)?;
+            let mut source_uids = Vec::new();
+            let mut added = Vec::new();
+            let mut moved = Vec::new();
+            for &i in &targets {
+                let Some(msg) = sel.msg(i) else {
+                    continue;
+                };
+                // Keywords are per folder: carry them over by name.
+                let flags = {
+                    let source_keywords: Vec<String> = {
+                        let index = sel.state.index();
+                        msg.flags
+                            .keyword_letters()
+                            .filter_map(|c| index.keyword_of(c).map(str::to_owned))
+                            .collect()
+                    };
+                    let mut flags = Flags::new();
+                    for c in msg
+                        .flags
+                        .to_string()
+                        .chars()
+                        .filter(|c| c.is_ascii_uppercase())
+                    {
+                        flags = flags.with_letter(c);
+                    }
+                    if !same {
+                        let mut dest_index = dest_state.index();
+                        for k in source_keywords {
+                            if let Some(c) = dest_index.define_keyword(&k)? {
+                                flags = flags.with_letter(c);
+                            }
+                        }
+                    } else {
+                        flags = msg.flags;
+                    }
+                    flags
+                };
+                let entry: MessageEntry = sel.entry(&msg);
+                let copied = if moving {
+                    user_mailbox.move_message(&sel.folder, &entry, &dest, flags)
+                } else {
+                    user_mailbox.copy_message(&sel.folder, &entry, &dest, flags)
+                };
+                match copied {
+                    Ok(new) => {
+                        source_uids.push(msg.uid);
+                        added.push((new.id, msg.date));
+                        moved.push(i);
+                    }
+                    Err(e) if e.is_not_found() && !dest.path().join("cur").is_dir() => {
+                        return Err(e);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut dest_index = dest_state.index();
+            let dest_uids = dest_index.add(&added)?;
+            Ok(Copied {
+                validity: dest_index.uid_validity(),
+                source_uids,
+                dest_uids,
+                moved,
+            })
+        })();
+        let Copied {
+            validity,
+            source_uids,
+            dest_uids,
+            moved,
+        } = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.store_failed(&tag, verb, &e);
+                return;
+            }
+        };
+        debug!(user = self.user(), folder = %name, count = source_uids.len(), "{verb}");
+        let code = if source_uids.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "COPYUID {validity} {} {}",
+                uid_set(&source_uids),
+                uid_set(&dest_uids)
+            ))
+        };
+        if moving {
+            if let Some(code) = &code {
+                self.out
+                    .extend_from_slice(format!("* OK [{code}] moved\r\n").as_bytes());
+            }
+            if let Some(sel) = self.selected.as_mut() {
+                sel.mark_gone(&moved);
+                sel.report_expunges(&mut self.out);
+            }
+            if self.sync(true) {
+                self.ok(&tag, None, "MOVE completed");
+            }
+        } else if self.sync(uid) {
+            self.ok(&tag, code.as_deref(), "COPY completed");
+        }
+    }
+}
+
+/// What a COPY or MOVE did.
+struct Copied {
+    /// The target's UIDVALIDITY.
+    validity: u32,
+    /// UIDs of the messages copied, in the source.
+    source_uids: Vec<u32>,
+    /// Their UIDs in the target, in the same order.
+    dest_uids: Vec<u32>,
+    /// Their indices in the view (for MOVE's expunges).
+    moved: Vec<usize>,
+}
+
+/// A UID set in the shortest form: runs as `a:b`.
+fn uid_set(uids: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compact() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[]), "");
+    }
+}

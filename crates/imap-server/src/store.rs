@@ -1,0 +1,559 @@
+//! The server's view of the mail store: what sessions of one process share about a
+//! folder (its UID index and the parse cache), the user's subscriptions, and the
+//! mapping between Maildir flags and IMAP flags.
+//!
+//! The parse cache keeps, per message, the encoded ENVELOPE and BODY/BODYSTRUCTURE, so
+//! that fetching them again for a big folder reads no file. It lives as long as some
+//! session uses the folder, holds at most [`MAX_CACHED`] messages per folder, and
+//! forgets messages as they are expunged. A message never changes once stored, so an
+//! entry is never stale.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use qs_mailstore::{Flag, Flags, Folder, FolderName, Mailbox, MessageId, StoreError, UidIndex};
+
+use crate::message::{HeaderSummary, Structure};
+
+/// Messages cached per folder at most; beyond that the cache starts again empty.
+pub const MAX_CACHED: usize = 100_000;
+
+/// The subscriptions file in the mailbox root.
+pub const SUBSCRIPTIONS_FILE: &str = "qs-subscriptions";
+
+/// What the sessions of this process share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    folders: Mutex<HashMap<PathBuf, Weak<FolderState>>>,
+}
+
+/// One folder as the sessions of this process share it.
+#[derive(Debug)]
+pub struct FolderState {
+    index: Mutex<UidIndex>,
+    cache: Mutex<HashMap<MessageId, CacheEntry>>,
+    view: Mutex<FolderView>,
+}
+
+/// The folder's messages as last listed, shared by the sessions that have it
+/// selected: each session keeps only its sequence of UIDs and compares it with this.
+#[derive(Debug, Default)]
+pub struct FolderView {
+    /// The messages, by UID.
+    pub entries: Vec<Entry>,
+    /// The highest modification sequence given out: each flag change (seen by a
+    /// listing or made by a session of this process) gets the next one.
+    pub modseq: u64,
+    /// Modification times of `new/` and `cur/` of the last listing, when they had
+    /// settled: the folder needs no listing while they stay the same.
+    settled: Option<(SystemTime, SystemTime)>,
+}
+
+/// One message of a [`FolderView`].
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its UID.
+    pub uid: u32,
+    /// Its identity in the store.
+    pub id: MessageId,
+    /// Its flags.
+    pub flags: Flags,
+    /// Still in `new/`.
+    pub in_new: bool,
+    /// Its size from its file name, when recorded there.
+    pub size: Option<u64>,
+    /// INTERNALDATE, seconds since 1970.
+    pub date: i64,
+    /// When its flags last changed (see [`FolderView::modseq`]).
+    pub modseq: u64,
+}
+
+/// A directory changed less than this before a listing began may have changed during
+/// it (coarse time stamps): such a listing does not count as settled.
+const MTIME_SLACK: Duration = Duration::from_millis(100);
+
+/// What the cache holds for one message.
+#[derive(Debug, Default, Clone)]
+struct CacheEntry {
+    summary: Option<Arc<HeaderSummary>>,
+    structure: Option<Arc<Structure>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The shared state of a folder, opening its UID index if no session has it.
+    pub fn folder(
+        &self,
+        mailbox: &Mailbox,
+        folder: &Folder,
+    ) -> Result<Arc<FolderState>, StoreError> {
+        let key = folder.path().to_owned();
+        {
+            let mut folders = lock(&self.folders);
+            if let Some(state) = folders.get(&key).and_then(Weak::upgrade) {
+                drop(folders);
+                // The folder may have been deleted and made again since.
+                lock(&state.index).refresh()?;
+                return Ok(state);
+            }
+            folders.retain(|_, w| w.strong_count() > 0);
+        }
+        let index = UidIndex::open(mailbox, folder)?;
+        let state = Arc::new(FolderState {
+            index: Mutex::new(index),
+            cache: Mutex::new(HashMap::new()),
+            view: Mutex::new(FolderView::default()),
+        });
+        let mut folders = lock(&self.folders);
+        // Another session may have opened it meanwhile: use theirs.
+        if let Some(existing) = folders.get(&key).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        folders.insert(key, Arc::downgrade(&state));
+        Ok(state)
+    }
+}
+
+impl FolderState {
+    /// The shared view of the folder's messages (call [`FolderState::refresh`] first).
+    pub fn view(&self) -> MutexGuard<'_, FolderView> {
+        lock(&self.view)
+    }
+
+    /// Lists the folder again if `new/` or `cur/` changed since the last listing, gives
+    /// new messages their UIDs, and marks flag changes with new modification sequences.
+    /// With `claim`, messages found in `new/` are moved to `cur/`; the UIDs of those this
+    /// call moved are returned (they are `\Recent` for the caller).
+    pub fn refresh(&self, folder: &Folder, claim: bool) -> Result<Vec<u32>, StoreError> {
+        let mut view = lock(&self.view);
+        let started = SystemTime::now();
+        let new_dir = folder.path().join("new");
+        let cur_dir = folder.path().join("cur");
+        let before = (mtime(&new_dir)?, mtime(&cur_dir)?);
+        let unclaimed = claim && view.entries.iter().any(|e| e.in_new);
+        if view.settled == Some(before) && !unclaimed {
+            return Ok(Vec::new());
+        }
+        let mut listing = folder.messages()?;
+        // A message that seems gone must be missing from a second listing too: a
+        // directory read is not atomic while other processes rename files.
+        let extra: Vec<_> = {
+            let listed: HashSet<&MessageId> = listing.iter().map(|e| &e.id).collect();
+            if view.entries.iter().any(|e| !listed.contains(&e.id)) {
+                folder
+                    .messages()?
+                    .into_iter()
+                    .filter(|e| !listed.contains(&e.id))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        listing.extend(extra);
+        let mut claimed = HashSet::new();
+        if claim {
+            for entry in listing.iter_mut().filter(|e| e.is_new) {
+                if let Some(now) = folder.claim(entry)? {
+                    claimed.insert(now.id.clone());
+                    *entry = now;
+                }
+            }
+        }
+        let assigned = {
+            let mut index = lock(&self.index);
+            let validity = index.uid_validity();
+            let assigned = index.assign(listing)?;
+            if index.uid_validity() != validity {
+                return Err(StoreError::FolderNotFound {
+                    path: folder.path().to_owned(),
+                });
+            }
+            if let Err(e) = index.compact_if_worth_it(folder, assigned.len()) {
+                tracing::warn!(folder = %folder.name(), error = %e, "cannot compact the UID index");
+            }
+            assigned
+        };
+        let old = std::mem::take(&mut view.entries);
+        let mut gone: Vec<MessageId> = Vec::new();
+        let mut old_iter = old.into_iter().peekable();
+        let mut entries = Vec::with_capacity(assigned.len());
+        let mut claimed_uids = Vec::new();
+        for (record, entry) in assigned {
+            while let Some(o) = old_iter.next_if(|o| o.uid < record.uid) {
+                gone.push(o.id);
+            }
+            let previous = old_iter.next_if(|o| o.uid == record.uid);
+            let modseq = match previous {
+                Some(p) if p.flags == entry.flags => p.modseq,
+                _ => {
+                    view.modseq += 1;
+                    view.modseq
+                }
+            };
+            if claimed.contains(&entry.id) {
+                claimed_uids.push(record.uid);
+            }
+            entries.push(Entry {
+                uid: record.uid,
+                id: entry.id,
+                flags: entry.flags,
+                in_new: entry.is_new,
+                size: entry.size,
+                date: record.internal_date,
+                modseq,
+            });
+        }
+        gone.extend(old_iter.map(|o| o.id));
+        view.entries = entries;
+        self.forget(&gone);
+        let after = (mtime(&new_dir)?, mtime(&cur_dir)?);
+        let quiet = |t: SystemTime| t + MTIME_SLACK < started;
+        view.settled = (after == before && quiet(before.0) && quiet(before.1)).then_some(before);
+        Ok(claimed_uids)
+    }
+
+    /// Records a flag change this process made (the file is renamed already), so
+    /// that the other sessions see it without a listing. Returns its modification
+    /// sequence.
+    pub fn set_flags(&self, uid: u32, flags: Flags) -> u64 {
+        let mut view = lock(&self.view);
+        let Ok(i) = view.entries.binary_search_by_key(&uid, |e| e.uid) else {
+            return view.modseq;
+        };
+        if view.entries[i].flags == flags {
+            // A listing saw the change already (and gave it a sequence).
+            view.entries[i].in_new = false;
+            return view.entries[i].modseq;
+        }
+        view.modseq += 1;
+        let modseq = view.modseq;
+        let e = &mut view.entries[i];
+        e.flags = flags;
+        e.in_new = false;
+        e.modseq = modseq;
+        modseq
+    }
+
+    /// Forgets messages this process removed from the folder.
+    pub fn remove(&self, uids: &[u32]) {
+        let mut view = lock(&self.view);
+        let mut gone = Vec::new();
+        view.entries.retain(|e| {
+            let keep = uids.binary_search(&e.uid).is_err();
+            if !keep {
+                gone.push(e.id.clone());
+            }
+            keep
+        });
+        self.forget(&gone);
+    }
+
+    /// The folder's UID index.
+    pub fn index(&self) -> MutexGuard<'_, UidIndex> {
+        lock(&self.index)
+    }
+
+    /// The cached header summary of a message.
+    pub fn summary(&self, id: &MessageId) -> Option<Arc<HeaderSummary>> {
+        lock(&self.cache).get(id).and_then(|e| e.summary.clone())
+    }
+
+    /// Caches a header summary.
+    pub fn put_summary(&self, id: &MessageId, summary: Arc<HeaderSummary>) {
+        let mut cache = lock(&self.cache);
+        if cache.len() >= MAX_CACHED && !cache.contains_key(id) {
+            cache.clear();
+        }
+        cache.entry(id.clone()).or_default().summary = Some(summary);
+    }
+
+    /// The cached structure of a message.
+    pub fn structure(&self, id: &MessageId) -> Option<Arc<Structure>> {
+        lock(&self.cache).get(id).and_then(|e| e.structure.clone())
+    }
+
+    /// Caches a structure.
+    pub fn put_structure(&self, id: &MessageId, structure: Arc<Structure>) {
+        let mut cache = lock(&self.cache);
+        if cache.len() >= MAX_CACHED && !cache.contains_key(id) {
+            cache.clear();
+        }
+        cache.entry(id.clone()).or_default().structure = Some(structure);
+    }
+
+    /// Forgets messages that are gone.
+    pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a MessageId>) {
+        let mut cache = lock(&self.cache);
+        for id in ids {
+            cache.remove(id);
+        }
+    }
+
+    /// How many messages are cached.
+    pub fn cached(&self) -> usize {
+        lock(&self.cache).len()
+    }
+}
+
+fn mtime(dir: &Path) -> Result<SystemTime, StoreError> {
+    fs::metadata(dir).and_then(|m| m.modified()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StoreError::FolderNotFound {
+                path: dir.to_owned(),
+            }
+        } else {
+            StoreError::Io {
+                path: dir.to_owned(),
+                source: e,
+            }
+        }
+    })
+}
+
+/// The system flags, as IMAP names them, with their Maildir letters.
+pub const SYSTEM_FLAGS: [(&str, char); 6] = [
+    ("\\Answered", 'R'),
+    ("\\Flagged", 'F'),
+    ("\\Deleted", 'T'),
+    ("\\Seen", 'S'),
+    ("\\Draft", 'D'),
+    // Maildir's "passed" is what IMAP clients call $Forwarded.
+    ("$Forwarded", 'P'),
+];
+
+/// The Maildir letter of an IMAP flag or keyword, if the folder has one for it.
+pub fn letter_of(name: &str, index: &UidIndex) -> Option<char> {
+    SYSTEM_FLAGS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, c)| *c)
+        .or_else(|| index.keyword_letter(name))
+}
+
+/// Like [`letter_of`], from a copy of the folder's keywords.
+pub fn letter_in(name: &str, keywords: &[String]) -> Option<char> {
+    SYSTEM_FLAGS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, c)| *c)
+        .or_else(|| {
+            keywords
+                .iter()
+                .position(|k| k.eq_ignore_ascii_case(name))
+                .filter(|&i| i < qs_mailstore::MAX_KEYWORDS)
+                .map(|i| (b'a' + i as u8) as char)
+        })
+}
+
+/// The IMAP flags of a message: `(\Seen \Recent $label)`.
+pub fn write_flags(out: &mut Vec<u8>, flags: Flags, recent: bool, index: &UidIndex) {
+    out.push(b'(');
+    let mut first = true;
+    let mut put = |out: &mut Vec<u8>, name: &str| {
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+        out.extend_from_slice(name.as_bytes());
+    };
+    for (name, c) in SYSTEM_FLAGS {
+        if flags.has_letter(c) {
+            put(out, name);
+        }
+    }
+    if recent {
+        put(out, "\\Recent");
+    }
+    for c in flags.keyword_letters() {
+        if let Some(k) = index.keyword_of(c) {
+            put(out, k);
+        }
+    }
+    out.push(b')');
+}
+
+/// Every flag and keyword a folder knows, for the FLAGS response.
+pub fn known_flags(index: &UidIndex) -> Vec<String> {
+    SYSTEM_FLAGS
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .chain(index.keywords().iter().cloned())
+        .collect()
+}
+
+/// Whether a flag is `\Seen`.
+pub fn is_seen(flags: Flags) -> bool {
+    flags.contains(Flag::Seen)
+}
+
+/// A user's subscriptions (`qs-subscriptions` in the mailbox root, one folder name per
+/// line, UTF-8). Changed under a lock, written to a temp file and renamed.
+pub struct Subscriptions {
+    root: PathBuf,
+}
+
+impl Subscriptions {
+    /// The subscriptions of the mailbox at `root`.
+    pub fn new(root: &Path) -> Subscriptions {
+        Subscriptions {
+            root: root.to_owned(),
+        }
+    }
+
+    /// The subscribed names. Until the user changes them, INBOX and the special-use
+    /// folders are subscribed, so that clients which show only subscribed folders show
+    /// them.
+    pub fn list(&self) -> std::io::Result<Vec<String>> {
+        let path = self.root.join(SUBSCRIPTIONS_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(std::iter::once(FolderName::inbox())
+                    .chain(qs_mailstore::SpecialUse::ALL.map(|u| u.folder_name()))
+                    .map(|f| f.to_string())
+                    .collect())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a name (no error if it is there).
+    pub fn add(&self, name: &str) -> std::io::Result<()> {
+        self.change(|list| {
+            if !list.iter().any(|n| n == name) {
+                list.push(name.to_owned());
+            }
+        })
+    }
+
+    /// Removes a name; false if it was not there.
+    pub fn remove(&self, name: &str) -> std::io::Result<bool> {
+        let mut found = false;
+        self.change(|list| {
+            let before = list.len();
+            list.retain(|n| n != name);
+            found = list.len() != before;
+        })?;
+        Ok(found)
+    }
+
+    /// Renames a name and the names below it (RENAME keeps subscriptions).
+    pub fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let prefix = format!("{from}.");
+        self.change(|list| {
+            for n in list.iter_mut() {
+                if n == from {
+                    *n = to.to_owned();
+                } else if let Some(rest) = n.strip_prefix(&prefix) {
+                    *n = format!("{to}.{rest}");
+                }
+            }
+        })
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Vec<String>)) -> std::io::Result<()> {
+        let lock_path = self.root.join(format!("{SUBSCRIPTIONS_FILE}.lock"));
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)?;
+        lock.lock()?;
+        let path = self.root.join(SUBSCRIPTIONS_FILE);
+        let mut list = self.list()?;
+        f(&mut list);
+        let temp = self.root.join(format!("{SUBSCRIPTIONS_FILE}.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        let mut out = list.join("\n");
+        out.push('\n');
+        file.write_all(out.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, &path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_start_with_the_usual_folders_and_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let subs = Subscriptions::new(tmp.path());
+        assert_eq!(
+            subs.list().unwrap(),
+            ["INBOX", "Sent", "Drafts", "Trash", "Junk"]
+        );
+        subs.add("Lists.rust").unwrap();
+        subs.add("Lists.rust").unwrap();
+        assert!(subs.remove("Junk").unwrap());
+        assert!(!subs.remove("Junk").unwrap());
+        subs.rename("Lists", "Groups").unwrap();
+        assert_eq!(
+            subs.list().unwrap(),
+            ["INBOX", "Sent", "Drafts", "Trash", "Groups.rust"]
+        );
+    }
+
+    #[test]
+    fn flags_map_both_ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mailbox = Mailbox::open(tmp.path().join("m"), "mx").unwrap();
+        let mut index = UidIndex::open(&mailbox, &mailbox.inbox()).unwrap();
+        assert_eq!(index.define_keyword("Work").unwrap(), Some('a'));
+        assert_eq!(letter_of("\\seen", &index), Some('S'));
+        assert_eq!(letter_of("$forwarded", &index), Some('P'));
+        assert_eq!(letter_of("work", &index), Some('a'));
+        assert_eq!(letter_of("other", &index), None);
+        let mut out = Vec::new();
+        write_flags(&mut out, Flags::from_info("STPa"), true, &index);
+        assert_eq!(out, b"(\\Deleted \\Seen $Forwarded \\Recent Work)");
+        out.clear();
+        write_flags(&mut out, Flags::new(), false, &index);
+        assert_eq!(out, b"()");
+        assert_eq!(known_flags(&index).last().map(String::as_str), Some("Work"));
+    }
+
+    #[test]
+    fn sessions_share_one_state_per_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mailbox = Mailbox::open(tmp.path().join("m"), "mx").unwrap();
+        let shared = Shared::default();
+        let a = shared.folder(&mailbox, &mailbox.inbox()).unwrap();
+        let b = shared.folder(&mailbox, &mailbox.inbox()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let id = MessageId::new("1.2.h").unwrap();
+        a.put_summary(
+            &id,
+            Arc::new(HeaderSummary {
+                envelope: b"()".to_vec(),
+                sent: None,
+            }),
+        );
+        assert!(b.summary(&id).is_some());
+        b.forget([&id]);
+        assert_eq!(a.cached(), 0);
+        drop((a, b));
+        let c = shared.folder(&mailbox, &mailbox.inbox()).unwrap();
+        assert_eq!(c.cached(), 0);
+    }
+}
