@@ -671,3 +671,42 @@ p.logout()
     assert_eq!(out["tls_login"], "OK");
     assert!(daemon.log().contains("logged in"), "{}", daemon.log());
 }
+
+#[test]
+fn pop3_changes_reach_imap_sessions_and_uids_hold() {
+    let (inst, daemon) = setup(true);
+    inst.set("pop3_server", "allow_plaintext_auth", "true");
+    let pop3 = inst.start("pop3-server");
+    for s in ["one", "two", "three"] {
+        deliver(&inst, ALICE, &message(s));
+    }
+    let (plain, _) = addrs(&inst, &daemon);
+    let (mut c, _) = Raw::connect(plain);
+    c.cmd("a LOGIN alice@example.test pw");
+    c.cmd("b EXAMINE INBOX");
+    let pop3_addr = inst.listening("pop3-server", "pop3_server.listen")[0];
+    let script = r#"
+import os, poplib
+p = poplib.POP3("127.0.0.1", int(os.environ["POP3_PORT"]), timeout=10)
+p.user("alice@example.test")
+p.pass_("pw")
+p.retr(2)
+p.dele(1)
+p.quit()
+"#;
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("POP3_PORT", pop3_addr.port().to_string())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}\n{}", text(&output), pop3.log());
+    let out = c.cmd("c NOOP");
+    assert!(
+        out.contains("* 2 FETCH (FLAGS (\\Seen))\r\n* 1 EXPUNGE\r\n"),
+        "{out}"
+    );
+    let out = c.cmd("d UID FETCH 1:* (UID FLAGS)");
+    assert!(out.contains("* 1 FETCH (UID 2 FLAGS (\\Seen))"), "{out}");
+    assert!(out.contains("* 2 FETCH (UID 3 FLAGS ())"), "{out}");
+}
