@@ -54,8 +54,9 @@ def check_compose():
             problem(path.name, f"no service for {module}")
             continue
         command = s.command if isinstance(s.command, list) else [s.command]
-        if command[:1] != [module]:
-            problem(path.name, f"{module}: command {s.command} does not run {module}")
+        # `qsctl up MODULE` as PID 1 survives a restart without downtime.
+        if command[:3] != ["qsctl", "up", module]:
+            problem(path.name, f"{module}: command {s.command} is not `qsctl up {module}`")
         test = list(getattr(s.healthcheck, "test", None) or [])
         if test[:4] != ["CMD", "qsctl", "health", module]:
             problem(path.name, f"{module}: healthcheck is not `qsctl health {module}`")
@@ -124,6 +125,12 @@ def check_systemd():
             problem(path.name, "ProtectSystem is not strict")
         if not service.get("ExecStart", "").endswith(module):
             problem(path.name, f"ExecStart does not run {module}")
+        # The new process of a restart without downtime tells systemd it is
+        # the main process now (READY=1, MAINPID=).
+        if service.get("Type") != "notify" or service.get("NotifyAccess") != "all":
+            problem(path.name, "not Type=notify with NotifyAccess=all")
+        if "-HUP" not in service.get("ExecReload", ""):
+            problem(path.name, "ExecReload does not send SIGHUP")
     target = DEPLOY / "systemd" / "quicksilver.target"
     text = target.read_text() if target.exists() else ""
     for module in MODULES:

@@ -120,6 +120,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[restart]`.
+    pub restart: RestartConfig,
     /// `[tls]`.
     pub tls: TlsConfig,
     /// `[directory]`.
@@ -148,6 +150,20 @@ pub struct Config {
 pub struct LogConfig {
     /// Default log level filter.
     pub level: String,
+}
+
+/// `[restart]`: how a module hands over to a new process of itself (SIGHUP,
+/// `qsctl restart`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RestartConfig {
+    /// Once the new process serves, how long the old one lets its sessions go
+    /// on (POP3 sessions, IMAP sessions outside IDLE, SMTP sessions between
+    /// transactions) before it closes them.
+    pub grace_secs: u64,
+    /// How long the old process waits for the new one to be ready; past it the
+    /// new one is stopped and the old one keeps serving.
+    pub ready_timeout_secs: u64,
 }
 
 /// `[tls]`: the certificate every TLS listener presents.
@@ -433,6 +449,14 @@ pub struct ListServerConfig {
     pub web_listen: SocketAddr,
     /// The page's public address, for links in mail.
     pub web_url: String,
+    /// Bounces that suspend a member.
+    pub bounce_threshold: u32,
+    /// Days a held post waits for a moderator before it is dropped.
+    pub hold_expiry_days: u64,
+    /// Days a subscription confirmation link or token stays valid.
+    pub confirm_expiry_days: u64,
+    /// Days the one-click unsubscribe link of a post stays valid.
+    pub unsubscribe_link_days: u64,
 }
 
 /// An IP network in CIDR notation, e.g. `192.168.1.0/24`.
@@ -604,6 +628,13 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
     };
     log.finish();
 
+    let restart = root.section("restart");
+    let restart_config = RestartConfig {
+        grace_secs: restart.number("grace_secs", 30, 0, 3600),
+        ready_timeout_secs: restart.number("ready_timeout_secs", 60, 1, 3600),
+    };
+    restart.finish();
+
     let tls = root.section("tls");
     let tls_config = TlsConfig {
         cert: data(tls.path("cert", "tls/cert.pem")),
@@ -756,7 +787,14 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         web_listen: l
             .socket_addr("web_listen", "127.0.0.1:8025")
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8025))),
-        web_url: l.string("web_url", "http://127.0.0.1:8025"),
+        web_url: l
+            .string("web_url", "http://127.0.0.1:8025")
+            .trim_end_matches('/')
+            .to_string(),
+        bounce_threshold: u32::try_from(l.number("bounce_threshold", 5, 1, 1000)).unwrap_or(5),
+        hold_expiry_days: l.number("hold_expiry_days", 14, 1, 365),
+        confirm_expiry_days: l.number("confirm_expiry_days", 7, 1, 90),
+        unsubscribe_link_days: l.number("unsubscribe_link_days", 90, 1, 3650),
     };
     if !(list_server.web_url.starts_with("http://") || list_server.web_url.starts_with("https://"))
     {
@@ -771,6 +809,7 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         hostname,
         data_dir,
         log: log_config,
+        restart: restart_config,
         tls: tls_config,
         directory,
         queue,

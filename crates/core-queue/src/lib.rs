@@ -225,6 +225,15 @@ pub async fn run_with(
 
     tasks.spawn(housekeeping(core.clone(), shutdown.clone()));
 
+    // Ready: the run file says so to `qsctl status`, `qsctl restart` and systemd.
+    let mut bound = std::collections::BTreeMap::new();
+    if let Some(addr) = config.queue.tcp_listen {
+        bound.insert("queue.tcp_listen".to_string(), vec![addr]);
+    }
+    let run_file = qs_service::runfile::path(&config.data_dir, "core-queue");
+    qs_service::runfile::write(&config.data_dir, "core-queue", &bound)
+        .map_err(io("cannot write the run file", &run_file))?;
+
     let mut stop = shutdown.clone();
     stop.wait().await;
     info!("stopping: finishing current work");
@@ -240,6 +249,7 @@ pub async fn run_with(
         error!(error = %e, "final flush failed");
     }
     let _ = std::fs::remove_file(socket);
+    qs_service::runfile::remove(&config.data_dir, "core-queue");
     info!("stopped");
     Ok(())
 }

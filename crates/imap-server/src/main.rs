@@ -17,21 +17,12 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let config = match qs_config::Config::load(args.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("imap-server: {e}");
-            return Ok(std::process::ExitCode::from(2));
-        }
-    };
-    qs_service::logging::init(imap_server::MODULE, &config.log.level);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let shutdown = qs_service::shutdown::on_signals()?;
-        imap_server::run(config, shutdown).await?;
-        anyhow::Ok(())
-    })?;
-    Ok(std::process::ExitCode::SUCCESS)
+    qs_service::daemon::main(
+        "imap-server",
+        qs_service::restart::Style::Successor,
+        args.config.as_deref(),
+        imap_server::run,
+    )
 }

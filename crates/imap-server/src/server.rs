@@ -195,7 +195,8 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         }
     }
     while accepting.join_next().await.is_some() {}
-    let deadline = Instant::now() + shared.config.limits.drain_timeout;
+    let deadline =
+        Instant::now() + shared.config.limits.drain_timeout + shutdown.extra_drain_time();
     while lock(&shared.connections).total > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -367,7 +368,9 @@ where
                         }
                         Ok(result) => result?,
                     },
-                    _ = shutdown.wait() => {
+                    // After a hand-over a session outside IDLE may go on for the
+                    // grace period; an IDLE session gets its BYE at once (below).
+                    _ = shutdown.wait_sessions_end() => {
                         session.shutdown();
                         write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
                         return Ok(None);

@@ -19,32 +19,10 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let config = match qs_config::Config::load(args.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("pop-client: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    qs_service::logging::init("pop-client", &config.log.level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pop-client: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = qs_service::shutdown::on_signals().map_err(|e| e.to_string())?;
-        pop_client::run(config, shutdown)
-            .await
-            .map_err(|e| e.to_string())
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pop-client: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    qs_service::daemon::main(
+        "pop-client",
+        qs_service::restart::Style::InPlace,
+        args.config.as_deref(),
+        pop_client::run,
+    )
 }

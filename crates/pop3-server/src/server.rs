@@ -174,7 +174,8 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
     if open > 0 {
         info!(connections = open, "stopping: waiting for open sessions");
     }
-    let deadline = Instant::now() + shared.config.limits.drain_timeout;
+    let deadline =
+        Instant::now() + shared.config.limits.drain_timeout + shutdown.extra_drain_time();
     while shared.lock_connections().total > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -391,7 +392,8 @@ where
                 }
                 Ok(result) => result?,
             },
-            _ = shutdown.wait() => {
+            // After a hand-over the session may go on for the grace period.
+            _ = shutdown.wait_sessions_end() => {
                 info!(user = conn.user.as_deref(), "closing for shutdown; nothing deleted");
                 return Ok(None);
             }

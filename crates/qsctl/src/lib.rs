@@ -18,6 +18,7 @@
 //!
 //! - `qsctl up [MODULE...]`: runs the modules in the foreground (see [`up`]).
 //! - `qsctl status`, `qsctl health MODULE`: what runs and whether it answers.
+//! - `qsctl restart MODULE`: restart one module without downtime.
 //! - `qsctl queue list|show ID|retry ID|delete ID|stats`: the mail queue.
 //! - `qsctl send --from A --to B [--subject S] [FILE]`: queue a plain-text message
 //!   (Mercury's MSendTo).
@@ -38,6 +39,7 @@ mod admin;
 mod fetch;
 mod init;
 mod queue_cmd;
+mod restart;
 mod status;
 pub mod up;
 
@@ -85,6 +87,9 @@ pub enum Command {
     Status,
     /// Exit 0 when MODULE answers (its greeting, or core-queue's socket).
     Health(status::HealthArgs),
+    /// Restart MODULE without downtime (its new process takes over, the old
+    /// one finishes its sessions).
+    Restart(restart::RestartArgs),
     /// Compose and queue a plain-text message (body from a file or standard input).
     Send(queue_cmd::SendArgs),
     /// sendmail-compatible submission: the message on standard input.
@@ -102,6 +107,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => up::run(cli.config.as_deref(), args),
         Command::Status => status::status(&load_config(&cli.config)?),
         Command::Health(args) => status::health(&load_config(&cli.config)?, args),
+        Command::Restart(args) => restart::restart(&load_config(&cli.config)?, args),
         Command::Domain(cmd) => admin::domain(&load_config(&cli.config)?, cmd),
         Command::User(cmd) => admin::user(&load_config(&cli.config)?, cmd),
         Command::Alias(cmd) => admin::alias(&load_config(&cli.config)?, cmd),

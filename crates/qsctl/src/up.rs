@@ -8,9 +8,18 @@
 //!   (1 s to 60 s) while it keeps failing within a minute, and `up` says so.
 //! - Ctrl-C or SIGTERM stops every module with SIGTERM (each finishes its
 //!   current work), core-queue last, so no module loses the queue under it.
+//! - SIGHUP restarts every module without downtime (it is passed on to each);
+//!   `qsctl restart MODULE` signals one module directly.
 //!
 //! Children run in their own process groups: a Ctrl-C in the terminal reaches
 //! `up` alone, which then stops them in order.
+//!
+//! A module restarted without downtime may hand over to a new process that its
+//! old process started (`qs_service::restart`). `up` is a child subreaper, so
+//! that new process becomes its child when the old one exits; `up` then follows
+//! it (the run file names it) instead of counting a crash. Under Docker, where
+//! `qsctl up MODULE` is the container's first process, this is what keeps the
+//! container up across a `docker compose kill -s HUP`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -48,6 +58,9 @@ struct Module {
     name: String,
     binary: PathBuf,
     child: Option<Child>,
+    /// The process that took over from `child` (or from an earlier adopted
+    /// one) at a restart without downtime.
+    adopted: Option<Pid>,
     restarts: u32,
     backoff: Duration,
     started: Instant,
@@ -150,12 +163,20 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!(
+            "qsctl up: cannot become a child subreaper ({e}); a module restarted without downtime will not be followed"
+        );
+    }
+    let data_dir = qs_config::Config::load_file(&config)?.data_dir;
     let mut modules: Vec<Module> = wanted
         .into_iter()
         .map(|name| Module {
             binary: dir.join(&name),
             name,
             child: None,
+            adopted: None,
             restarts: 0,
             backoff: Duration::from_secs(1),
             started: Instant::now(),
@@ -173,7 +194,10 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
     );
     loop {
         for m in modules.iter_mut() {
-            if m.child.is_none() && m.restart_at.is_some_and(|t| Instant::now() >= t) {
+            if m.child.is_none()
+                && m.adopted.is_none()
+                && m.restart_at.is_some_and(|t| Instant::now() >= t)
+            {
                 match spawn(&m.binary, &m.name, &config) {
                     Ok(child) => {
                         m.child = Some(child);
@@ -191,15 +215,38 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => {
+                println!("qsctl up: SIGHUP: restarting every module without downtime");
+                for m in &modules {
+                    if let Some(pid) = m.pid() {
+                        let _ = kill(pid, Signal::SIGHUP);
+                    }
+                }
+            }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
         let mut restarted = false;
         for m in modules.iter_mut() {
-            let Some(child) = m.child.as_mut() else {
-                continue;
+            let exited = match (m.child.as_mut(), m.adopted) {
+                (Some(child), _) => match child.try_wait() {
+                    Ok(Some(status)) => Some((
+                        child.id().map(|p| Pid::from_raw(p as i32)),
+                        status.success(),
+                        status.to_string(),
+                    )),
+                    _ => None,
+                },
+                (None, Some(pid)) => adopted_exit(pid).map(|(ok, how)| (Some(pid), ok, how)),
+                (None, None) => None,
             };
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some((old, success, status)) = exited {
                 m.child = None;
+                m.adopted = None;
+                if success && let Some(new) = successor(&data_dir, &m.name, old) {
+                    println!("[{}] handed over to pid {new}", m.name);
+                    m.adopted = Some(new);
+                    continue;
+                }
                 // A module that ran a while before failing starts again quickly.
                 if m.started.elapsed() > Duration::from_secs(60) {
                     m.backoff = Duration::from_secs(1);
@@ -219,16 +266,26 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
         if restarted {
             record_restarts(&config, &modules);
         }
+        reap_stray_children(&modules);
     }
     println!("qsctl up: stopping (core-queue last)");
     // Everything but core-queue first, then core-queue.
     for last in [false, true] {
         for m in modules.iter_mut() {
             if (m.name == "core-queue") == last
-                && let Some(child) = &m.child
-                && let Some(pid) = child.id()
+                && let Some(pid) = m.pid()
             {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                let _ = kill(pid, Signal::SIGTERM);
+                // A new process that has just taken over (still the old one's child).
+                if let Some(new) = successor(&data_dir, &m.name, Some(pid)) {
+                    let _ = kill(new, Signal::SIGTERM);
+                }
+            }
+        }
+        // Old processes still finishing their sessions after a restart stop too.
+        if !last {
+            for pid in stray_children(&modules) {
+                let _ = kill(pid, Signal::SIGTERM);
             }
         }
         for m in modules
@@ -244,9 +301,98 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
                     }
                 }
             }
+            if let Some(pid) = m.adopted.take() {
+                let deadline = Instant::now() + STOP_TIMEOUT;
+                while adopted_exit(pid).is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if adopted_exit(pid).is_none() {
+                    eprintln!("[{}] did not stop in time; killed", m.name);
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                } else {
+                    println!("[{}] stopped", m.name);
+                }
+            }
         }
     }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        let strays = stray_children(&modules);
+        if strays.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        for pid in strays {
+            let _ = kill(pid, Signal::SIGTERM);
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(())
+}
+
+impl Module {
+    /// The process that serves this module now.
+    fn pid(&self) -> Option<Pid> {
+        match (&self.child, self.adopted) {
+            (Some(child), _) => child.id().map(|p| Pid::from_raw(p as i32)),
+            (None, adopted) => adopted,
+        }
+    }
+}
+
+/// The new process named by `module`'s run file, when it is not `old` and is
+/// alive: `old` handed over to it.
+fn successor(data_dir: &Path, module: &str, old: Option<Pid>) -> Option<Pid> {
+    let pid = Pid::from_raw(i32::try_from(qs_service::runfile::read_pid(data_dir, module)?).ok()?);
+    (Some(pid) != old && kill(pid, None).is_ok()).then_some(pid)
+}
+
+/// Whether adopted process `pid` has exited: `Some((success, how))` once it
+/// has (and is reaped), `None` while it runs.
+fn adopted_exit(pid: Pid) -> Option<(bool, String)> {
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some((code == 0, format!("exit status: {code}"))),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Some((false, format!("signal: {signal}"))),
+        Ok(_) => None,
+        // Not our child (no subreaper): all we can tell is whether it runs.
+        Err(_) => (kill(pid, None).is_err()).then(|| (true, "gone".to_string())),
+    }
+}
+
+/// Children of `up` that are no module's current process: old processes
+/// finishing their sessions after a restart (they became ours when the process
+/// that started them exited).
+fn stray_children(modules: &[Module]) -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let current: Vec<Pid> = modules.iter().filter_map(Module::pid).collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (name) state ppid ...": the name may hold anything but
+                    // ends at the last ')'.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1).map(|ppid| ppid == me)
+                })
+                .unwrap_or(false)
+        })
+        .map(Pid::from_raw)
+        .filter(|pid| !current.contains(pid))
+        .collect()
+}
+
+/// Reaps stray children that have exited, so none is left a zombie.
+fn reap_stray_children(modules: &[Module]) {
+    for pid in stray_children(modules) {
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    }
 }
 
 /// Keeps `<data_dir>/run/up.json` with each module's restart count, for

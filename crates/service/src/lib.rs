@@ -4,17 +4,22 @@
 //! The plumbing that every daemon would otherwise copy, in the spirit of Postfix's
 //! `single_server_main`: logging set-up ([`logging`]), the TLS acceptor built from
 //! `[tls]` and the self-signed default certificate ([`tls`]), listener binding
-//! with errors that name the address and the config key ([`listen`]), and the
-//! shutdown signal ([`shutdown`]). It grows with the restart-without-downtime work
-//! (socket hand-over, graceful drain).
+//! with errors that name the address and the config key ([`listen`]), the
+//! shutdown signal ([`shutdown`]), restart without downtime ([`restart`]: socket
+//! hand-over to a successor, or an in-place `exec` after a graceful stop), the
+//! run file that says a daemon is ready ([`runfile`], [`notify`] for systemd),
+//! and the `main` they all share ([`daemon`]).
 //!
 //! # Security
 //! Private keys are written with mode 0600. TLS uses rustls with its safe defaults
 //! (TLS 1.2 and 1.3 only).
 
+pub mod daemon;
 pub mod listen;
 pub mod logging;
+pub mod notify;
 pub mod queue;
+pub mod restart;
 pub mod runfile;
 pub mod shutdown;
 pub mod tls;

@@ -15,32 +15,10 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let config = match qs_config::Config::load(args.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("smtp-server: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    qs_service::logging::init("smtp-server", &config.log.level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("smtp-server: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = qs_service::shutdown::on_signals().map_err(|e| e.to_string())?;
-        smtp_server::run(config, shutdown)
-            .await
-            .map_err(|e| format!("{e:#}"))
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("smtp-server: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    qs_service::daemon::main(
+        "smtp-server",
+        qs_service::restart::Style::Successor,
+        args.config.as_deref(),
+        smtp_server::run,
+    )
 }

@@ -131,7 +131,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
     let mut stop = shutdown.clone();
     stop.wait().await;
     info!("stopping: no new connections; sessions finish their transaction");
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT + stop.extra_drain_time(), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
@@ -351,7 +351,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if session.is_closed() {
             return Ok(None);
         }
-        if shutdown.is_fired() && session.between_transactions() {
+        // At a stop, or at the end of a hand-over's grace period, a session
+        // closes between transactions, never inside one.
+        if shutdown.sessions_must_end() && session.between_transactions() {
             let reply = Reply::new(421, "4.3.2", "Service shutting down, try again later");
             stream.write_all(&reply.to_bytes()).await?;
             let _ = stream.shutdown().await;
@@ -366,7 +368,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let wait = shared.idle_timeout.min(deadline - now);
         let read = tokio::select! {
             read = tokio::time::timeout(wait, stream.read(&mut buf)) => read,
-            _ = shutdown.wait(), if !shutdown.is_fired() => continue,
+            _ = shutdown.wait_sessions_end(), if !shutdown.sessions_must_end() => continue,
         };
         match read {
             Ok(Ok(0)) => return Ok(None),

@@ -345,11 +345,7 @@ fn uids_from_several_processes_are_distinct() {
     let children: Vec<_> = (0..3)
         .map(|t| {
             Command::new(&exe)
-                .args([
-                    "uids::tests::uid_worker_process",
-                    "--exact",
-                    "--quiet",
-                ])
+                .args(["uids::tests::uid_worker_process", "--exact", "--quiet"])
                 .env("QS_UID_WORKER_ROOT", mailbox.root())
                 .env("QS_UID_WORKER_TAG", t.to_string())
                 .stdout(Stdio::null())

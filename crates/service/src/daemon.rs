@@ -1,0 +1,56 @@
+//! The `main` every daemon shares: load the config (exit status 2 with the
+//! file, key and reason when it is wrong), set up logging, run the daemon under
+//! a runtime with the stop and restart signals, and, for an in-place restart,
+//! start the new program once everything is closed.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::restart::{Restart, Style};
+use crate::shutdown::Shutdown;
+
+/// Runs daemon `module` with the config at `config_path` (or the default
+/// place): `serve` runs until its [`Shutdown`] fires and everything is closed.
+pub fn main<F, Fut, E>(module: &str, style: Style, config_path: Option<&Path>, serve: F) -> ExitCode
+where
+    F: FnOnce(qs_config::Config, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let config = match qs_config::Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{module}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(module, &config.log.level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{module}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let restart = Restart::new(module, style, &config);
+    let result = runtime.block_on(async {
+        let shutdown = crate::restart::on_signals(restart)
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+        serve(config, shutdown).await.map_err(|e| format!("{e:#}"))
+    });
+    // Every task, socket and database is closed before a new program starts.
+    drop(runtime);
+    if let Err(e) = result {
+        eprintln!("{module}: {e}");
+        return ExitCode::FAILURE;
+    }
+    match crate::restart::exec_if_requested() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{module}: restart: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
