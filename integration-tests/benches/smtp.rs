@@ -1,185 +1,71 @@
-//! SMTP throughput: C concurrent sessions each sending 4 KiB messages to a
-//! local user over the port-25 listener; every message durable in the queue
-//! before its 250. Reports accepted messages/s, the time from the end of DATA
-//! to the 250 (p50, p99), and end to end until the last message is in the
-//! Maildir.
+//! SMTP throughput, measured by `qs-bench smtp` / `qs-bench deliver`: C
+//! concurrent sessions send 4 KiB messages to a local user over the port-25
+//! listener of the real smtp-server; every message is durable in the queue
+//! before its 250. Reports accepted messages/s, the time from the end of the
+//! data to the 250 (p50/p90/p99), errors by reply code and, unless
+//! `--no-delivery`, end to end until the last message is in the Maildir.
 //!
-//! `cargo bench -p integration-tests --bench smtp -- [--messages N] [--sessions C] [--size BYTES] [--no-delivery]`
-//! With `--no-delivery` core-queue queues without delivering, which measures the
-//! SMTP and queue path alone; without it, local delivery runs alongside, as in
-//! production.
-//! (defaults 10000, 20, 4096). core-queue and smtp-server run in this process
-//! on a temporary data folder; the clients speak SMTP over loopback TCP.
+//! `cargo bench -p integration-tests --bench smtp -- [--messages N] [--connections C] [--size BYTES] [--no-delivery]`
+//! (defaults 10000, 20, 4096). A temporary installation from the test harness
+//! runs smtp-server and core-queue as processes. With `--no-delivery`
+//! core-queue runs in this process with no local delivery worker (the binary
+//! has no such switch), which measures the SMTP and queue path alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await.unwrap() == 0 {
-            panic!("connection closed after {all:?}");
-        }
-        all.push_str(&line);
-        if line.len() < 4 || line.as_bytes()[3] == b' ' {
-            return all;
-        }
-    }
-}
+use integration_tests::{Installation, bench_arg, bench_flag};
+use qs_bench::report::table;
 
 fn main() {
-    let messages = arg("--messages", 10_000);
-    let sessions = arg("--sessions", 20);
-    let size = arg("--size", 4096);
-    let deliver = !std::env::args().any(|a| a == "--no-delivery");
-
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("quicksilver.toml");
-    std::fs::write(
-        &config_path,
-        "[log]\nlevel = \"warn\"\n[smtp_server]\nlisten = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\nmax_connections_per_ip = 1000\n",
-    )
-    .unwrap();
-    let config = qs_config::Config::load_file(&config_path).unwrap();
-    std::fs::create_dir_all(&config.data_dir).unwrap();
-    qs_service::tls::ensure_self_signed(&config.hostname, &config.tls.cert, &config.tls.key)
-        .unwrap();
-    let directory =
-        qs_directory::Directory::create(&config.directory.file, Default::default()).unwrap();
-    directory.add_domain("example.test").unwrap();
-    directory
-        .add_user(
-            "user@example.test",
-            "",
-            &qs_directory::Secret::new(&b"pw"[..]),
-        )
-        .unwrap();
-    drop(directory);
+    let deliver = !bench_flag("--no-delivery");
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.set("log", "level", "\"warn\"");
+    inst.set("smtp_server", "max_connections_per_ip", "1000");
+    inst.add_users(&["user@example.test"]);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (trigger, shutdown) = qs_service::shutdown::channel();
-    let options = core_queue::RunOptions {
-        local_workers: if deliver {
-            core_queue::RunOptions::default().local_workers
-        } else {
-            0
-        },
+    let (_queue_daemon, queue_task) = if deliver {
+        (Some(inst.start("core-queue")), None)
+    } else {
+        let config = qs_config::Config::load_file(&inst.config).unwrap();
+        let options = core_queue::RunOptions { local_workers: 0 };
+        let task = runtime.spawn(core_queue::run_with(config, options, shutdown));
+        (None, Some(task))
     };
-    let queue = runtime.spawn(core_queue::run_with(
-        config.clone(),
-        options,
-        shutdown.clone(),
-    ));
-    let smtp = runtime.spawn(smtp_server::run(config.clone(), shutdown));
-    let run_file = qs_service::runfile::path(&config.data_dir, "smtp-server");
-    let addr: std::net::SocketAddr = loop {
-        if let Ok(text) = std::fs::read_to_string(&run_file)
-            && let Some(start) = text.find("\"smtp_server.listen\":[\"")
-        {
-            let rest = &text[start + 23..];
-            break rest[..rest.find('"').unwrap()].parse().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let _smtp = inst.start("smtp-server");
+    let target = inst.listening("smtp-server", "smtp_server.listen")[0];
+
+    let smtp = qs_bench::smtp::SmtpOptions {
+        target: Some(target.to_string()),
+        config: Some(inst.config.clone()),
+        to: "user@example.test".into(),
+        from: Some("bench@far.example".into()),
+        messages: bench_arg("--messages", 10_000),
+        connections: bench_arg("--connections", 20),
+        size: bench_arg("--size", 4096) as usize,
+        auth: None,
+        tls: qs_bench::net::TlsMode::None,
+        insecure: false,
+        ca_file: None,
+        tls_name: None,
+        timeout: 60,
     };
-
-    let mut body =
-        b"From: bench@far.example\r\nTo: user@example.test\r\nSubject: benchmark\r\n\r\n".to_vec();
-    while body.len() < size {
-        body.extend_from_slice(
-            b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab\r\n",
-        );
-    }
-    body.extend_from_slice(b".\r\n");
-    let body = Arc::new(body);
-
-    println!(
-        "smtp benchmark: {messages} messages of {size} bytes over {sessions} sessions, durable before 250"
-    );
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let latencies: Vec<Duration> = runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for _ in 0..sessions {
-            let next = next.clone();
-            let body = body.clone();
-            tasks.push(tokio::spawn(async move {
-                let stream = TcpStream::connect(addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (read, mut write) = stream.into_split();
-                let mut reader = BufReader::new(read);
-                reply(&mut reader).await;
-                write.write_all(b"EHLO bench.example\r\n").await.unwrap();
-                reply(&mut reader).await;
-                let mut lat = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < messages {
-                    // MAIL, RCPT and DATA pipelined, as a real client does.
-                    write
-                        .write_all(b"MAIL FROM:<bench@far.example>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n")
-                        .await
-                        .unwrap();
-                    for expect in ["250", "250", "354"] {
-                        let r = reply(&mut reader).await;
-                        assert!(r.starts_with(expect), "{r}");
-                    }
-                    write.write_all(&body).await.unwrap();
-                    let t = Instant::now();
-                    let r = reply(&mut reader).await;
-                    lat.push(t.elapsed());
-                    assert!(r.starts_with("250"), "{r}");
-                }
-                write.write_all(b"QUIT\r\n").await.unwrap();
-                lat
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all
-    });
-    let accepted = started.elapsed();
-    let new = config.data_dir.join("mail/example.test/user/new");
-    while deliver && std::fs::read_dir(&new).map(|d| d.count()).unwrap_or(0) < messages {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "delivery did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let end_to_end = started.elapsed();
-    let mut latencies = latencies;
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!(
-        "accepted:   {:>7.0} messages/s  ({messages} in {:.2} s; end of data to 250: p50 {:.1} ms, p99 {:.1} ms)",
-        messages as f64 / accepted.as_secs_f64(),
-        accepted.as_secs_f64(),
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3
-    );
-    if deliver {
-        println!(
-            "end to end: {:>7.0} messages/s  (first MAIL to the last message in the Maildir: {:.2} s)",
-            messages as f64 / end_to_end.as_secs_f64(),
-            end_to_end.as_secs_f64()
-        );
-    }
+    let printed = if deliver {
+        let options = qs_bench::deliver::DeliverOptions {
+            smtp,
+            check: qs_bench::deliver::Check::Maildir,
+            imap_password: None,
+            within: 600,
+        };
+        table(&runtime.block_on(qs_bench::deliver::run(&options)).unwrap())
+    } else {
+        table(&runtime.block_on(qs_bench::smtp::run(&smtp)).unwrap())
+    };
+    print!("{printed}");
     trigger.fire();
-    let _ = runtime.block_on(async { tokio::join!(queue, smtp) });
+    if let Some(task) = queue_task {
+        let _ = runtime.block_on(task);
+    }
 }

@@ -247,6 +247,23 @@ impl Installation {
             self.dir.path().join(format!("{name}.log")),
         )
     }
+
+    /// Starts a daemon of this installation with extra environment variables.
+    pub fn start_with_env(&self, name: &str, env: &[(&str, &str)]) -> Daemon {
+        let config = self.config.to_string_lossy().into_owned();
+        let mut d = Daemon {
+            name: name.to_string(),
+            args: vec!["--config".into(), config],
+            log: self.dir.path().join(format!("{name}.log")),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
 }
 
 /// A running daemon, killed when dropped. Its log goes to a file that the
@@ -255,6 +272,8 @@ pub struct Daemon {
     name: String,
     args: Vec<String>,
     log: PathBuf,
+    /// Extra environment variables (the benchmarks' `MALLOC_ARENA_MAX`).
+    env: Vec<(String, String)>,
     child: Option<std::process::Child>,
 }
 
@@ -271,6 +290,7 @@ impl Daemon {
             name: name.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
             log,
+            env: Vec::new(),
             child: None,
         };
         d.spawn();
@@ -287,6 +307,7 @@ impl Daemon {
             .args(&self.args)
             .env_remove("QS_CONFIG")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -401,4 +422,20 @@ impl Installation {
         }
         self.set("list_server", "web_listen", "\"127.0.0.1:0\"");
     }
+}
+
+/// A benchmark's `--name N` argument, or `default` (cargo's own `--bench`
+/// and anything else are left alone).
+pub fn bench_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether a benchmark was given the flag `name`.
+pub fn bench_flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
 }

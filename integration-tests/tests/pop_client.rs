@@ -47,6 +47,16 @@ fn site() -> Site {
         "bob@example.test",
     ]);
     let core = inst.start("core-queue");
+    // The tests go on to rewrite the config: core-queue must have read it first.
+    let start = Instant::now();
+    while !inst.socket().exists() {
+        assert!(
+            start.elapsed() < WAIT,
+            "core-queue did not start:\n{}",
+            core.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Site { inst, _core: core }
 }
 

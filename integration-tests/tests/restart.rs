@@ -28,6 +28,7 @@ const MODULES: &[&str] = &[
     "pop-client",
     "pop3-server",
     "imap-server",
+    "list-server",
 ];
 
 /// What the clients did.

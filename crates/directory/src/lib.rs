@@ -120,6 +120,7 @@ mod snapshot;
 mod store;
 
 pub mod lists;
+pub mod mailing_list;
 pub use address::{Address, MAX_DOMAIN_LEN, MAX_LOCAL_LEN, parse_address, parse_domain};
 pub use directory::{Directory, Options};
 pub use error::{Error, Result};

@@ -127,12 +127,20 @@ impl Paths {
     /// fsync, rename over, fsync the folder. A crash leaves the old file or
     /// the new one, and at worst a temp file that the next write removes.
     /// Call with the lock held.
-    pub(crate) fn write(&self, _lock: &WriteLock, data: &FileData) -> Result<(File, Signature)> {
+    pub(crate) fn write(&self, lock: &WriteLock, data: &FileData) -> Result<(File, Signature)> {
         let mut bytes = serde_json::to_vec_pretty(data).map_err(|error| Error::Json {
             path: self.file.clone(),
             error,
         })?;
         bytes.push(b'\n');
+        let file = self.write_bytes(lock, &bytes)?;
+        let meta = file.metadata().map_err(Error::io("stat", &self.file))?;
+        Ok((file, Signature::of(&meta)))
+    }
+
+    /// Replaces the file with `bytes`, as [`Paths::write`] does; the mailing
+    /// lists' files are written the same way. Call with the lock held.
+    pub(crate) fn write_bytes(&self, _lock: &WriteLock, bytes: &[u8]) -> Result<File> {
         self.remove_temps();
         let temp = self.folder.join(format!(
             "{}{}.{:016x}",
@@ -148,7 +156,7 @@ impl Paths {
             .map_err(Error::io("create", &temp))?;
         let written = file
             .set_permissions(fs::Permissions::from_mode(MODE))
-            .and_then(|()| file.write_all(&bytes))
+            .and_then(|()| file.write_all(bytes))
             .and_then(|()| file.sync_all())
             .map_err(Error::io("write", &temp))
             .and_then(|()| {
@@ -161,8 +169,15 @@ impl Paths {
         File::open(&self.folder)
             .and_then(|dir| dir.sync_all())
             .map_err(Error::io("sync the folder", &self.folder))?;
-        let meta = file.metadata().map_err(Error::io("stat", &self.file))?;
-        Ok((file, Signature::of(&meta)))
+        Ok(file)
+    }
+
+    /// Removes the file (under the lock) and fsyncs the folder.
+    pub(crate) fn remove(&self, _lock: &WriteLock) -> Result<()> {
+        fs::remove_file(&self.file).map_err(|e| self.not_found_or("remove", e))?;
+        File::open(&self.folder)
+            .and_then(|dir| dir.sync_all())
+            .map_err(Error::io("sync the folder", &self.folder))
     }
 
     /// Removes temp files a crashed writer left. Only writers holding the lock

@@ -20,6 +20,8 @@
 //! - `qsctl status`, `qsctl health MODULE`: what runs and whether it answers.
 //! - `qsctl restart MODULE`: restart one module without downtime.
 //! - `qsctl queue list|show ID|retry ID|delete ID|stats`: the mail queue.
+//! - `qsctl list create|delete|show|ls|set|add-member|remove-member|set-member|members|held|approve|reject`:
+//!   mailing lists (see `list_cmd`).
 //! - `qsctl send --from A --to B [--subject S] [FILE]`: queue a plain-text message
 //!   (Mercury's MSendTo).
 //! - `qsctl sendmail [-t] [-i] [-f ADDR] [RCPT...]`: the sendmail command line, so
@@ -38,6 +40,7 @@
 mod admin;
 mod fetch;
 mod init;
+mod list_cmd;
 mod queue_cmd;
 mod restart;
 mod status;
@@ -98,6 +101,9 @@ pub enum Command {
     /// Ask the running pop-client to poll now (every account, or the one
     /// named) and show how it went.
     Fetch(fetch::FetchArgs),
+    /// Mailing lists (list-server's files).
+    #[command(subcommand)]
+    List(list_cmd::ListCommand),
 }
 
 /// Runs one command.
@@ -115,6 +121,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Send(args) => queue_cmd::send(&load_config(&cli.config)?, args),
         Command::Sendmail(args) => queue_cmd::sendmail(&load_config(&cli.config)?, args),
         Command::Fetch(args) => fetch::fetch(&load_config(&cli.config)?, args),
+        Command::List(cmd) => list_cmd::list(&load_config(&cli.config)?, cmd),
     }
 }
 

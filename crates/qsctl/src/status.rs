@@ -206,8 +206,33 @@ pub fn health(config: &Config, args: HealthArgs) -> Result<()> {
             bail!("{module} at {addr} answered {line:?}, not {greeting}");
         }
     }
+    if module == "list-server" {
+        let addr = info
+            .listeners
+            .iter()
+            .find(|(k, _)| k == "list_server.web_listen")
+            .and_then(|(_, addrs)| addrs.first())
+            .context("list-server has no list_server.web_listen listener to check")?;
+        let line = http_status_line(addr)
+            .with_context(|| format!("list-server at {addr} does not answer"))?;
+        if !line.contains(" 200 ") {
+            bail!("list-server at {addr} answered {line:?}, not 200");
+        }
+    }
     println!("{module}: ok (pid {})", info.pid);
     Ok(())
+}
+
+/// The status line of `GET /healthz` on the web listener.
+fn http_status_line(addr: &str) -> Result<String> {
+    use std::io::Write;
+    let addr: SocketAddr = addr.parse().context("bad address in the run file")?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_string())
 }
 
 fn first_line(addr: &str) -> Result<String> {

@@ -1,0 +1,668 @@
+//! list-server end to end: real core-queue, smtp-server, list-server and
+//! smtp-relay processes. Posts and commands arrive over SMTP; local members
+//! get their copies in their Maildir, outside members through smtp-relay at
+//! a recording SMTP sink written here; the web page is driven over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration_tests::{Daemon, Installation, text};
+use lettre::address::Envelope;
+use lettre::{SmtpTransport, Transport};
+use qs_queue::message;
+
+/// Longest wait for anything (a passing run does not wait for it).
+const WAIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// A recording SMTP sink
+
+/// One transaction the sink accepted.
+#[derive(Debug, Clone)]
+struct Tx {
+    mail: String,
+    rcpts: Vec<String>,
+    data: Vec<u8>,
+}
+
+struct Sink {
+    addr: SocketAddr,
+    txs: Arc<Mutex<Vec<Tx>>>,
+}
+
+impl Sink {
+    /// Accepts everything except RCPT to addresses starting with `dead`.
+    fn start() -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let txs = Arc::new(Mutex::new(Vec::new()));
+        let shared = txs.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let txs = shared.clone();
+                std::thread::spawn(move || serve(stream, &txs));
+            }
+        });
+        Sink { addr, txs }
+    }
+
+    fn txs(&self) -> Vec<Tx> {
+        self.txs.lock().unwrap().clone()
+    }
+
+    /// Waits until the transactions satisfy `done`.
+    fn wait(&self, what: &str, done: impl Fn(&[Tx]) -> bool) -> Vec<Tx> {
+        let start = Instant::now();
+        loop {
+            let txs = self.txs();
+            if done(&txs) {
+                return txs;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "the sink never saw {what}; it has {txs:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn serve(stream: TcpStream, txs: &Mutex<Vec<Tx>>) {
+    let mut out = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let _ = out.write_all(b"220 sink ESMTP\r\n");
+    let mut tx = Tx {
+        mail: String::new(),
+        rcpts: Vec::new(),
+        data: Vec::new(),
+    };
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") {
+            b"250-sink\r\n250-8BITMIME\r\n250 PIPELINING\r\n"
+        } else if upper.starts_with("MAIL FROM:") {
+            tx.mail = angle(&line[10..]);
+            tx.rcpts.clear();
+            b"250 ok\r\n"
+        } else if upper.starts_with("RCPT TO:") {
+            let rcpt = angle(&line[8..]);
+            if rcpt.starts_with("dead") {
+                b"550 5.1.1 no such user\r\n"
+            } else {
+                tx.rcpts.push(rcpt);
+                b"250 ok\r\n"
+            }
+        } else if upper.starts_with("DATA") {
+            out.write_all(b"354 go on\r\n").unwrap();
+            let mut data = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                if reader.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
+                    return;
+                }
+                if l == b".\r\n" {
+                    break;
+                }
+                data.extend_from_slice(&l);
+            }
+            tx.data = data;
+            txs.lock().unwrap().push(tx.clone());
+            b"250 queued\r\n"
+        } else if upper.starts_with("QUIT") {
+            let _ = out.write_all(b"221 bye\r\n");
+            return;
+        } else {
+            b"250 ok\r\n"
+        };
+        if out.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn angle(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or("")
+        .to_lowercase()
+}
+
+// ---------------------------------------------------------------------------
+// The installation
+
+struct Site {
+    inst: Installation,
+    sink: Sink,
+    _daemons: Vec<Daemon>,
+    smtp: SocketAddr,
+    web: SocketAddr,
+}
+
+/// Every daemon, outside mail to a sink; the local users exist.
+fn site(configure: impl Fn(&Installation)) -> Site {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    let sink = Sink::start();
+    inst.set("smtp_relay", "smarthost", &format!("\"{}\"", sink.addr));
+    inst.set("smtp_relay", "tls", "\"none\"");
+    inst.set("queue", "first_retry_secs", "1");
+    inst.set("queue", "max_retry_interval_secs", "1");
+    inst.set("queue", "bounce_copy_to_postmaster", "false");
+    configure(&inst);
+    inst.add_users(&[
+        "owner@example.test",
+        "alice@example.test",
+        "bob@example.test",
+        "carol@example.test",
+    ]);
+    let daemons = vec![
+        inst.start("core-queue"),
+        inst.start("smtp-server"),
+        inst.start("list-server"),
+        inst.start("smtp-relay"),
+    ];
+    let smtp = inst.listening("smtp-server", "smtp_server.listen")[0];
+    let web = inst.listening("list-server", "list_server.web_listen")[0];
+    Site {
+        inst,
+        sink,
+        _daemons: daemons,
+        smtp,
+        web,
+    }
+}
+
+impl Site {
+    /// Creates a list (daemons running: no restart needed) owned by owner@.
+    fn list(&self, address: &str, settings: &[(&str, &str)], members: &[&str]) {
+        self.inst.ok(&[
+            "list",
+            "create",
+            address,
+            "--title",
+            "The Team",
+            "--owner",
+            "owner@example.test",
+        ]);
+        for (k, v) in settings {
+            self.inst.ok(&["list", "set", address, k, v]);
+        }
+        for chunk in members.chunks(200) {
+            let mut args = vec!["list", "add-member", address];
+            args.extend_from_slice(chunk);
+            self.inst.ok(&args);
+        }
+    }
+
+    /// Sends a message over SMTP (port-25 role).
+    fn send(&self, from: &str, to: &str, subject: &str, body: &str) {
+        self.send_raw(
+            from,
+            to,
+            format!(
+                "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\n\r\n{body}\r\n",
+                rand::random::<u64>()
+            )
+            .as_bytes(),
+        );
+    }
+
+    fn send_raw(&self, from: &str, to: &str, bytes: &[u8]) {
+        let envelope =
+            Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+        SmtpTransport::builder_dangerous(self.smtp.ip().to_string())
+            .port(self.smtp.port())
+            .build()
+            .send_raw(&envelope, bytes)
+            .unwrap_or_else(|e| panic!("SMTP to {to}: {e}"));
+    }
+
+    /// Waits for `count` messages in a local INBOX whose Subject contains `subject`.
+    fn wait_subject(&self, user: &str, subject: &str, count: usize) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        loop {
+            let found: Vec<Vec<u8>> = self
+                .inst
+                .inbox(user)
+                .into_iter()
+                .filter(|m| {
+                    message::values(m, "Subject")
+                        .first()
+                        .is_some_and(|s| s.contains(subject))
+                })
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "{user} has no {subject:?} (inbox: {:?}); list-server log:\n{}",
+                self.inst
+                    .inbox(user)
+                    .iter()
+                    .map(|m| message::values(m, "Subject"))
+                    .collect::<Vec<_>>(),
+                std::fs::read_to_string(self.inst.dir.path().join("list-server.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn members(&self, list: &str) -> String {
+        self.inst.ok(&["list", "members", list])
+    }
+
+    /// One HTTP/1.1 request to the web page: (status, headers, body).
+    fn http(&self, method: &str, path: &str, form: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(self.web).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: lists.example.test\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+}
+
+/// The token in a `confirm TOKEN` / `approve TOKEN` subject.
+fn token_in(subject_word: &str, msg: &[u8]) -> String {
+    let subject = message::values(msg, "Subject")[0].clone();
+    let rest = subject
+        .split_once(subject_word)
+        .unwrap_or_else(|| panic!("no {subject_word} in {subject:?}"))
+        .1;
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+fn has_member(members: &str, address: &str) -> bool {
+    members.lines().any(|l| l.starts_with(address))
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[test]
+fn a_post_to_120_members_goes_out_in_three_copies_with_the_list_fields() {
+    let s = site(|_| {});
+    let members: Vec<String> = (0..120).map(|i| format!("m{i:03}@far.example")).collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    s.list("team@example.test", &[("posting", "anyone")], &refs);
+    s.send(
+        "alice@example.test",
+        "team@example.test",
+        "Hello",
+        "Hi all.",
+    );
+    let txs = s.sink.wait("120 recipients", |t| {
+        t.iter().map(|t| t.rcpts.len()).sum::<usize>() >= 120
+    });
+    assert_eq!(txs.len(), 3, "{txs:#?}");
+    let mut sizes: Vec<usize> = txs.iter().map(|t| t.rcpts.len()).collect();
+    sizes.sort();
+    assert_eq!(sizes, [20, 50, 50]);
+    let mut everyone: Vec<String> = txs.iter().flat_map(|t| t.rcpts.clone()).collect();
+    everyone.sort();
+    assert_eq!(everyone, members);
+    for tx in &txs {
+        assert!(tx.mail.starts_with("team-bounces+b"), "{}", tx.mail);
+        let d = &tx.data;
+        assert_eq!(
+            message::values(d, "List-Id"),
+            ["\"The Team\" <team.example.test>"]
+        );
+        assert_eq!(message::values(d, "Subject"), ["[team] Hello"]);
+        assert_eq!(message::values(d, "Precedence"), ["list"]);
+        assert_eq!(
+            message::values(d, "List-Post"),
+            ["<mailto:team@example.test>"]
+        );
+        let unsub = &message::values(d, "List-Unsubscribe")[0];
+        assert!(unsub.contains("mailto:team-request@example.test?subject=unsubscribe"));
+        assert!(unsub.contains("/list/team@example.test>"), "{unsub}");
+        assert!(!message::values(d, "List-Help").is_empty());
+        assert!(!message::values(d, "List-Subscribe").is_empty());
+        assert_eq!(message::values(d, "X-Loop"), ["team@example.test"]);
+    }
+}
+
+#[test]
+fn a_non_member_post_is_held_approved_by_reply_or_refused() {
+    let s = site(|_| {});
+    s.list(
+        "team@example.test",
+        &[],
+        &["alice@example.test", "m1@far.example"],
+    );
+    s.send("stranger@far.example", "team@example.test", "Offer", "Buy.");
+    // The moderator (the owner) gets the post to approve; the sender a notice.
+    let notice = s.wait_subject("owner@example.test", "approve ", 1);
+    let token = token_in("approve ", &notice[0]);
+    let to_sender = s.sink.wait("the held notice", |t| {
+        t.iter().any(|t| t.rcpts == ["stranger@far.example"])
+    });
+    let held = to_sender
+        .iter()
+        .find(|t| t.rcpts == ["stranger@far.example"])
+        .unwrap();
+    assert_eq!(held.mail, "");
+    assert_eq!(
+        message::values(&held.data, "Auto-Submitted"),
+        ["auto-replied"]
+    );
+    assert!(
+        s.inst
+            .ok(&["list", "held", "team@example.test"])
+            .contains("Offer")
+    );
+    assert!(s.inst.inbox("alice@example.test").is_empty());
+
+    // Approving by reply sends it to the members.
+    s.send(
+        "owner@example.test",
+        "team-request@example.test",
+        &format!("Re: approve {token}"),
+        "",
+    );
+    let copy = s.wait_subject("alice@example.test", "[team] Offer", 1);
+    assert_eq!(copy.len(), 1);
+    s.sink.wait("the approved post", |t| {
+        t.iter().any(|t| t.rcpts == ["m1@far.example"])
+    });
+    // Held posts are gone once sent.
+    let start = Instant::now();
+    while !s.inst.ok(&["list", "held", "team@example.test"]).is_empty() {
+        assert!(start.elapsed() < WAIT, "the approved post is still held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // With non_members = reject, the sender gets a failure notice instead.
+    s.inst
+        .ok(&["list", "set", "team@example.test", "non_members", "reject"]);
+    s.send("pest@far.example", "team@example.test", "Again", "Buy.");
+    let txs = s.sink.wait("the refusal", |t| {
+        t.iter().any(|t| t.rcpts == ["pest@far.example"])
+    });
+    let dsn = txs
+        .iter()
+        .find(|t| t.rcpts == ["pest@far.example"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(text.contains("only members may post"), "{text}");
+    assert!(s.inst.ok(&["list", "held", "team@example.test"]).is_empty());
+}
+
+#[test]
+fn subscribing_by_mail_takes_a_confirming_reply_used_once() {
+    let s = site(|_| {});
+    s.list("team@example.test", &[], &[]);
+    s.send(
+        "bob@example.test",
+        "team-request@example.test",
+        "subscribe",
+        "",
+    );
+    let request = s.wait_subject("bob@example.test", "confirm ", 1);
+    assert_eq!(
+        message::values(&request[0], "Auto-Submitted"),
+        ["auto-replied"]
+    );
+    assert!(!has_member(
+        &s.members("team@example.test"),
+        "bob@example.test"
+    ));
+    let token = token_in("confirm ", &request[0]);
+    s.send(
+        "bob@example.test",
+        "team-request@example.test",
+        &format!("Re: confirm {token}"),
+        "> Someone, perhaps you, asked",
+    );
+    s.wait_subject("bob@example.test", "Welcome to The Team", 1);
+    assert!(has_member(
+        &s.members("team@example.test"),
+        "bob@example.test"
+    ));
+
+    // The same token again is refused, with an answer saying so.
+    s.send(
+        "bob@example.test",
+        "team-request@example.test",
+        &format!("Re: confirm {token}"),
+        "",
+    );
+    let answer = s.wait_subject("bob@example.test", "Re: confirm", 1);
+    assert!(
+        String::from_utf8_lossy(&answer[0]).contains("already been used"),
+        "{}",
+        String::from_utf8_lossy(&answer[0])
+    );
+
+    // Help, and "who" only for owners; nothing is answered to list mail.
+    s.send("bob@example.test", "team-request@example.test", "who", "");
+    let who = s.wait_subject("bob@example.test", "Re: who", 1);
+    assert!(String::from_utf8_lossy(&who[0]).contains("only the list's owners"));
+    s.send("owner@example.test", "team-request@example.test", "who", "");
+    let who = s.wait_subject("owner@example.test", "Re: who", 1);
+    assert!(String::from_utf8_lossy(&who[0]).contains("bob@example.test"));
+}
+
+#[test]
+fn the_one_click_unsubscribe_post_removes_the_member_once() {
+    let s = site(|_| {});
+    // One member per copy: each copy's link names its member.
+    s.list(
+        "team@example.test",
+        &[("posting", "anyone"), ("max_recipients", "1")],
+        &["carol@example.test", "m1@far.example"],
+    );
+    s.send("alice@example.test", "team@example.test", "News", "Hello.");
+    let copy = s.wait_subject("carol@example.test", "[team] News", 1);
+    assert_eq!(
+        message::values(&copy[0], "List-Unsubscribe-Post"),
+        ["List-Unsubscribe=One-Click"]
+    );
+    let unsub = message::values(&copy[0], "List-Unsubscribe")[0].clone();
+    let url = unsub
+        .split(['<', '>'])
+        .find(|p| p.starts_with("http"))
+        .unwrap()
+        .to_string();
+    let path = &url[url.find("/u/").unwrap()..];
+    let personal = s.sink.wait("m1's copy", |t| !t.is_empty());
+    assert!(personal[0].mail.starts_with("team-bounces+m"));
+
+    // A GET only shows a button.
+    let (status, _, body) = s.http("GET", path, "");
+    assert_eq!(status, 200);
+    assert!(body.contains("<form method=\"post\""));
+    assert!(has_member(
+        &s.members("team@example.test"),
+        "carol@example.test"
+    ));
+
+    let (status, _, _) = s.http("POST", path, "List-Unsubscribe=One-Click");
+    assert_eq!(status, 200);
+    assert!(!has_member(
+        &s.members("team@example.test"),
+        "carol@example.test"
+    ));
+    let (status, _, _) = s.http("POST", path, "List-Unsubscribe=One-Click");
+    assert_eq!(status, 410, "a used token is refused");
+    // A changed token is refused.
+    let forged = format!("{}x", path);
+    let (status, _, _) = s.http("POST", &forged, "List-Unsubscribe=One-Click");
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn lists_subscribed_to_themselves_or_each_other_do_not_repost() {
+    let s = site(|_| {});
+    s.list(
+        "self@example.test",
+        &[("posting", "anyone")],
+        &["self@example.test", "alice@example.test"],
+    );
+    s.list(
+        "ping@example.test",
+        &[("posting", "anyone")],
+        &["pong@example.test", "bob@example.test"],
+    );
+    s.list(
+        "pong@example.test",
+        &[("posting", "anyone")],
+        &["ping@example.test", "carol@example.test"],
+    );
+    s.send("owner@example.test", "self@example.test", "Round", "x");
+    s.send("owner@example.test", "ping@example.test", "Tennis", "x");
+    // The owners hear of each loop.
+    s.wait_subject("owner@example.test", "came back to self@example.test", 1);
+    s.wait_subject("owner@example.test", "came back to ping@example.test", 1);
+    // Let anything still circulating arrive, then count.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.wait_subject("alice@example.test", "Round", 1).len(), 1);
+    assert_eq!(s.wait_subject("bob@example.test", "Tennis", 1).len(), 1);
+    assert_eq!(s.wait_subject("carol@example.test", "Tennis", 1).len(), 1);
+    let carol = s.inst.inbox("carol@example.test");
+    let tennis = carol
+        .iter()
+        .find(|m| message::values(m, "Subject")[0].contains("Tennis"))
+        .unwrap();
+    assert_eq!(message::values(tennis, "Subject"), ["[pong] [ping] Tennis"]);
+}
+
+#[test]
+fn bounces_raise_the_score_until_the_member_is_suspended() {
+    let s = site(|inst| inst.set("list_server", "bounce_threshold", "2"));
+    s.list(
+        "team@example.test",
+        &[("posting", "anyone")],
+        &["dead@far.example", "live@far.example"],
+    );
+    s.send("alice@example.test", "team@example.test", "One", "x");
+    let start = Instant::now();
+    while !s.members("team@example.test").contains("bounces: 1") {
+        assert!(start.elapsed() < WAIT, "{}", s.members("team@example.test"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!s.members("team@example.test").contains("suspended"));
+    s.send("alice@example.test", "team@example.test", "Two", "x");
+    s.wait_subject("owner@example.test", "dead@far.example is suspended", 1);
+    let members = s.members("team@example.test");
+    let dead = members.lines().find(|l| l.starts_with("dead")).unwrap();
+    assert!(dead.contains("suspended"), "{members}");
+    assert!(
+        !members
+            .lines()
+            .find(|l| l.starts_with("live"))
+            .unwrap()
+            .contains("suspended")
+    );
+
+    // A suspended member gets nothing more.
+    let before = s.sink.txs().len();
+    s.send("alice@example.test", "team@example.test", "Three", "x");
+    let txs = s.sink.wait("the third post", |t| {
+        t.iter().skip(before).any(|t| {
+            message::values(&t.data, "Subject")
+                .first()
+                .is_some_and(|s| s.contains("Three"))
+        })
+    });
+    let third = txs
+        .iter()
+        .skip(before)
+        .find(|t| message::values(&t.data, "Subject")[0].contains("Three"))
+        .unwrap();
+    assert_eq!(third.rcpts, ["live@far.example"]);
+}
+
+#[test]
+fn the_web_page_lists_subscribes_and_confirms_once() {
+    let s = site(|_| {});
+    s.list("team@example.test", &[("description", "Our <team>")], &[]);
+    s.list("hidden@example.test", &[("listed", "off")], &[]);
+    let (status, head, body) = s.http("GET", "/", "");
+    assert_eq!(status, 200);
+    assert!(head.to_lowercase().contains("content-security-policy"));
+    assert!(body.contains("/list/team@example.test"), "{body}");
+    assert!(!body.contains("hidden@"));
+
+    let (status, _, body) = s.http("GET", "/list/team@example.test", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("Our &lt;team&gt;"), "{body}");
+    assert!(body.contains("name=\"email\""));
+    let (status, _, _) = s.http("GET", "/list/nothing@example.test", "");
+    assert_eq!(status, 404);
+
+    let (status, _, body) = s.http(
+        "POST",
+        "/list/team@example.test",
+        "email=bob%40example.test&action=subscribe",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Check your mail"));
+    let mail = s.wait_subject("bob@example.test", "confirm ", 1);
+    let confirmation = String::from_utf8_lossy(&mail[0]).into_owned();
+    let link = confirmation
+        .split_whitespace()
+        .find(|w| w.contains("/confirm/"))
+        .unwrap();
+    let path = &link[link.find("/confirm/").unwrap()..];
+    // GET shows; only POST changes.
+    let (status, _, body) = s.http("GET", path, "");
+    assert_eq!(status, 200);
+    assert!(body.contains("Confirm"));
+    assert!(!has_member(
+        &s.members("team@example.test"),
+        "bob@example.test"
+    ));
+    let (status, _, body) = s.http("POST", path, "");
+    assert_eq!(status, 200, "{body}");
+    assert!(has_member(
+        &s.members("team@example.test"),
+        "bob@example.test"
+    ));
+    let (status, _, _) = s.http("POST", path, "");
+    assert_eq!(status, 410);
+    let (status, _, _) = s.http("POST", "/confirm/not.atoken", "");
+    assert_eq!(status, 400);
+
+    // Bad input changes nothing and says why.
+    let (status, _, _) = s.http(
+        "POST",
+        "/list/team@example.test",
+        "email=not-an-address&action=subscribe",
+    );
+    assert_eq!(status, 400);
+    let out = s
+        .inst
+        .qsctl(&["list", "set", "team@example.test", "posting", "everyone"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("setting posting"), "{}", text(&out));
+    let out = s
+        .inst
+        .qsctl(&["list", "create", "team-request@example.test"]);
+    assert!(!out.status.success());
+}

@@ -1,0 +1,271 @@
+//! qs-bench counts what it claims: the real binary against a scripted SMTP
+//! server whose every answer is known, its errors for bad flags and closed
+//! ports, and short runs of each subcommand against a real installation.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use integration_tests::{Installation, binary, text};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// Runs qs-bench with `args`.
+fn run(args: &[&str]) -> Output {
+    Command::new(binary("qs-bench"))
+        .args(args)
+        .env_remove("QS_CONFIG")
+        .env_remove("QS_BENCH_PASSWORD")
+        .env_remove("QS_BENCH_AUTH")
+        .output()
+        .expect("run qs-bench")
+}
+
+/// Runs qs-bench with the words of `line`.
+fn qs_bench(line: &str) -> Output {
+    run(&line.split_whitespace().collect::<Vec<_>>())
+}
+
+/// Runs qs-bench with `--json` and the words of `line`; returns the report.
+fn report(line: &str) -> serde_json::Value {
+    let out = qs_bench(&format!("--json {line}"));
+    assert!(out.status.success(), "qs-bench {line}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+/// A scripted SMTP server. Transactions are numbered by their MAIL across
+/// every session: each 7th is refused at RCPT with 550, each other 5th at
+/// the end of the data with 451; the rest are accepted.
+async fn scripted_server(listener: TcpListener, transactions: Arc<AtomicU64>) {
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        let transactions = transactions.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut reader = BufReader::new(read);
+            write.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+            let mut current = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                let answer: &[u8] = match verb.as_str() {
+                    "EHLO" => b"250-scripted\r\n250 8BITMIME\r\n",
+                    "MAIL" => {
+                        current = transactions.fetch_add(1, Ordering::SeqCst) + 1;
+                        b"250 2.1.0 ok\r\n"
+                    }
+                    "RCPT" if current % 7 == 0 => b"550 5.1.1 no such user\r\n",
+                    "DATA" => {
+                        write.write_all(b"354 go on\r\n").await.unwrap();
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == ".\r\n" {
+                                break;
+                            }
+                        }
+                        if current % 5 == 0 {
+                            b"451 4.3.0 try again later\r\n"
+                        } else {
+                            b"250 2.0.0 queued\r\n"
+                        }
+                    }
+                    "QUIT" => {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                write.write_all(answer).await.unwrap();
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_counts_each_reply_of_a_scripted_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let transactions = Arc::new(AtomicU64::new(0));
+    tokio::spawn(scripted_server(listener, transactions.clone()));
+
+    let json = tokio::task::spawn_blocking(move || {
+        report(&format!(
+            "smtp --target {addr} --to user@example.test --messages 140 --connections 4 --size 1000"
+        ))
+    })
+    .await
+    .unwrap();
+    // Of 140: 20 multiples of 7 (550), 28 - 4 multiples of 5 but not 7 (451).
+    assert_eq!(transactions.load(Ordering::SeqCst), 140);
+    assert_eq!(json["messages"], 140);
+    assert_eq!(json["accepted"], 96, "{json}");
+    assert_eq!(json["failed"], 44, "{json}");
+    assert_eq!(
+        json["errors"],
+        serde_json::json!({"451": 24, "550": 20}),
+        "{json}"
+    );
+    assert_eq!(json["latency"]["samples"], 96);
+    assert!(
+        json["latency"]["p50_ms"].as_f64().unwrap() <= json["latency"]["p99_ms"].as_f64().unwrap()
+    );
+    assert!(json["accepted_per_second"].as_f64().unwrap() > 0.0);
+}
+
+/// A loopback address nothing listens on.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+#[test]
+fn bad_flags_and_closed_ports_are_clear_errors() {
+    let out = qs_bench("smtp --to a@b.example --messages many");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'many'"));
+
+    let out = qs_bench("smtp --to a@b.example");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--target HOST:PORT"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(&["smtp", "--target", "127.0.0.1:25", "--to", "not an address"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--to not an address"),
+        "{}",
+        text(&out)
+    );
+
+    let closed = closed_port();
+    for command in [
+        "smtp --to a@b.example",
+        "imap --user u --password p",
+        "pop3 --user u --password p",
+    ] {
+        let line = format!("{command} --target {closed}");
+        let out = qs_bench(&line);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!("qs-bench: cannot reach {closed}")),
+            "{line}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+
+    let out = qs_bench("relay --config /nonexistent/quicksilver.toml");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/quicksilver.toml"));
+}
+
+/// The config path as a string.
+fn config(inst: &Installation) -> String {
+    inst.config.to_string_lossy().into_owned()
+}
+
+#[test]
+fn smtp_and_deliver_against_an_installation() {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.add_users(&["user@example.test"]);
+    let _queue = inst.start("core-queue");
+    let _smtp = inst.start("smtp-server");
+    let _imap = inst.start("imap-server");
+    inst.listening("smtp-server", "smtp_server.listen");
+    inst.listening("imap-server", "imap_server.tls_listen");
+    let conf = config(&inst);
+
+    let json = report(&format!(
+        "deliver --config {conf} --to user@example.test --messages 20 --connections 4"
+    ));
+    assert_eq!(json["smtp"]["accepted"], 20, "{json}");
+    assert_eq!(json["smtp"]["errors"], serde_json::json!({}));
+    assert_eq!(json["delivered"], 20, "{json}");
+    assert_eq!(inst.inbox("user@example.test").len(), 20);
+    // Delivery seen over IMAP (STATUS on the implicit-TLS listener).
+    let json = report(&format!(
+        "deliver --config {conf} --to user@example.test --messages 5 --check imap \
+         --imap-password pw"
+    ));
+    assert_eq!(json["delivered"], 5, "{json}");
+    assert_eq!(json["check"], "imap");
+    assert_eq!(inst.inbox("user@example.test").len(), 25);
+
+    // Submission: STARTTLS checked against the installation's certificate,
+    // and implicit TLS with any certificate accepted; AUTH on both.
+    for tls in ["--tls starttls", "--tls implicit --insecure"] {
+        let json = report(&format!(
+            "smtp --config {conf} {tls} --auth user@example.test:pw --to user@example.test \
+             --messages 5 --connections 2"
+        ));
+        assert_eq!(json["accepted"], 5, "{tls}: {json}");
+    }
+    // A wrong password stops the run before the load.
+    let out = qs_bench(&format!(
+        "smtp --config {conf} --tls starttls --auth user@example.test:wrong --to user@example.test"
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("535"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn imap_and_pop3_against_an_installation() {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.set("imap_server", "allow_plaintext_auth", "true");
+    inst.add_users(&["user@example.test"]);
+    let imap = inst.start("imap-server");
+    let _pop3 = inst.start("pop3-server");
+    inst.listening("imap-server", "imap_server.listen");
+    inst.listening("pop3-server", "pop3_server.listen");
+    let conf = config(&inst);
+
+    let json = report(&format!(
+        "imap --config {conf} --user user@example.test --password pw --messages 20 --idle-connections 4 --warm-up-logins 1"
+    ));
+    assert_eq!(json["messages"], 20, "{json}");
+    assert_eq!(json["appended"], 20, "{json}");
+    assert_eq!(json["idle"]["pid"], imap.pid(), "{json}");
+    assert_eq!(json["idle"]["logged_in"], 2);
+    assert_eq!(json["idle"]["in_idle"], 2);
+    for key in [
+        "select_first_ms",
+        "fetch_warm_ms",
+        "search_subject_ms",
+        "store_ms",
+    ] {
+        assert!(json[key].as_f64().unwrap() > 0.0, "{key}: {json}");
+    }
+    // The folder it made is gone again.
+    let folder = inst.data_dir().join("mail/example.test/user/.qs-bench");
+    assert!(!folder.exists(), "{}", folder.display());
+
+    // POP3 over implicit TLS (the installation's certificate), filled by IMAP.
+    let json = report(&format!(
+        "pop3 --config {conf} --tls implicit --user user@example.test --password pw --messages 12"
+    ));
+    assert_eq!(json["filled"], 12, "{json}");
+    assert_eq!(json["messages"], 12, "{json}");
+    assert_eq!(json["deleted"], 12, "{json}");
+    assert!(json["retr_per_second"].as_f64().unwrap() > 0.0);
+    assert!(inst.inbox("user@example.test").is_empty());
+}
