@@ -6,106 +6,26 @@
 //!
 //! `cargo bench -p integration-tests --bench list -- [--members N] [--batch B] [--connections C]`
 //! (defaults 10000, 50, 20). core-queue, list-server's fan-out and smtp-relay
-//! run in this process on a temporary data folder; the sink (PIPELINING,
+//! run in this process on a temporary data folder; qs-bench's sink (PIPELINING,
 //! answers at once, keeps nothing) runs here too, over loopback TCP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A minimal SMTP sink that counts accepted recipients.
-async fn sink(listener: TcpListener, recipients: Arc<AtomicUsize>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let recipients = recipients.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut reader = BufReader::new(read);
-            if write.write_all(b"220 sink ESMTP\r\n").await.is_err() {
-                return;
-            }
-            let mut line = Vec::new();
-            let mut out = Vec::new();
-            let mut pending = 0;
-            loop {
-                line.clear();
-                if reader.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let verb = line
-                    .get(..4)
-                    .map(|v| v.to_ascii_uppercase())
-                    .unwrap_or_default();
-                match verb.as_slice() {
-                    b"EHLO" => {
-                        out.extend_from_slice(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                    }
-                    b"RCPT" => {
-                        pending += 1;
-                        out.extend_from_slice(b"250 2.1.5 Ok\r\n");
-                    }
-                    b"DATA" => {
-                        out.extend_from_slice(b"354 go ahead\r\n");
-                        if write.write_all(&out).await.is_err() {
-                            return;
-                        }
-                        out.clear();
-                        loop {
-                            line.clear();
-                            if reader.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == b".\r\n" {
-                                break;
-                            }
-                        }
-                        recipients.fetch_add(pending, Ordering::Relaxed);
-                        pending = 0;
-                        out.extend_from_slice(b"250 2.0.0 Ok: queued\r\n");
-                    }
-                    b"QUIT" => {
-                        let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
-                        return;
-                    }
-                    _ => out.extend_from_slice(b"250 2.0.0 Ok\r\n"),
-                }
-                if reader.buffer().is_empty() && !out.is_empty() {
-                    if write.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
-                }
-            }
-        });
-    }
-}
+use integration_tests::bench_arg;
 
 fn main() {
-    let members = arg("--members", 10_000);
-    let batch = arg("--batch", 50);
-    let connections = arg("--connections", 20);
+    let members = bench_arg("--members", 10_000);
+    let batch = bench_arg("--batch", 50);
+    let connections = bench_arg("--connections", 20);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let delivered = Arc::new(AtomicUsize::new(0));
-    let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-    let sink_addr = listener.local_addr().unwrap();
-    runtime.spawn(sink(listener, delivered.clone()));
+    let sink = runtime
+        .block_on(qs_bench::relay::Sink::bind("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let sink_addr = sink.addr();
+    let delivered = runtime.block_on(async { sink.start() });
 
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("quicksilver.toml");
@@ -167,7 +87,7 @@ fn main() {
     let started = Instant::now();
     let relay = runtime.spawn(smtp_relay::run(config.clone(), shutdown));
     let deadline = Duration::from_secs(600);
-    while delivered.load(Ordering::Relaxed) < members {
+    while delivered.recipients() < members {
         assert!(
             started.elapsed() < deadline,
             "the sink did not get every recipient"
@@ -186,7 +106,7 @@ fn main() {
     println!(
         "delivered: {:>7.0} recipients/s  ({} recipients in {copies} messages in {:.2} s, every result durable in the queue)",
         members as f64 / done.as_secs_f64(),
-        delivered.load(Ordering::Relaxed),
+        delivered.recipients(),
         done.as_secs_f64()
     );
     trigger.fire();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use notify::Watcher;
 use qs_directory::Directory;
+use qs_service::login_limit::FailedLogins;
 use qs_service::shutdown::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,8 +27,6 @@ use crate::store::Shared as StoreShared;
 
 /// Bytes read from the socket at a time.
 pub const READ_CHUNK: usize = 4096;
-/// Addresses with recent failures remembered at most (older ones are pruned first).
-const MAX_TRACKED_ADDRESSES: usize = 4096;
 /// During IDLE the folder is also looked at this often, in case a change notification
 /// is missed (a file system without inotify).
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -146,7 +145,7 @@ struct Shared {
     store: Arc<StoreShared>,
     watches: FolderWatches,
     connections: Mutex<Connections>,
-    failures: Mutex<Failures>,
+    failures: FailedLogins,
     next_id: AtomicU64,
 }
 
@@ -157,17 +156,6 @@ struct Connections {
     by_user: HashMap<String, usize>,
 }
 
-#[derive(Default)]
-struct Failures {
-    by_address: HashMap<IpAddr, FailureRecord>,
-}
-
-struct FailureRecord {
-    count: u32,
-    since: Instant,
-    blocked_until: Option<Instant>,
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -175,12 +163,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Serves the listeners until `shutdown` fires; then every session says BYE (sessions
 /// in the middle of a command finish it first, up to `drain_timeout`).
 pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let failures = FailedLogins::new(
+        config.limits.max_failures_per_address,
+        config.limits.failure_window,
+        config.limits.block_duration,
+    );
     let shared = Arc::new(Shared {
         config,
         store: Arc::new(StoreShared::default()),
         watches: FolderWatches::new(),
         connections: Mutex::default(),
-        failures: Mutex::default(),
+        failures,
         next_id: AtomicU64::new(1),
     });
     let mut accepting = tokio::task::JoinSet::new();
@@ -508,7 +501,7 @@ impl Shared {
             .login_delay
             .saturating_mul(1u32 << earlier_failures.min(16))
             .min(limits.max_login_delay);
-        if lock(&self.failures).is_blocked(ip, Instant::now()) {
+        if self.failures.is_blocked(ip) {
             info!(
                 mechanism,
                 "login refused: too many failures from this address"
@@ -532,7 +525,7 @@ impl Shared {
                 LoginResult::Accepted(user.address)
             }
             Ok(None) => {
-                let blocked = lock(&self.failures).record(ip, Instant::now(), limits);
+                let blocked = self.failures.record(ip).blocked_now;
                 let known = self
                     .config
                     .directory
@@ -559,50 +552,6 @@ impl Shared {
                 LoginResult::TemporaryFailure
             }
         }
-    }
-}
-
-impl Failures {
-    fn is_blocked(&mut self, ip: IpAddr, now: Instant) -> bool {
-        match self.by_address.get(&ip) {
-            Some(FailureRecord {
-                blocked_until: Some(until),
-                ..
-            }) if *until > now => true,
-            Some(FailureRecord {
-                blocked_until: Some(_),
-                ..
-            }) => {
-                self.by_address.remove(&ip);
-                false
-            }
-            _ => false,
-        }
-    }
-
-    /// Counts a failure; true if the address is now blocked.
-    fn record(&mut self, ip: IpAddr, now: Instant, limits: &Limits) -> bool {
-        if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
-            self.by_address.retain(|_, r| {
-                r.blocked_until.is_some_and(|until| until > now)
-                    || now.duration_since(r.since) < limits.failure_window
-            });
-        }
-        let record = self.by_address.entry(ip).or_insert(FailureRecord {
-            count: 0,
-            since: now,
-            blocked_until: None,
-        });
-        if now.duration_since(record.since) >= limits.failure_window {
-            record.count = 0;
-            record.since = now;
-        }
-        record.count += 1;
-        if record.count >= limits.max_failures_per_address && record.blocked_until.is_none() {
-            record.blocked_until = Some(now + limits.block_duration);
-            return true;
-        }
-        false
     }
 }
 

@@ -5,11 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 
 /// Why no TLS client could be set up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,31 +34,20 @@ pub fn client_config(
     ca_file: Option<&Path>,
     verify: bool,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-    let config = if verify {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            for cert in read_certificates(path)? {
-                roots.add(cert).map_err(|e| TlsSetupError::CaFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+    let roots = if verify {
+        let extra = match ca_file {
+            Some(path) => read_certificates(path)?,
+            None => Vec::new(),
+        };
+        let roots = qs_service::tls::web_roots_with(extra).map_err(|e| TlsSetupError::CaFile {
+            path: ca_file.map(|p| p.display().to_string()).unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        Some(roots)
     } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnything {
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth()
+        None
     };
-    Ok(Arc::new(config))
+    qs_service::tls::client_config(roots).map_err(|e| TlsSetupError::Rustls(e.to_string()))
 }
 
 /// The name TLS checks the certificate against (a DNS name or an IP address).
@@ -81,48 +68,6 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSet
         return Err(fail("no CERTIFICATE block in the file".into()));
     }
     Ok(certs)
-}
-
-/// `tls_verify = false`: any certificate, any name. The handshake signatures
-/// are still checked, so the session is encrypted to whoever answered.
-#[derive(Debug)]
-struct AcceptAnything {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use qs_directory::Directory;
+use qs_service::login_limit::FailedLogins;
 use qs_service::shutdown::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,8 +28,6 @@ use crate::session::{Action, Credentials, LoginOutcome, Session, Settings, Trans
 const READ_CHUNK: usize = 4096;
 /// Output is written once this much is waiting.
 const FLUSH_AT: usize = 64 * 1024;
-/// Addresses with recent failures remembered at most (older ones are pruned first).
-const MAX_TRACKED_ADDRESSES: usize = 4096;
 
 /// The limits of the server. [`Limits::default`] gives the values the daemon
 /// runs with; there are no config keys for them yet.
@@ -128,7 +127,7 @@ impl Kind {
 struct Shared {
     config: ServerConfig,
     connections: Mutex<Connections>,
-    failures: Mutex<Failures>,
+    failures: FailedLogins,
     next_id: AtomicU64,
 }
 
@@ -138,24 +137,18 @@ struct Connections {
     by_address: HashMap<IpAddr, usize>,
 }
 
-#[derive(Default)]
-struct Failures {
-    by_address: HashMap<IpAddr, FailureRecord>,
-}
-
-struct FailureRecord {
-    count: u32,
-    since: Instant,
-    blocked_until: Option<Instant>,
-}
-
 /// Serves the listeners until `shutdown` fires, then lets the sessions finish
 /// the command they are in (up to `drain_timeout`) and returns.
 pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let failures = FailedLogins::new(
+        config.limits.max_failures_per_address,
+        config.limits.failure_window,
+        config.limits.block_duration,
+    );
     let shared = Arc::new(Shared {
         config,
         connections: Mutex::default(),
-        failures: Mutex::default(),
+        failures,
         next_id: AtomicU64::new(1),
     });
     let mut accepting = tokio::task::JoinSet::new();
@@ -499,12 +492,6 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_failures(&self) -> MutexGuard<'_, Failures> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Checks a login and opens the maildrop. `earlier_failures` are this
     /// connection's failed logins before this one.
     async fn login(
@@ -520,7 +507,7 @@ impl Shared {
             .login_delay
             .saturating_mul(1u32 << earlier_failures.min(16))
             .min(limits.max_login_delay);
-        if self.lock_failures().is_blocked(ip, Instant::now()) {
+        if self.failures.is_blocked(ip) {
             info!(
                 mechanism,
                 "login refused: too many failures from this address"
@@ -537,7 +524,7 @@ impl Shared {
         let user = match verified {
             Ok(Some(user)) => user,
             Ok(None) => {
-                let blocked = self.lock_failures().record(ip, Instant::now(), limits);
+                let blocked = self.failures.record(ip).blocked_now;
                 // Name the account only when it exists: an unknown login may be
                 // a password typed in the wrong field.
                 let known = self
@@ -611,50 +598,6 @@ impl Shared {
                 LoginOutcome::TemporaryFailure
             }
         }
-    }
-}
-
-impl Failures {
-    fn is_blocked(&mut self, ip: IpAddr, now: Instant) -> bool {
-        match self.by_address.get(&ip) {
-            Some(FailureRecord {
-                blocked_until: Some(until),
-                ..
-            }) if *until > now => true,
-            Some(FailureRecord {
-                blocked_until: Some(_),
-                ..
-            }) => {
-                self.by_address.remove(&ip);
-                false
-            }
-            _ => false,
-        }
-    }
-
-    /// Counts a failure; true if the address is now blocked.
-    fn record(&mut self, ip: IpAddr, now: Instant, limits: &Limits) -> bool {
-        if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
-            self.by_address.retain(|_, r| {
-                r.blocked_until.is_some_and(|until| until > now)
-                    || now.duration_since(r.since) < limits.failure_window
-            });
-        }
-        let record = self.by_address.entry(ip).or_insert(FailureRecord {
-            count: 0,
-            since: now,
-            blocked_until: None,
-        });
-        if now.duration_since(record.since) >= limits.failure_window {
-            record.count = 0;
-            record.since = now;
-        }
-        record.count += 1;
-        if record.count >= limits.max_failures_per_address && record.blocked_until.is_none() {
-            record.blocked_until = Some(now + limits.block_duration);
-            return true;
-        }
-        false
     }
 }
 

@@ -123,6 +123,24 @@ impl Summary for RelayReport {
 struct Counters {
     connections: AtomicU64,
     messages: AtomicU64,
+    /// Recipients of the accepted messages.
+    recipients: AtomicU64,
+}
+
+/// What a started sink has accepted so far.
+#[derive(Debug, Clone)]
+pub struct SinkCounts(Arc<Counters>);
+
+impl SinkCounts {
+    /// Messages accepted.
+    pub fn messages(&self) -> u64 {
+        self.0.messages.load(Ordering::Relaxed)
+    }
+
+    /// Recipients of the messages accepted.
+    pub fn recipients(&self) -> u64 {
+        self.0.recipients.load(Ordering::Relaxed)
+    }
 }
 
 /// The SMTP sink smtp-relay delivers to.
@@ -149,6 +167,14 @@ impl Sink {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Serves at once, in the background, for as long as the runtime runs.
+    pub fn start(self) -> SinkCounts {
+        let counters = Arc::new(Counters::default());
+        let (_open, opened) = watch::channel(true);
+        drop(self.serve(counters.clone(), opened));
+        SinkCounts(counters)
     }
 
     /// Accepts connections until dropped; greets each once `open` is true.
@@ -186,6 +212,7 @@ async fn sink_session(stream: TcpStream, counters: Arc<Counters>, mut open: watc
     }
     let mut line = Vec::new();
     let mut out = Vec::new();
+    let mut recipients = 0;
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
@@ -199,6 +226,10 @@ async fn sink_session(stream: TcpStream, counters: Arc<Counters>, mut open: watc
             b"EHLO" => out.extend_from_slice(
                 b"250-qs-bench sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
             ),
+            b"RCPT" => {
+                recipients += 1;
+                out.extend_from_slice(b"250 2.1.5 Ok\r\n");
+            }
             b"DATA" => {
                 out.extend_from_slice(b"354 go ahead\r\n");
                 if write.write_all(&out).await.is_err() {
@@ -215,6 +246,9 @@ async fn sink_session(stream: TcpStream, counters: Arc<Counters>, mut open: watc
                     }
                 }
                 counters.messages.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .recipients
+                    .fetch_add(std::mem::take(&mut recipients), Ordering::Relaxed);
                 out.extend_from_slice(b"250 2.0.0 Ok: queued\r\n");
             }
             b"QUIT" => {

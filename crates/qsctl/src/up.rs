@@ -164,6 +164,9 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // An old process that finished its sessions after a restart is reaped when
+    // it exits (it became ours when the process that started it exited).
+    let mut child_exited = signal(SignalKind::child())?;
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         eprintln!(
             "qsctl up: cannot become a child subreaper ({e}); a module restarted without downtime will not be followed"
@@ -223,6 +226,7 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
                     }
                 }
             }
+            _ = child_exited.recv() => reap_stray_children(&modules),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
         let mut restarted = false;
@@ -266,7 +270,6 @@ async fn supervise(config: PathBuf, dir: PathBuf, wanted: Vec<String>) -> Result
         if restarted {
             record_restarts(&config, &modules);
         }
-        reap_stray_children(&modules);
     }
     println!("qsctl up: stopping (core-queue last)");
     // Everything but core-queue first, then core-queue.

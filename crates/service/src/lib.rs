@@ -4,7 +4,8 @@
 //! The plumbing that every daemon would otherwise copy, in the spirit of Postfix's
 //! `single_server_main`: logging set-up ([`logging`]), the TLS acceptor built from
 //! `[tls]` and the self-signed default certificate ([`tls`]), listener binding
-//! with errors that name the address and the config key ([`listen`]), the
+//! with errors that name the address and the config key ([`listen`]), failed
+//! logins per client address ([`login_limit`]), the
 //! shutdown signal ([`shutdown`]), restart without downtime ([`restart`]: socket
 //! hand-over to a successor, or an in-place `exec` after a graceful stop), the
 //! run file that says a daemon is ready ([`runfile`], [`notify`] for systemd),
@@ -17,6 +18,7 @@
 pub mod daemon;
 pub mod listen;
 pub mod logging;
+pub mod login_limit;
 pub mod notify;
 pub mod queue;
 pub mod restart;

@@ -11,6 +11,7 @@ use qs_config::Config;
 use qs_directory::Directory;
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
+use qs_service::login_limit::FailedLogins;
 use qs_service::shutdown::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,10 +55,9 @@ struct Shared {
     session_timeout: Duration,
     max_connections: usize,
     max_connections_per_ip: usize,
-    max_auth_failures: u64,
     connections: Mutex<HashMap<IpAddr, usize>>,
     total: AtomicU64,
-    auth_failures: Mutex<HashMap<IpAddr, (u64, Instant)>>,
+    auth_failures: FailedLogins,
     next_id: AtomicU64,
 }
 
@@ -91,10 +91,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         session_timeout: Duration::from_secs(s.session_timeout_secs),
         max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
         max_connections_per_ip: usize::try_from(s.max_connections_per_ip).unwrap_or(usize::MAX),
-        max_auth_failures: s.max_auth_failures,
         connections: Mutex::default(),
         total: AtomicU64::new(0),
-        auth_failures: Mutex::default(),
+        auth_failures: FailedLogins::new(
+            u32::try_from(s.max_auth_failures).unwrap_or(u32::MAX),
+            AUTH_BLOCK,
+            AUTH_BLOCK,
+        ),
         next_id: AtomicU64::new(1),
     });
 
@@ -394,12 +397,7 @@ async fn check_login(
     login: &str,
     password: &qs_directory::Secret,
 ) -> Option<String> {
-    let failures = {
-        let mut map = shared.auth_failures.lock().ok()?;
-        map.retain(|_, (_, since)| since.elapsed() < AUTH_BLOCK);
-        map.get(ip).map_or(0, |(n, _)| *n)
-    };
-    if failures >= shared.max_auth_failures {
+    if shared.auth_failures.is_blocked(*ip) {
         warn!(%ip, "too many failed logins from this address; refused without checking");
         tokio::time::sleep(Duration::from_secs(2)).await;
         return None;
@@ -414,17 +412,15 @@ async fn check_login(
     match verified {
         Some(user) => Some(user.address),
         None => {
-            let n = {
-                let Ok(mut map) = shared.auth_failures.lock() else {
-                    return None;
-                };
-                let entry = map.entry(*ip).or_insert((0, Instant::now()));
-                entry.0 += 1;
-                entry.1 = Instant::now();
-                entry.0
-            };
+            let recorded = shared.auth_failures.record(*ip);
+            if recorded.blocked_now {
+                warn!(%ip, minutes = AUTH_BLOCK.as_secs() / 60, "too many failed logins from this address: logins refused for a while");
+            }
             // A delay that grows with each failure slows down guessing.
-            tokio::time::sleep(Duration::from_millis(500 * n.min(10))).await;
+            tokio::time::sleep(Duration::from_millis(
+                500 * u64::from(recorded.failures.min(10)),
+            ))
+            .await;
             None
         }
     }
