@@ -1,114 +1,52 @@
-//! List fan-out: one post to a list of N members (default 10,000), split
-//! into copies of at most 50 recipients. Reports the time list-server takes
-//! to queue every copy (each durable in core-queue before it returns), then
-//! recipients/s through smtp-relay to a local SMTP sink until core-queue has
-//! every result.
+//! List fan-out, measured by `qs-bench list`: one 4 KiB post to a list of N
+//! members (default 10,000), split by list-server into copies of at most 50
+//! recipients. Reports the time from queueing the post until list-server has
+//! every copy durable in core-queue, then recipients/s through smtp-relay
+//! into the tool's SMTP sink until core-queue has every result.
 //!
 //! `cargo bench -p integration-tests --bench list -- [--members N] [--batch B] [--connections C]`
-//! (defaults 10000, 50, 20). core-queue, list-server's fan-out and smtp-relay
-//! run in this process on a temporary data folder; qs-bench's sink (PIPELINING,
-//! answers at once, keeps nothing) runs here too, over loopback TCP.
+//! (defaults 10000, 50, 20). The sink listens on a free loopback port; a
+//! temporary installation from the test harness points smtp-relay at it and
+//! runs core-queue, list-server and smtp-relay as processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::{Duration, Instant};
-
-use integration_tests::bench_arg;
+use integration_tests::{Installation, bench_arg};
+use qs_bench::list::ListOptions;
+use qs_bench::relay::Sink;
 
 fn main() {
-    let members = bench_arg("--members", 10_000);
-    let batch = bench_arg("--batch", 50);
     let connections = bench_arg("--connections", 20);
-
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sink = runtime
-        .block_on(qs_bench::relay::Sink::bind("127.0.0.1:0".parse().unwrap()))
+        .block_on(Sink::bind("127.0.0.1:0".parse().unwrap()))
         .unwrap();
-    let sink_addr = sink.addr();
-    let delivered = runtime.block_on(async { sink.start() });
 
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("quicksilver.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[log]\nlevel = \"warn\"\n[smtp_relay]\nsmarthost = \"{sink_addr}\"\ntls = \"none\"\n\
-             max_connections = {connections}\nmax_connections_per_host = {connections}\n"
-        ),
-    )
-    .unwrap();
-    let config = qs_config::Config::load_file(&config_path).unwrap();
-    qs_service::logging::init("bench", &config.log.level);
-    std::fs::create_dir_all(&config.data_dir).unwrap();
-    let directory =
-        qs_directory::Directory::create(&config.directory.file, Default::default()).unwrap();
-    directory.add_domain("example.test").unwrap();
-    drop(directory);
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.relay_to_sink(sink.addr(), connections);
+    let _queue = inst.start("core-queue");
+    let _lists = inst.start("list-server");
+    let _relay = inst.start("smtp-relay");
+    inst.listening("list-server", "list_server.web_listen");
 
-    let mut list = qs_directory::mailing_list::MailingList::new("bench@example.test").unwrap();
-    list.set("max_recipients", &batch.to_string()).unwrap();
-    for i in 0..members {
-        list.add_member(&format!("member{i:06}@far.example"), "")
-            .unwrap();
-    }
-    let store = qs_directory::mailing_list::ListStore::new(config.data_path("lists"));
-    store.create(&list).unwrap();
-
-    let (trigger, shutdown) = qs_service::shutdown::channel();
-    let queue = runtime.spawn(core_queue::run_with(
-        config.clone(),
-        core_queue::RunOptions::default(),
-        shutdown.clone(),
-    ));
-    let lists = list_server::server::Shared::from_config(&config).unwrap();
-    let client = lists.queue.clone();
-    runtime.block_on(client.ping()).unwrap();
-
-    let mut post =
-        b"From: writer@example.test\r\nTo: bench@example.test\r\nSubject: fan-out\r\n\r\n".to_vec();
-    while post.len() < 4096 {
-        post.extend_from_slice(
-            b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab\r\n",
-        );
-    }
-    println!(
-        "list benchmark: one 4 KiB post to {members} members in copies of at most {batch}, up to {connections} SMTP connections"
-    );
-    let started = Instant::now();
-    let (sent, copies) = runtime
-        .block_on(lists.fan_out(&list, &post, &["writer@example.test"], "bench"))
-        .unwrap();
-    let queued = started.elapsed();
-    println!(
-        "queued:    {copies} copies for {sent} members in {:.3} s (every copy durable in core-queue)",
-        queued.as_secs_f64()
-    );
-
-    let started = Instant::now();
-    let relay = runtime.spawn(smtp_relay::run(config.clone(), shutdown));
-    let deadline = Duration::from_secs(600);
-    while delivered.recipients() < members {
-        assert!(
-            started.elapsed() < deadline,
-            "the sink did not get every recipient"
-        );
-        assert!(!relay.is_finished(), "smtp-relay stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let done = loop {
-        let stats = runtime.block_on(client.stats()).unwrap();
-        if stats.messages == 0 {
-            break started.elapsed();
-        }
-        assert!(started.elapsed() < deadline, "results missing: {stats:?}");
-        std::thread::sleep(Duration::from_millis(5));
+    let options = ListOptions {
+        config: inst.config.clone(),
+        members: bench_arg("--members", 10_000),
+        batch: bench_arg("--batch", 50) as u32,
+        size: 4096,
+        domain: None,
+        member_domain: "far.example".into(),
+        from: "writer@example.test".into(),
+        within: 600,
     };
-    println!(
-        "delivered: {:>7.0} recipients/s  ({} recipients in {copies} messages in {:.2} s, every result durable in the queue)",
-        members as f64 / done.as_secs_f64(),
-        delivered.recipients(),
-        done.as_secs_f64()
+    let installation = qs_bench::install::Installation::load(&inst.config).unwrap();
+    let report = runtime
+        .block_on(qs_bench::list::run_with_sink(&options, &installation, sink))
+        .unwrap();
+    print!("{}", qs_bench::report::table(&report));
+    assert_eq!(
+        report.received_recipients, options.members,
+        "the sink did not get every member once"
     );
-    trigger.fire();
-    let _ = runtime.block_on(async { tokio::join!(queue, relay) });
 }

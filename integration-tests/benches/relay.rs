@@ -24,15 +24,7 @@ fn main() {
 
     let inst = Installation::init();
     inst.use_ephemeral_ports();
-    inst.set("log", "level", "\"warn\"");
-    inst.set("smtp_relay", "smarthost", &format!("\"{}\"", sink.addr()));
-    inst.set("smtp_relay", "tls", "\"none\"");
-    inst.set("smtp_relay", "max_connections", &connections.to_string());
-    inst.set(
-        "smtp_relay",
-        "max_connections_per_host",
-        &connections.to_string(),
-    );
+    inst.relay_to_sink(sink.addr(), connections);
     let _queue = inst.start("core-queue");
     let _relay = inst.start("smtp-relay");
 

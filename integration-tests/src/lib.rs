@@ -422,6 +422,20 @@ impl Installation {
         }
         self.set("list_server", "web_listen", "\"127.0.0.1:0\"");
     }
+
+    /// Points smtp-relay at a plain SMTP server (a benchmark's sink) with up
+    /// to `connections` connections to it, and logs only warnings.
+    pub fn relay_to_sink(&self, sink: std::net::SocketAddr, connections: u64) {
+        self.set("log", "level", "\"warn\"");
+        self.set("smtp_relay", "smarthost", &format!("\"{sink}\""));
+        self.set("smtp_relay", "tls", "\"none\"");
+        self.set("smtp_relay", "max_connections", &connections.to_string());
+        self.set(
+            "smtp_relay",
+            "max_connections_per_host",
+            &connections.to_string(),
+        );
+    }
 }
 
 /// A benchmark's `--name N` argument, or `default` (cargo's own `--bench`

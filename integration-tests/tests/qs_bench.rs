@@ -269,3 +269,58 @@ fn imap_and_pop3_against_an_installation() {
     assert!(json["retr_per_second"].as_f64().unwrap() > 0.0);
     assert!(inst.inbox("user@example.test").is_empty());
 }
+
+#[test]
+fn relay_and_list_against_an_installation() {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    // The sink takes the port the relay's smarthost names.
+    let sink = closed_port();
+    inst.set("smtp_relay", "smarthost", &format!("\"{sink}\""));
+    inst.set("smtp_relay", "tls", "\"none\"");
+    let _queue = inst.start("core-queue");
+    let _lists = inst.start("list-server");
+    let _relay = inst.start("smtp-relay");
+    inst.listening("list-server", "list_server.web_listen");
+    let conf = config(&inst);
+
+    let json = report(&format!("relay --config {conf} --messages 20 --size 2000"));
+    assert_eq!(json["received"], 20, "{json}");
+    assert_eq!(json["sink"], sink.as_str(), "{json}");
+    assert!(json["delivered_per_second"].as_f64().unwrap() > 0.0);
+
+    // 120 members in copies of at most 50: three copies, every member once.
+    let json = report(&format!(
+        "list --config {conf} --members 120 --batch 50 --member-domain far.example"
+    ));
+    assert_eq!(json["copies"], 3, "{json}");
+    assert_eq!(json["received"], 3, "{json}");
+    assert_eq!(json["received_recipients"], 120, "{json}");
+    assert!(json["fan_out_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["list"], "qs-bench@example.test", "{json}");
+    // The list it made is gone again.
+    let made = inst.data_dir().join("lists/qs-bench@example.test.json");
+    assert!(!made.exists(), "{}", made.display());
+
+    // A list of that name that the installation made itself is left alone.
+    let out = inst.qsctl(&["list", "create", "qs-bench@example.test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = qs_bench(&format!("list --config {conf} --members 5"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a list qs-bench@example.test of its own"),
+        "{}",
+        text(&out)
+    );
+    assert!(made.exists());
+
+    // A relay that does not point at a plain sink is named.
+    inst.set("smtp_relay", "tls", "\"starttls\"");
+    let out = qs_bench(&format!("list --config {conf} --members 5"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tls = \"none\""),
+        "{}",
+        text(&out)
+    );
+}

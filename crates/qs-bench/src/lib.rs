@@ -14,7 +14,9 @@
 //! - [`imap`]: fills a folder by APPEND, times SELECT, FETCH, UID SEARCH and
 //!   STORE, and the server's memory per idle connection (async-imap);
 //! - [`pop3`]: STAT, LIST, UIDL and RETR of a whole maildrop;
-//! - [`relay`]: deliveries/s out of smtp-relay into a sink of its own.
+//! - [`relay`]: deliveries/s out of smtp-relay into a sink of its own;
+//! - [`list`]: one post to a list of N members, list-server's fan-out into
+//!   the queue, then recipients/s out of smtp-relay into the same sink.
 //!
 //! Targets are `HOST:PORT`, or read from the run files of an installation
 //! named with `--config` (`<data_dir>/run/<module>.json`), which also give the
@@ -29,6 +31,7 @@
 pub mod deliver;
 pub mod imap;
 pub mod install;
+pub mod list;
 pub mod message;
 pub mod net;
 pub mod pop3;

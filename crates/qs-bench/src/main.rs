@@ -10,7 +10,7 @@ use qs_bench::report::{Summary, render};
 #[command(
     name = "qs-bench",
     version,
-    about = "Load and timings for Quicksilver's SMTP, delivery, IMAP, POP3 and relay"
+    about = "Load and timings for Quicksilver's SMTP, delivery, IMAP, POP3, relay and lists"
 )]
 struct Cli {
     /// Print the report as one JSON object instead of a table.
@@ -33,6 +33,8 @@ enum Command {
     Pop3(qs_bench::pop3::Pop3Options),
     /// smtp-relay: deliveries/s into a sink of this tool's.
     Relay(qs_bench::relay::RelayOptions),
+    /// list-server: one post to N members, fan-out and delivery to the sink.
+    List(qs_bench::list::ListOptions),
 }
 
 fn print(report: &impl Summary, json: bool) {
@@ -46,6 +48,7 @@ async fn run(cli: Cli) -> Result<(), qs_bench::BenchError> {
         Command::Imap(o) => print(&qs_bench::imap::run(o).await?, cli.json),
         Command::Pop3(o) => print(&qs_bench::pop3::run(o).await?, cli.json),
         Command::Relay(o) => print(&qs_bench::relay::run(o).await?, cli.json),
+        Command::List(o) => print(&qs_bench::list::run(o).await?, cli.json),
     }
     Ok(())
 }

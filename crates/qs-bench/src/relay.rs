@@ -141,6 +141,11 @@ impl SinkCounts {
     pub fn recipients(&self) -> u64 {
         self.0.recipients.load(Ordering::Relaxed)
     }
+
+    /// Connections accepted.
+    pub fn connections(&self) -> u64 {
+        self.0.connections.load(Ordering::Relaxed)
+    }
 }
 
 /// The SMTP sink smtp-relay delivers to.
@@ -177,6 +182,31 @@ impl Sink {
         SinkCounts(counters)
     }
 
+    /// Serves in the background but holds every greeting until
+    /// [`HeldSink::release`], or at most half of the relay's
+    /// `connect_timeout_secs` (20 s at the most), so that what is timed is
+    /// the relay's delivery and not the filling of the queue.
+    pub(crate) fn hold(self, config: &qs_config::Config) -> HeldSink {
+        let counters = Arc::new(Counters::default());
+        let (open, opened) = watch::channel(false);
+        let server = self.serve(counters.clone(), opened);
+        let hold = Duration::from_secs((config.smtp_relay.connect_timeout_secs / 2).min(20));
+        let deadline = Instant::now() + hold;
+        let timer = {
+            let open = open.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline.into()).await;
+                let _ = open.send(true);
+            })
+        };
+        HeldSink {
+            counts: SinkCounts(counters),
+            open,
+            server,
+            timer,
+        }
+    }
+
     /// Accepts connections until dropped; greets each once `open` is true.
     fn serve(
         self,
@@ -192,6 +222,37 @@ impl Sink {
                 tokio::spawn(sink_session(stream, counters.clone(), open.clone()));
             }
         })
+    }
+}
+
+/// A sink that has not greeted anyone yet; stops serving when dropped.
+pub(crate) struct HeldSink {
+    counts: SinkCounts,
+    open: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl HeldSink {
+    /// Greets the waiting and the coming sessions; true when the hold had
+    /// already run out (the relay was let in before the load was ready).
+    pub(crate) fn release(&self) -> bool {
+        let overlapped = *self.open.borrow();
+        self.timer.abort();
+        let _ = self.open.send(true);
+        overlapped
+    }
+
+    /// What it has accepted so far.
+    pub(crate) fn counts(&self) -> SinkCounts {
+        self.counts.clone()
+    }
+}
+
+impl Drop for HeldSink {
+    fn drop(&mut self) {
+        self.timer.abort();
+        self.server.abort();
     }
 }
 
@@ -268,7 +329,7 @@ async fn sink_session(stream: TcpStream, counters: Arc<Counters>, mut open: watc
 }
 
 /// The smarthost address of a relay that can deliver to the sink.
-fn sink_address(installation: &Installation) -> Result<SocketAddr, BenchError> {
+pub(crate) fn sink_address(installation: &Installation) -> Result<SocketAddr, BenchError> {
     let relay = &installation.config.smtp_relay;
     let wrong = |what: &str| {
         BenchError::Usage(format!(
@@ -304,57 +365,63 @@ pub async fn run_with_sink(
     installation: &Installation,
     sink: Sink,
 ) -> Result<RelayReport, BenchError> {
-    let sink_addr = sink.addr();
-    if sink_address(installation)? != sink_addr {
-        return Err(BenchError::Usage(format!(
-            "smtp_relay.smarthost is not the sink's address {sink_addr}"
-        )));
-    }
+    let sink_addr = check_sink(installation, &sink)?;
     let client = qs_service::queue::client(&installation.config)
         .map_err(|e| BenchError::Installation(e.to_string()))?;
-    let baseline = client
-        .stats()
-        .await
-        .map_err(|e| BenchError::Installation(format!("core-queue: {e}")))?
-        .messages;
+    let baseline = queued(&client).await?;
 
-    let counters = Arc::new(Counters::default());
-    let (open, opened) = watch::channel(false);
-    let server = sink.serve(counters.clone(), opened);
-    let hold =
-        Duration::from_secs((installation.config.smtp_relay.connect_timeout_secs / 2).min(20));
-    let hold_until = Instant::now() + hold;
-    let release = {
-        let open = open.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(hold_until.into()).await;
-            let _ = open.send(true);
-        })
-    };
-
+    let held = sink.hold(&installation.config);
     let filled = Instant::now();
     fill(&client, options).await?;
     let queue_seconds = filled.elapsed().as_secs_f64();
-    let fill_overlapped = *open.borrow();
-    release.abort();
-    let _ = open.send(true);
+    let fill_overlapped = held.release();
     let started = Instant::now();
 
-    let result = watch_delivery(options, &client, &counters, baseline, started).await;
-    server.abort();
-    let seconds = result?;
-    let received = counters.messages.load(Ordering::Relaxed);
+    let counts = held.counts();
+    let seconds = until_delivered(
+        "messages",
+        options.messages,
+        || counts.messages(),
+        &client,
+        baseline,
+        started,
+        Duration::from_secs(options.within),
+    )
+    .await?;
     Ok(RelayReport {
         sink: sink_addr.to_string(),
         messages: options.messages,
         size: options.size,
         queue_seconds,
         fill_overlapped,
-        received,
+        received: counts.messages(),
         seconds: seconds.as_secs_f64(),
         delivered_per_second: per_second(options.messages, seconds),
-        connections: counters.connections.load(Ordering::Relaxed),
+        connections: counts.connections(),
     })
+}
+
+/// Checks that the installation's relay delivers to `sink`; its address.
+pub(crate) fn check_sink(
+    installation: &Installation,
+    sink: &Sink,
+) -> Result<SocketAddr, BenchError> {
+    let sink_addr = sink.addr();
+    if sink_address(installation)? != sink_addr {
+        return Err(BenchError::Usage(format!(
+            "smtp_relay.smarthost is not the sink's address {sink_addr}"
+        )));
+    }
+    Ok(sink_addr)
+}
+
+/// How many messages core-queue holds.
+pub(crate) async fn queued(client: &qs_queue::Client) -> Result<u64, BenchError> {
+    Ok(client
+        .stats()
+        .await
+        .map_err(|e| BenchError::Installation(format!("core-queue: {e}")))?
+        .messages)
 }
 
 /// Queues the messages from `enqueuers` concurrent clients.
@@ -394,57 +461,55 @@ async fn fill(client: &qs_queue::Client, options: &RelayOptions) -> Result<(), B
     Ok(())
 }
 
-/// Waits for the sink to have every message, then for core-queue to hold
-/// no more than before; returns the time since `started`.
-async fn watch_delivery(
-    options: &RelayOptions,
+/// Waits for `count` (the sink's messages or recipients) to reach
+/// `expected`, then for core-queue to hold no more than `baseline`; returns
+/// the time since `started`.
+pub(crate) async fn until_delivered(
+    unit: &str,
+    expected: u64,
+    count: impl Fn() -> u64,
     client: &qs_queue::Client,
-    counters: &Counters,
     baseline: u64,
     started: Instant,
+    within: Duration,
 ) -> Result<Duration, BenchError> {
-    let within = Duration::from_secs(options.within);
-    let bar = crate::progress::bar(options.messages, "delivered");
+    let bar = crate::progress::bar(expected, "delivered");
     let (mut last, mut last_change) = (0, Instant::now());
     // The sink's counter is cheap to watch; a stats request reads every
     // queued envelope, so it is asked only at the end.
     loop {
-        let now = counters.messages.load(Ordering::Relaxed);
-        bar.set_position(now.min(options.messages));
-        if now >= options.messages {
+        let now = count();
+        bar.set_position(now.min(expected));
+        if now >= expected {
             break;
         }
         if now != last {
             (last, last_change) = (now, Instant::now());
         } else if last_change.elapsed() > STALL {
             return Err(BenchError::Timeout(format!(
-                "the sink got {now} of {} messages and nothing for {} s: is smtp-relay running?",
-                options.messages,
+                "the sink got {now} of {expected} {unit} and nothing for {} s: is smtp-relay running?",
                 STALL.as_secs()
             )));
         }
         if started.elapsed() > within {
             return Err(BenchError::Timeout(format!(
-                "the sink got {now} of {} messages in {} s",
-                options.messages, options.within
+                "the sink got {now} of {expected} {unit} in {} s",
+                within.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     bar.finish_and_clear();
     loop {
-        let stats = client
-            .stats()
-            .await
-            .map_err(|e| BenchError::Installation(format!("core-queue: {e}")))?;
-        if stats.messages <= baseline {
+        let held = queued(client).await?;
+        if held <= baseline {
             return Ok(started.elapsed());
         }
         if started.elapsed() > within {
             return Err(BenchError::Timeout(format!(
                 "core-queue still holds {} messages after {} s",
-                stats.messages - baseline,
-                options.within
+                held - baseline,
+                within.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
