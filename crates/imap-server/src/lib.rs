@@ -79,7 +79,6 @@ pub mod server;
 pub mod session;
 pub mod store;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +87,7 @@ use qs_directory::Directory;
 use qs_service::shutdown::Shutdown;
 use tracing::info;
 
-pub use server::{Limits, Listeners, ServerConfig, serve};
+pub use server::{LISTENER_KEYS, Limits, Listeners, ServerConfig, serve};
 
 /// The module's name: run file, logs.
 pub const MODULE: &str = "imap-server";
@@ -147,25 +146,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
     )?;
     let tls = qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?;
     let access = &config.imap_server;
-    let listeners = Listeners {
-        plain: qs_service::listen::bind_all("imap_server.listen", &access.listen).await?,
-        tls: qs_service::listen::bind_all("imap_server.tls_listen", &access.tls_listen).await?,
-    };
-    let mut bound = BTreeMap::new();
-    for (key, list) in [
-        ("imap_server.listen", &listeners.plain),
-        ("imap_server.tls_listen", &listeners.tls),
-    ] {
-        let addrs: Vec<_> = list.iter().filter_map(|l| l.local_addr().ok()).collect();
-        info!(key, addrs = ?addrs, "listening");
-        bound.insert(key.to_string(), addrs);
-    }
-    qs_service::runfile::write(&config.data_dir, MODULE, &bound).map_err(|source| {
-        ImapError::RunFile {
+    let listeners = Listeners::bind(LISTENER_KEYS, &access.listen, &access.tls_listen).await?;
+    qs_service::runfile::write(&config.data_dir, MODULE, &listeners.addresses()).map_err(
+        |source| ImapError::RunFile {
             path: config.data_dir.clone(),
             source,
-        }
-    })?;
+        },
+    )?;
     if !access.allow_plaintext_auth {
         info!("logins only over TLS (STARTTLS or tls_listen)");
     }

@@ -5,21 +5,22 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notify::Watcher;
 use qs_directory::Directory;
-use qs_service::login_limit::FailedLogins;
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
+use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, error, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::input::InputLimits;
 use crate::session::{Action, Credentials, LoginResult, Session, Settings};
@@ -114,46 +115,23 @@ pub struct ServerConfig {
     pub limits: Limits,
 }
 
+/// The config keys of the listeners: plaintext (STARTTLS or STLS offered),
+/// and TLS from the first byte.
+pub const LISTENER_KEYS: [&str; 2] = ["imap_server.listen", "imap_server.tls_listen"];
+
 /// The bound listeners.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    /// `imap_server.listen`: plaintext, STARTTLS offered.
-    pub plain: Vec<TcpListener>,
-    /// `imap_server.tls_listen`: TLS from the first byte.
-    pub tls: Vec<TcpListener>,
-}
+pub type Listeners = accept::PlainAndTls;
 
-/// Which kind of listener a connection came from.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Plain,
-    Tls,
-}
-
-impl Kind {
-    fn key(self) -> &'static str {
-        match self {
-            Kind::Plain => "imap_server.listen",
-            Kind::Tls => "imap_server.tls_listen",
-        }
-    }
-}
+/// What a client over the connection limit reads on a plaintext listener.
+const TOO_MANY: &[u8] = b"* BYE [UNAVAILABLE] too many connections; try again later\r\n";
 
 /// What every connection shares.
 struct Shared {
     config: ServerConfig,
     store: Arc<StoreShared>,
     watches: FolderWatches,
-    connections: Mutex<Connections>,
     failures: FailedLogins,
     next_id: AtomicU64,
-}
-
-#[derive(Default)]
-struct Connections {
-    total: usize,
-    by_address: HashMap<IpAddr, usize>,
-    by_user: HashMap<String, usize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -163,87 +141,50 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Serves the listeners until `shutdown` fires; then every session says BYE (sessions
 /// in the middle of a command finish it first, up to `drain_timeout`).
 pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let limits = &config.limits;
     let failures = FailedLogins::new(
-        config.limits.max_failures_per_address,
-        config.limits.failure_window,
-        config.limits.block_duration,
+        limits.max_failures_per_address,
+        limits.failure_window,
+        limits.block_duration,
     );
+    let connections = Connections::new(ConnectionLimits {
+        total: limits.max_connections,
+        per_address: limits.max_connections_per_address,
+        per_user: limits.max_connections_per_user,
+    });
     let shared = Arc::new(Shared {
         config,
         store: Arc::new(StoreShared::default()),
         watches: FolderWatches::new(),
-        connections: Mutex::default(),
         failures,
         next_id: AtomicU64::new(1),
     });
-    let mut accepting = tokio::task::JoinSet::new();
-    for (kind, list) in [(Kind::Plain, listeners.plain), (Kind::Tls, listeners.tls)] {
-        for listener in list {
-            accepting.spawn(accept_loop(
-                shared.clone(),
-                listener,
-                kind,
-                shutdown.clone(),
-            ));
-        }
-    }
-    while accepting.join_next().await.is_some() {}
-    let deadline =
-        Instant::now() + shared.config.limits.drain_timeout + shutdown.extra_drain_time();
-    while lock(&shared.connections).total > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let left = lock(&shared.connections).total;
+    let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
+    accept::serve(
+        listeners.into_listening(),
+        &connections,
+        &shutdown,
+        |kind| (kind == Security::Plain).then_some(TOO_MANY),
+        move |kind, key, stream, peer, admitted| {
+            let id = format!(
+                "{}.{}",
+                std::process::id(),
+                accepted.next_id.fetch_add(1, Ordering::Relaxed)
+            );
+            let span = tracing::info_span!("imap", session = %id, %peer, listener = key);
+            let shutdown = sessions_shutdown.clone();
+            tokio::spawn(
+                connection(accepted.clone(), stream, peer, kind, shutdown, admitted)
+                    .instrument(span),
+            );
+        },
+    )
+    .await;
+    let within = shared.config.limits.drain_timeout + shutdown.extra_drain_time();
+    let left = connections.drain(within).await;
     if left > 0 {
         warn!(connections = left, "stopping with sessions still open");
     }
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind, shutdown: Shutdown) {
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(listener = kind.key(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let Some(guard) = ConnectionGuard::admit(&shared, peer.ip()) else {
-            warn!(%peer, listener = kind.key(), "connection refused: too many connections");
-            if let Kind::Plain = kind {
-                tokio::spawn(refuse(stream));
-            }
-            continue;
-        };
-        let id = format!(
-            "{}.{}",
-            std::process::id(),
-            shared.next_id.fetch_add(1, Ordering::Relaxed)
-        );
-        let span = tracing::info_span!("imap", session = %id, %peer, listener = kind.key());
-        tokio::spawn(
-            connection(shared.clone(), stream, peer, kind, shutdown.clone(), guard)
-                .instrument(span),
-        );
-    }
-}
-
-/// Tells a client over the limit why it is sent away.
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        stream
-            .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
-            .await?;
-        stream.shutdown().await
-    })
-    .await;
 }
 
 /// One connection, from accept to close.
@@ -251,32 +192,34 @@ async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    kind: Kind,
+    kind: Security,
     shutdown: Shutdown,
-    mut guard: ConnectionGuard,
+    mut guard: Admitted,
 ) {
     debug!("connected");
     let handshake = shared.config.limits.tls_handshake_timeout;
     let result: io::Result<()> = match kind {
-        Kind::Plain => {
+        Security::Plain => {
             let session = Session::new(shared.settings(false, true));
             match run_session(&shared, stream, session, peer, shutdown.clone(), &mut guard).await {
                 // STARTTLS: a new session over TLS; nothing of the old one survives.
-                Ok(Some(stream)) => match tls_accept(&shared, stream, handshake).await {
-                    Some(tls) => {
-                        debug!("TLS started (STARTTLS)");
-                        let session = Session::after_starttls(shared.settings(true, false));
-                        run_session(&shared, tls, session, peer, shutdown, &mut guard)
-                            .await
-                            .map(drop)
+                Ok(Some(stream)) => {
+                    match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
+                        Some(tls) => {
+                            debug!("TLS started (STARTTLS)");
+                            let session = Session::after_starttls(shared.settings(true, false));
+                            run_session(&shared, tls, session, peer, shutdown, &mut guard)
+                                .await
+                                .map(drop)
+                        }
+                        None => Ok(()),
                     }
-                    None => Ok(()),
-                },
+                }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             }
         }
-        Kind::Tls => match tls_accept(&shared, stream, handshake).await {
+        Security::Tls => match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
             Some(tls) => {
                 let session = Session::new(shared.settings(true, false));
                 run_session(&shared, tls, session, peer, shutdown, &mut guard)
@@ -289,24 +232,6 @@ async fn connection(
     match result {
         Ok(()) => debug!("closed"),
         Err(e) => debug!(error = %e, "connection lost"),
-    }
-}
-
-async fn tls_accept(
-    shared: &Shared,
-    stream: TcpStream,
-    within: Duration,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(within, shared.config.tls.accept(stream)).await {
-        Ok(Ok(tls)) => Some(tls),
-        Ok(Err(e)) => {
-            info!(error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            info!("TLS handshake timed out");
-            None
-        }
     }
 }
 
@@ -332,7 +257,7 @@ async fn run_session<S>(
     mut session: Session,
     peer: SocketAddr,
     mut shutdown: Shutdown,
-    guard: &mut ConnectionGuard,
+    guard: &mut Admitted,
 ) -> io::Result<Option<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -492,31 +417,24 @@ impl Shared {
         peer: SocketAddr,
         credentials: Credentials,
         earlier_failures: u32,
-        guard: &mut ConnectionGuard,
+        guard: &mut Admitted,
     ) -> LoginResult {
         let limits = &self.config.limits;
-        let ip = peer.ip();
         let mechanism = credentials.mechanism;
-        let delay = limits
-            .login_delay
-            .saturating_mul(1u32 << earlier_failures.min(16))
-            .min(limits.max_login_delay);
-        if self.failures.is_blocked(ip) {
-            info!(
-                mechanism,
-                "login refused: too many failures from this address"
-            );
-            tokio::time::sleep(delay).await;
-            return LoginResult::Blocked;
-        }
-        let verified = self
-            .config
-            .directory
-            .verify(&credentials.login, &credentials.password)
-            .await;
-        drop(credentials.password);
-        match verified {
-            Ok(Some(user)) => {
+        let attempt = LoginAttempt {
+            ip: peer.ip(),
+            login: &credentials.login,
+            password: credentials.password,
+            mechanism,
+            delay: doubling_delay(limits.login_delay, limits.max_login_delay, earlier_failures),
+            earlier_failures,
+        };
+        match self
+            .failures
+            .check_password(&self.config.directory, attempt)
+            .await
+        {
+            PasswordCheck::Accepted(user) => {
                 if !guard.add_user(&user.address) {
                     info!(user = %user.address, mechanism, "login refused: too many sessions of this user");
                     return LoginResult::TooManySessions;
@@ -524,93 +442,9 @@ impl Shared {
                 info!(user = %user.address, mechanism, "logged in");
                 LoginResult::Accepted(user.address)
             }
-            Ok(None) => {
-                let blocked = self.failures.record(ip).blocked_now;
-                let known = self
-                    .config
-                    .directory
-                    .snapshot()
-                    .user(&credentials.login)
-                    .map(|u| u.address().to_owned());
-                info!(
-                    user = known.as_deref().unwrap_or("(no such user)"),
-                    mechanism,
-                    failures = earlier_failures + 1,
-                    "login failed: bad credentials"
-                );
-                if blocked {
-                    warn!(
-                        minutes = limits.block_duration.as_secs() / 60,
-                        "too many failed logins from this address: logins refused for a while"
-                    );
-                }
-                tokio::time::sleep(delay).await;
-                LoginResult::Rejected
-            }
-            Err(e) => {
-                error!(error = %e, "cannot check a login");
-                LoginResult::TemporaryFailure
-            }
-        }
-    }
-}
-
-/// One admitted connection, and the user it logged in as; counted until dropped.
-struct ConnectionGuard {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-    user: Option<String>,
-}
-
-impl ConnectionGuard {
-    fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnectionGuard> {
-        let limits = &shared.config.limits;
-        let mut connections = lock(&shared.connections);
-        let from_ip = connections.by_address.get(&ip).copied().unwrap_or(0);
-        if connections.total >= limits.max_connections
-            || from_ip >= limits.max_connections_per_address
-        {
-            return None;
-        }
-        connections.total += 1;
-        *connections.by_address.entry(ip).or_insert(0) += 1;
-        Some(ConnectionGuard {
-            shared: shared.clone(),
-            ip,
-            user: None,
-        })
-    }
-
-    /// Counts a logged-in session of `user`; false when the user has too many.
-    fn add_user(&mut self, user: &str) -> bool {
-        let mut connections = lock(&self.shared.connections);
-        let n = connections.by_user.get(user).copied().unwrap_or(0);
-        if n >= self.shared.config.limits.max_connections_per_user {
-            return false;
-        }
-        connections.by_user.insert(user.to_owned(), n + 1);
-        self.user = Some(user.to_owned());
-        true
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        let mut connections = lock(&self.shared.connections);
-        connections.total = connections.total.saturating_sub(1);
-        if let Some(n) = connections.by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                connections.by_address.remove(&self.ip);
-            }
-        }
-        if let Some(user) = &self.user
-            && let Some(n) = connections.by_user.get_mut(user)
-        {
-            *n -= 1;
-            if *n == 0 {
-                connections.by_user.remove(user);
-            }
+            PasswordCheck::Blocked => LoginResult::Blocked,
+            PasswordCheck::Rejected => LoginResult::Rejected,
+            PasswordCheck::Unavailable => LoginResult::TemporaryFailure,
         }
     }
 }

@@ -3,19 +3,19 @@
 //! timeouts and does the work the session asks for (logins, message transfers,
 //! the UPDATE state).
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qs_directory::Directory;
-use qs_service::login_limit::FailedLogins;
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
+use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, error, info, warn};
 
@@ -98,81 +98,65 @@ pub struct ServerConfig {
     pub limits: Limits,
 }
 
+/// The config keys of the listeners: plaintext (STARTTLS or STLS offered),
+/// and TLS from the first byte.
+pub const LISTENER_KEYS: [&str; 2] = ["pop3_server.listen", "pop3_server.tls_listen"];
+
 /// The bound listeners.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    /// `pop3_server.listen`: plaintext, STLS offered.
-    pub plain: Vec<TcpListener>,
-    /// `pop3_server.tls_listen`: TLS from the first byte.
-    pub tls: Vec<TcpListener>,
-}
+pub type Listeners = accept::PlainAndTls;
 
-/// Which kind of listener a connection came from.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Plain,
-    Tls,
-}
-
-impl Kind {
-    fn key(self) -> &'static str {
-        match self {
-            Kind::Plain => "pop3_server.listen",
-            Kind::Tls => "pop3_server.tls_listen",
-        }
-    }
-}
+/// What a client over the connection limit reads on a plaintext listener.
+const TOO_MANY: &[u8] = b"-ERR [SYS/TEMP] too many connections; try again later\r\n";
 
 /// What every connection shares.
 struct Shared {
     config: ServerConfig,
-    connections: Mutex<Connections>,
     failures: FailedLogins,
     next_id: AtomicU64,
-}
-
-#[derive(Default)]
-struct Connections {
-    total: usize,
-    by_address: HashMap<IpAddr, usize>,
 }
 
 /// Serves the listeners until `shutdown` fires, then lets the sessions finish
 /// the command they are in (up to `drain_timeout`) and returns.
 pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let limits = &config.limits;
     let failures = FailedLogins::new(
-        config.limits.max_failures_per_address,
-        config.limits.failure_window,
-        config.limits.block_duration,
+        limits.max_failures_per_address,
+        limits.failure_window,
+        limits.block_duration,
     );
+    let connections = Connections::new(ConnectionLimits {
+        total: limits.max_connections,
+        per_address: limits.max_connections_per_address,
+        per_user: usize::MAX,
+    });
     let shared = Arc::new(Shared {
         config,
-        connections: Mutex::default(),
         failures,
         next_id: AtomicU64::new(1),
     });
-    let mut accepting = tokio::task::JoinSet::new();
-    for (kind, list) in [(Kind::Plain, listeners.plain), (Kind::Tls, listeners.tls)] {
-        for listener in list {
-            accepting.spawn(accept_loop(
-                shared.clone(),
-                listener,
-                kind,
-                shutdown.clone(),
-            ));
-        }
-    }
-    while accepting.join_next().await.is_some() {}
-    let open = shared.lock_connections().total;
-    if open > 0 {
-        info!(connections = open, "stopping: waiting for open sessions");
-    }
-    let deadline =
-        Instant::now() + shared.config.limits.drain_timeout + shutdown.extra_drain_time();
-    while shared.lock_connections().total > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let left = shared.lock_connections().total;
+    let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
+    accept::serve(
+        listeners.into_listening(),
+        &connections,
+        &shutdown,
+        |kind| (kind == Security::Plain).then_some(TOO_MANY),
+        move |kind, key, stream, peer, admitted| {
+            let id = format!(
+                "{}.{}",
+                std::process::id(),
+                accepted.next_id.fetch_add(1, Ordering::Relaxed)
+            );
+            let span = tracing::info_span!("pop3", session = %id, %peer, listener = key);
+            let shutdown = sessions_shutdown.clone();
+            tokio::spawn(
+                connection(accepted.clone(), stream, peer, kind, shutdown, admitted)
+                    .instrument(span),
+            );
+        },
+    )
+    .await;
+    let within = shared.config.limits.drain_timeout + shutdown.extra_drain_time();
+    let left = connections.drain(within).await;
     if left > 0 {
         warn!(
             connections = left,
@@ -181,83 +165,39 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind, shutdown: Shutdown) {
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors, or a connection reset before accept.
-                warn!(listener = kind.key(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(guard) = ConnectionGuard::admit(&shared, peer.ip()) else {
-            warn!(%peer, listener = kind.key(), "connection refused: too many connections");
-            if let Kind::Plain = kind {
-                tokio::spawn(refuse(stream));
-            }
-            continue;
-        };
-        let id = format!(
-            "{}.{}",
-            std::process::id(),
-            shared.next_id.fetch_add(1, Ordering::Relaxed)
-        );
-        let span = tracing::info_span!("pop3", session = %id, %peer, listener = kind.key());
-        tokio::spawn(
-            connection(shared.clone(), stream, peer, kind, shutdown.clone(), guard)
-                .instrument(span),
-        );
-    }
-}
-
-/// Tells a client over the limit why it is sent away.
-async fn refuse(mut stream: TcpStream) {
-    let reply = Reply::err_code(Code::SysTemp, "too many connections; try again later");
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        stream.write_all(&reply.to_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
-}
-
 /// One connection, from accept to close.
 async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    kind: Kind,
+    kind: Security,
     shutdown: Shutdown,
-    _guard: ConnectionGuard,
+    _admitted: Admitted,
 ) {
     debug!("connected");
     let handshake = shared.config.limits.tls_handshake_timeout;
     let result: io::Result<()> = match kind {
-        Kind::Plain => {
+        Security::Plain => {
             let session = Session::new(shared.settings(false, true));
             match run_session(&shared, stream, session, peer, shutdown.clone()).await {
                 // STLS: a new session over TLS; nothing of the old one survives.
-                Ok(Some(stream)) => match tls_accept(&shared, stream, handshake).await {
-                    Some(tls) => {
-                        debug!("TLS started (STLS)");
-                        let session = Session::after_stls(shared.settings(true, false));
-                        run_session(&shared, tls, session, peer, shutdown)
-                            .await
-                            .map(drop)
+                Ok(Some(stream)) => {
+                    match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
+                        Some(tls) => {
+                            debug!("TLS started (STLS)");
+                            let session = Session::after_stls(shared.settings(true, false));
+                            run_session(&shared, tls, session, peer, shutdown)
+                                .await
+                                .map(drop)
+                        }
+                        None => Ok(()),
                     }
-                    None => Ok(()),
-                },
+                }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             }
         }
-        Kind::Tls => match tls_accept(&shared, stream, handshake).await {
+        Security::Tls => match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
             Some(tls) => {
                 let session = Session::new(shared.settings(true, false));
                 run_session(&shared, tls, session, peer, shutdown)
@@ -270,24 +210,6 @@ async fn connection(
     match result {
         Ok(()) => debug!("closed"),
         Err(e) => debug!(error = %e, "connection lost"),
-    }
-}
-
-async fn tls_accept(
-    shared: &Shared,
-    stream: TcpStream,
-    within: Duration,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(within, shared.config.tls.accept(stream)).await {
-        Ok(Ok(tls)) => Some(tls),
-        Ok(Err(e)) => {
-            info!(error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            info!("TLS handshake timed out");
-            None
-        }
     }
 }
 
@@ -486,12 +408,6 @@ impl Shared {
         }
     }
 
-    fn lock_connections(&self) -> MutexGuard<'_, Connections> {
-        self.connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Checks a login and opens the maildrop. `earlier_failures` are this
     /// connection's failed logins before this one.
     async fn login(
@@ -501,57 +417,24 @@ impl Shared {
         earlier_failures: u32,
     ) -> LoginOutcome {
         let limits = &self.config.limits;
-        let ip = conn.peer.ip();
         let mechanism = credentials.mechanism;
-        let delay = limits
-            .login_delay
-            .saturating_mul(1u32 << earlier_failures.min(16))
-            .min(limits.max_login_delay);
-        if self.failures.is_blocked(ip) {
-            info!(
-                mechanism,
-                "login refused: too many failures from this address"
-            );
-            tokio::time::sleep(delay).await;
-            return LoginOutcome::Blocked;
-        }
-        let verified = self
-            .config
-            .directory
-            .verify(&credentials.login, &credentials.password)
-            .await;
-        drop(credentials.password);
-        let user = match verified {
-            Ok(Some(user)) => user,
-            Ok(None) => {
-                let blocked = self.failures.record(ip).blocked_now;
-                // Name the account only when it exists: an unknown login may be
-                // a password typed in the wrong field.
-                let known = self
-                    .config
-                    .directory
-                    .snapshot()
-                    .user(&credentials.login)
-                    .map(|u| u.address().to_owned());
-                info!(
-                    user = known.as_deref().unwrap_or("(no such user)"),
-                    mechanism,
-                    failures = earlier_failures + 1,
-                    "login failed: bad credentials"
-                );
-                if blocked {
-                    warn!(
-                        minutes = limits.block_duration.as_secs() / 60,
-                        "too many failed logins from this address: logins refused for a while"
-                    );
-                }
-                tokio::time::sleep(delay).await;
-                return LoginOutcome::Rejected;
-            }
-            Err(e) => {
-                error!(error = %e, "cannot check a login");
-                return LoginOutcome::TemporaryFailure;
-            }
+        let attempt = LoginAttempt {
+            ip: conn.peer.ip(),
+            login: &credentials.login,
+            password: credentials.password,
+            mechanism,
+            delay: doubling_delay(limits.login_delay, limits.max_login_delay, earlier_failures),
+            earlier_failures,
+        };
+        let user = match self
+            .failures
+            .check_password(&self.config.directory, attempt)
+            .await
+        {
+            PasswordCheck::Accepted(user) => user,
+            PasswordCheck::Blocked => return LoginOutcome::Blocked,
+            PasswordCheck::Rejected => return LoginOutcome::Rejected,
+            PasswordCheck::Unavailable => return LoginOutcome::TemporaryFailure,
         };
         let data_dir = self.config.data_dir.clone();
         let hostname = self.config.hostname.clone();
@@ -596,44 +479,6 @@ impl Shared {
             Err(e) => {
                 error!(user = %user.address, error = %e, "cannot open the maildrop");
                 LoginOutcome::TemporaryFailure
-            }
-        }
-    }
-}
-
-/// One admitted connection; counted until dropped.
-struct ConnectionGuard {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl ConnectionGuard {
-    fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnectionGuard> {
-        let limits = &shared.config.limits;
-        let mut connections = shared.lock_connections();
-        let from_ip = connections.by_address.get(&ip).copied().unwrap_or(0);
-        if connections.total >= limits.max_connections
-            || from_ip >= limits.max_connections_per_address
-        {
-            return None;
-        }
-        connections.total += 1;
-        *connections.by_address.entry(ip).or_insert(0) += 1;
-        Some(ConnectionGuard {
-            shared: shared.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        let mut connections = self.shared.lock_connections();
-        connections.total = connections.total.saturating_sub(1);
-        if let Some(n) = connections.by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                connections.by_address.remove(&self.ip);
             }
         }
     }

@@ -4,7 +4,9 @@
 //! The plumbing that every daemon would otherwise copy, in the spirit of Postfix's
 //! `single_server_main`: logging set-up ([`logging`]), the TLS acceptor built from
 //! `[tls]` and the self-signed default certificate ([`tls`]), listener binding
-//! with errors that name the address and the config key ([`listen`]), failed
+//! with errors that name the address and the config key ([`listen`]), the
+//! accept loops, connection limits and TLS handshakes of the servers
+//! ([`accept`]), failed
 //! logins per client address ([`login_limit`]), the
 //! shutdown signal ([`shutdown`]), restart without downtime ([`restart`]: socket
 //! hand-over to a successor, or an in-place `exec` after a graceful stop), the
@@ -15,6 +17,7 @@
 //! Private keys are written with mode 0600. TLS uses rustls with its safe defaults
 //! (TLS 1.2 and 1.3 only).
 
+pub mod accept;
 pub mod daemon;
 pub mod listen;
 pub mod logging;

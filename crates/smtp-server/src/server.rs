@@ -1,20 +1,20 @@
 //! The tokio side of smtp-server: listeners, connection limits, TLS, timeouts,
 //! and the actions a [`Session`] asks for (password checks, durable enqueue).
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use qs_config::Config;
 use qs_directory::Directory;
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
+use qs_service::accept::{self, ConnectionLimits, Connections};
 use qs_service::login_limit::FailedLogins;
 use qs_service::shutdown::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, error, info, warn};
 
@@ -53,10 +53,6 @@ struct Shared {
     relay_networks: Vec<qs_config::IpNetwork>,
     idle_timeout: Duration,
     session_timeout: Duration,
-    max_connections: usize,
-    max_connections_per_ip: usize,
-    connections: Mutex<HashMap<IpAddr, usize>>,
-    total: AtomicU64,
     auth_failures: FailedLogins,
     next_id: AtomicU64,
 }
@@ -89,10 +85,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         relay_networks: s.relay_networks.clone(),
         idle_timeout: Duration::from_secs(s.idle_timeout_secs),
         session_timeout: Duration::from_secs(s.session_timeout_secs),
-        max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
-        max_connections_per_ip: usize::try_from(s.max_connections_per_ip).unwrap_or(usize::MAX),
-        connections: Mutex::default(),
-        total: AtomicU64::new(0),
         auth_failures: FailedLogins::new(
             u32::try_from(s.max_auth_failures).unwrap_or(u32::MAX),
             AUTH_BLOCK,
@@ -101,140 +93,66 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         next_id: AtomicU64::new(1),
     });
 
-    let mut bound: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
-    let mut listeners: Vec<(ListenerKind, TcpListener)> = Vec::new();
-    for (kind, addrs) in [
-        (ListenerKind::Mx, &s.listen),
-        (ListenerKind::Submission, &s.submission),
-        (ListenerKind::Submissions, &s.submissions),
-    ] {
-        for listener in qs_service::listen::bind_all(kind.config_key(), addrs).await? {
-            if let Ok(addr) = listener.local_addr() {
-                info!(listener = kind.config_key(), %addr, "listening");
-                bound
-                    .entry(kind.config_key().to_string())
-                    .or_default()
-                    .push(addr);
-            }
-            listeners.push((kind, listener));
-        }
-    }
+    let connections = Connections::new(ConnectionLimits {
+        total: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
+        per_address: usize::try_from(s.max_connections_per_ip).unwrap_or(usize::MAX),
+        per_user: usize::MAX,
+    });
+    let keys = [
+        ListenerKind::Mx,
+        ListenerKind::Submission,
+        ListenerKind::Submissions,
+    ];
+    let listeners = accept::bind(&[
+        (keys[0], keys[0].config_key(), &s.listen[..]),
+        (keys[1], keys[1].config_key(), &s.submission[..]),
+        (keys[2], keys[2].config_key(), &s.submissions[..]),
+    ])
+    .await?;
+    let bound = accept::addresses(&keys.map(ListenerKind::config_key), &listeners);
     qs_service::runfile::write(&config.data_dir, "smtp-server", &bound)
         .map_err(ServerError::RunFile)?;
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for (kind, listener) in listeners {
-        tasks.spawn(accept_loop(
-            shared.clone(),
-            kind,
-            listener,
-            shutdown.clone(),
-        ));
-    }
-    let mut stop = shutdown.clone();
-    stop.wait().await;
-    info!("stopping: no new connections; sessions finish their transaction");
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT + stop.extra_drain_time(), async {
-        while tasks.join_next().await.is_some() {}
-    })
+    let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
+    accept::serve(
+        listeners,
+        &connections,
+        &shutdown,
+        // Nothing readable can be said on a TLS listener before the handshake.
+        |kind| (kind != ListenerKind::Submissions).then_some(TOO_MANY),
+        move |kind, key, stream, peer, admitted| {
+            let id = format!("{:08X}", accepted.next_id.fetch_add(1, Ordering::Relaxed));
+            let span = tracing::info_span!("smtp", session = %id, %peer, listener = key);
+            let (shared, shutdown) = (accepted.clone(), sessions_shutdown.clone());
+            tokio::spawn(
+                async move {
+                    // Counted until the session's last line is logged.
+                    let _admitted = admitted;
+                    info!("connected");
+                    match connection(shared, kind, stream, peer, id, shutdown).await {
+                        Ok(()) => info!("disconnected"),
+                        Err(e) => info!(error = %e, "connection ended with an error"),
+                    }
+                }
+                .instrument(span),
+            );
+        },
+    )
     .await;
-    if drained.is_err() {
-        warn!("some sessions did not finish in time");
+    info!("stopping: no new connections; sessions finish their transaction");
+    let left = connections
+        .drain(DRAIN_TIMEOUT + shutdown.extra_drain_time())
+        .await;
+    if left > 0 {
+        warn!(connections = left, "some sessions did not finish in time");
     }
     qs_service::runfile::remove(&config.data_dir, "smtp-server");
     info!("stopped");
     Ok(())
 }
 
-async fn accept_loop(
-    shared: Arc<Shared>,
-    kind: ListenerKind,
-    listener: TcpListener,
-    shutdown: Shutdown,
-) {
-    let mut sessions = tokio::task::JoinSet::new();
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(slot) = ConnectionSlot::take(&shared, peer.ip()) else {
-            warn!(%peer, "too many connections; refused");
-            tokio::spawn(refuse(stream));
-            continue;
-        };
-        let id = format!("{:08X}", shared.next_id.fetch_add(1, Ordering::Relaxed));
-        let span = tracing::info_span!("smtp", session = %id, %peer, listener = kind.config_key());
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        sessions.spawn(
-            async move {
-                let _slot = slot;
-                info!("connected");
-                if let Err(e) = connection(shared, kind, stream, peer, id, shutdown).await {
-                    info!(error = %e, "connection ended with an error");
-                } else {
-                    info!("disconnected");
-                }
-            }
-            .instrument(span),
-        );
-        while sessions.try_join_next().is_some() {}
-    }
-    // Stop accepting; let the sessions finish.
-    while sessions.join_next().await.is_some() {}
-}
-
-async fn refuse(mut stream: TcpStream) {
-    let reply = Reply::new(421, "4.7.0", "Too many connections, try again later").to_bytes();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply)).await;
-}
-
-/// A counted connection; released on drop.
-struct ConnectionSlot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl ConnectionSlot {
-    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnectionSlot> {
-        let mut per_ip = shared.connections.lock().ok()?;
-        let total = shared.total.load(Ordering::Relaxed) as usize;
-        let here = per_ip.get(&ip).copied().unwrap_or(0);
-        if total >= shared.max_connections || here >= shared.max_connections_per_ip {
-            return None;
-        }
-        per_ip.insert(ip, here + 1);
-        shared.total.fetch_add(1, Ordering::Relaxed);
-        Some(ConnectionSlot {
-            shared: shared.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.shared.total.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut per_ip) = self.shared.connections.lock()
-            && let Some(n) = per_ip.get_mut(&self.ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
+/// What a client over the connection limit reads on a plaintext listener.
+const TOO_MANY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
 
 async fn connection(
     shared: Arc<Shared>,
@@ -244,7 +162,6 @@ async fn connection(
     id: String,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + shared.session_timeout;
     let may_relay = shared.relay_networks.iter().any(|n| n.contains(peer.ip()));
     let new_session = |tls: bool| {
@@ -261,7 +178,10 @@ async fn connection(
         )
     };
     if kind == ListenerKind::Submissions {
-        let tls = handshake(&shared, stream).await?;
+        let Some(tls) = accept::tls_handshake(&shared.acceptor, stream, HANDSHAKE_TIMEOUT).await
+        else {
+            return Ok(());
+        };
         serve(&shared, new_session(true), tls, true, deadline, shutdown).await?;
         return Ok(());
     }
@@ -275,25 +195,15 @@ async fn connection(
     )
     .await?;
     if let Some(plain) = upgraded {
-        let tls = handshake(&shared, plain).await?;
+        let Some(tls) = accept::tls_handshake(&shared.acceptor, plain, HANDSHAKE_TIMEOUT).await
+        else {
+            return Ok(());
+        };
         info!("TLS started");
         // A fresh session: nothing from before the handshake survives it.
         serve(&shared, new_session(true), tls, false, deadline, shutdown).await?;
     }
     Ok(())
-}
-
-async fn handshake(
-    shared: &Shared,
-    stream: TcpStream,
-) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(stream)).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "TLS handshake timed out",
-        )),
-    }
 }
 
 /// Runs a session over `stream`; returns the stream when it asked for STARTTLS.

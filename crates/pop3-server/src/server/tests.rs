@@ -3,9 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::Instant;
+
 use qs_directory::{Options, Secret};
 use qs_mailstore::{Delivery, FolderName, Mailbox};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::*;
@@ -39,10 +42,7 @@ async fn start(limits: Limits) -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (trigger, shutdown) = qs_service::shutdown::channel();
-    let listeners = Listeners {
-        plain: vec![listener],
-        tls: Vec::new(),
-    };
+    let listeners = Listeners::plain(LISTENER_KEYS, vec![listener]);
     let server = tokio::spawn(serve(config, listeners, shutdown));
     Fixture {
         _tmp: tmp,
