@@ -395,3 +395,96 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     assert!(greeting.starts_with("220 "), "{greeting}");
     assert!(smtp.terminate(WAIT).is_some_and(|s| s.success()));
 }
+
+/// Whether process `pid` is gone (or only a zombie nobody has reaped yet).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_stop_while_the_new_process_starts_abandons_the_restart_at_once() {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.set("restart", "ready_timeout_secs", "120");
+    // The module runs from a copy of its program, so that the program can
+    // be replaced by one that never becomes ready.
+    let bin = inst.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let program = bin.join("pop3-server");
+    std::fs::copy(integration_tests::binary("pop3-server"), &program).unwrap();
+    let log = std::fs::File::create(inst.dir.path().join("pop3-server.log")).unwrap();
+    let mut daemon = std::process::Command::new(&program)
+        .args(["--config", &inst.config.to_string_lossy()])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    inst.listening("pop3-server", "pop3_server.listen");
+
+    let marker = inst.dir.path().join("successor.pid");
+    let stuck = bin.join("stuck");
+    std::fs::write(
+        &stuck,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 120\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &stuck,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::rename(&stuck, &program).unwrap();
+
+    let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let start = Instant::now();
+    let successor = loop {
+        if let Ok(text) = std::fs::read_to_string(&marker)
+            && let Ok(n) = text.trim().parse::<i32>()
+        {
+            break n;
+        }
+        assert!(start.elapsed() < WAIT, "the new program did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // Stopped while it waits for the new process: it stops at once (not
+    // after ready_timeout_secs), and takes the new process with it.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still running {} s after SIGTERM",
+            start.elapsed().as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let start = Instant::now();
+    while !gone(successor) {
+        assert!(
+            start.elapsed() < WAIT,
+            "the new process {successor} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logged = std::fs::read_to_string(inst.dir.path().join("pop3-server.log")).unwrap();
+    assert!(
+        logged.contains("the restart under way is abandoned"),
+        "{logged}"
+    );
+}

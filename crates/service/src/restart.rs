@@ -76,21 +76,39 @@ pub fn on_signals(restart: Restart) -> std::io::Result<Shutdown> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = term.recv() => {
-                    tracing::info!("SIGTERM: stopping");
+                signal = stop_requested(&mut term, &mut int) => {
+                    tracing::info!("{signal}: stopping");
                     trigger.fire();
                     return;
                 }
-                _ = int.recv() => {
-                    tracing::info!("SIGINT: stopping");
-                    trigger.fire();
-                    return;
+                _ = hup.recv() => {
+                    // A stop while a new process is starting does not wait
+                    // for it: the restart is abandoned and that process is
+                    // stopped (see `Starting`).
+                    tokio::select! {
+                        () = on_hangup(&restart, &trigger) => {}
+                        signal = stop_requested(&mut term, &mut int) => {
+                            tracing::info!("{signal}: stopping; the restart under way is abandoned");
+                            trigger.fire();
+                            return;
+                        }
+                    }
                 }
-                _ = hup.recv() => on_hangup(&restart, &trigger).await,
             }
         }
     });
     Ok(shutdown)
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn stop_requested(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 async fn on_hangup(restart: &Restart, trigger: &ShutdownTrigger) {
@@ -129,7 +147,7 @@ async fn on_hangup(restart: &Restart, trigger: &ShutdownTrigger) {
 /// Starts the successor and waits until it serves; returns its process id.
 async fn start_successor(restart: &Restart) -> Result<u32, String> {
     let program = current_program()?;
-    let mut child = crate::listen::with_registered(|listeners| {
+    let child = crate::listen::with_registered(|listeners| {
         // The successor inherits exactly these descriptors: close-on-exec is
         // cleared on our duplicates for the spawn and set again right after.
         // Only this task spawns processes in a daemon, so no other child can
@@ -152,26 +170,41 @@ async fn start_successor(restart: &Restart) -> Result<u32, String> {
         spawned.map_err(|e| format!("cannot start {}: {e}", program.display()))
     })?;
     let pid = child.id();
+    let mut starting = Starting(Some(child));
     let deadline = Instant::now() + restart.ready_timeout;
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(Ok(Some(status))) = starting.0.as_mut().map(std::process::Child::try_wait) {
             return Err(format!(
                 "the new process {pid} exited before serving ({status})"
             ));
         }
         if crate::runfile::read_pid(&restart.data_dir, &restart.module) == Some(pid) {
             // The child outlives us: it is reaped by whoever adopts it.
+            starting.0 = None;
             return Ok(pid);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             return Err(format!(
                 "the new process {pid} was not ready within {} s; stopped",
                 restart.ready_timeout.as_secs()
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A new process not yet known to serve. If the wait for it ends without
+/// it (it is late, or this process is told to stop meanwhile and the wait
+/// is dropped), it is killed and reaped, so that it never serves with
+/// nobody to stop it.
+struct Starting(Option<std::process::Child>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
