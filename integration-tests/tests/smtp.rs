@@ -399,3 +399,44 @@ print("ok")
         "{text}"
     );
 }
+
+#[test]
+fn an_address_with_too_many_failed_logins_is_refused_even_the_right_password() {
+    let s = server_with(
+        |inst| {
+            inst.set("smtp_server", "max_auth_failures", "2");
+            inst.set("smtp_server", "allow_plaintext_auth", "true");
+        },
+        false,
+    );
+    let mut raw = Raw::connect(s.submission);
+    raw.cmd("EHLO x", "250");
+    // A password typed in the login field is never written to the log.
+    raw.cmd(&auth_plain("Secret-typed-as-login", "x"), "535 5.7.8");
+    raw.cmd(&auth_plain("alice@example.test", "wrong"), "535 5.7.8");
+    raw.cmd(
+        &auth_plain("alice@example.test", "alice-secret"),
+        "535 5.7.8",
+    );
+    // The block is the address's, not the session's: a new connection is
+    // refused as well.
+    let mut again = Raw::connect(s.submission);
+    again.cmd("EHLO x", "250");
+    again.cmd(
+        &auth_plain("alice@example.test", "alice-secret"),
+        "535 5.7.8",
+    );
+    let log = s.smtp.log();
+    assert!(
+        log.contains("too many failed logins from this address"),
+        "{log}"
+    );
+    assert!(!log.contains("Secret-typed-as-login"), "{log}");
+}
+
+/// `AUTH PLAIN` with its initial response.
+fn auth_plain(login: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{login}\0{password}"));
+    format!("AUTH PLAIN {token}")
+}

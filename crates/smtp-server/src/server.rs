@@ -11,7 +11,7 @@ use qs_directory::Directory;
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
 use qs_service::accept::{self, ConnectionLimits, Connections};
-use qs_service::login_limit::FailedLogins;
+use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,6 +28,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an address stays refused after too many failed logins.
 const AUTH_BLOCK: Duration = Duration::from_secs(15 * 60);
+/// The delay before a failed login is answered; doubled with each failure of
+/// the session, up to `MAX_LOGIN_DELAY`.
+const LOGIN_DELAY: Duration = Duration::from_millis(500);
+/// See `LOGIN_DELAY`.
+const MAX_LOGIN_DELAY: Duration = Duration::from_secs(8);
 
 /// Why smtp-server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -219,13 +224,18 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         stream.write_all(&session.greeting()).await?;
     }
     let mut buf = vec![0u8; 16 * 1024];
+    // Failed logins of this session, for the delay before the next answer.
+    let mut auth_failures = 0u32;
     loop {
         while let Some(action) = session.next_action() {
             match action {
                 Action::Send(bytes) => stream.write_all(&bytes).await?,
                 Action::Verify { login, password } => {
-                    let user =
-                        check_login(shared, &session_peer_ip(&session), &login, &password).await;
+                    let ip = session_peer_ip(&session);
+                    let user = check_login(shared, ip, &login, password, auth_failures).await;
+                    if user.is_none() {
+                        auth_failures += 1;
+                    }
                     session.verified(user);
                 }
                 Action::Enqueue(envelope) => {
@@ -300,38 +310,29 @@ fn session_peer_ip(session: &Session<DirectoryPolicy>) -> IpAddr {
     session.peer_ip()
 }
 
-/// Checks a password, with a delay after failures and a per-address limit.
+/// Checks a password: refused without a check while the address is blocked,
+/// and answered after a delay that doubles with each failure of the session.
 async fn check_login(
     shared: &Shared,
-    ip: &IpAddr,
+    ip: IpAddr,
     login: &str,
-    password: &qs_directory::Secret,
+    password: qs_directory::Secret,
+    earlier_failures: u32,
 ) -> Option<String> {
-    if shared.auth_failures.is_blocked(*ip) {
-        warn!(%ip, "too many failed logins from this address; refused without checking");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        return None;
-    }
-    let verified = match shared.policy.directory().verify(login, password).await {
-        Ok(user) => user,
-        Err(e) => {
-            error!(error = %e, "cannot check the password");
-            None
-        }
+    let attempt = LoginAttempt {
+        ip,
+        login,
+        password,
+        mechanism: "AUTH",
+        delay: doubling_delay(LOGIN_DELAY, MAX_LOGIN_DELAY, earlier_failures),
+        earlier_failures,
     };
-    match verified {
-        Some(user) => Some(user.address),
-        None => {
-            let recorded = shared.auth_failures.record(*ip);
-            if recorded.blocked_now {
-                warn!(%ip, minutes = AUTH_BLOCK.as_secs() / 60, "too many failed logins from this address: logins refused for a while");
-            }
-            // A delay that grows with each failure slows down guessing.
-            tokio::time::sleep(Duration::from_millis(
-                500 * u64::from(recorded.failures.min(10)),
-            ))
-            .await;
-            None
-        }
+    match shared
+        .auth_failures
+        .check_password(shared.policy.directory(), attempt)
+        .await
+    {
+        PasswordCheck::Accepted(user) => Some(user.address),
+        PasswordCheck::Blocked | PasswordCheck::Rejected | PasswordCheck::Unavailable => None,
     }
 }

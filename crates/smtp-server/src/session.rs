@@ -133,7 +133,7 @@ pub enum Action {
 /// What the session waits for.
 #[derive(Debug)]
 enum Waiting {
-    Auth { login: String },
+    Auth,
     Enqueue,
 }
 
@@ -276,8 +276,7 @@ impl<P: Policy> Session<P> {
     /// The answer to [`Action::Verify`]: the user's canonical address, or
     /// `None` when the login failed.
     pub fn verified(&mut self, user: Option<String>) {
-        let State::Waiting(Waiting::Auth { login }) =
-            std::mem::replace(&mut self.state, State::Command)
+        let State::Waiting(Waiting::Auth) = std::mem::replace(&mut self.state, State::Command)
         else {
             return;
         };
@@ -288,7 +287,8 @@ impl<P: Policy> Session<P> {
                 self.reply(235, "2.7.0", "Authentication successful");
             }
             None => {
-                tracing::warn!(login = %login, "authentication failed");
+                // The check has logged why (never the login as typed: it may
+                // be a password put in the wrong field).
                 self.error(535, "5.7.8", "Authentication credentials invalid");
             }
         }
@@ -692,9 +692,7 @@ impl<P: Policy> Session<P> {
     }
 
     fn verify(&mut self, login: String, password: Secret) {
-        self.state = State::Waiting(Waiting::Auth {
-            login: login.clone(),
-        });
+        self.state = State::Waiting(Waiting::Auth);
         self.emit(Action::Verify { login, password });
     }
 
