@@ -5,11 +5,45 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::restart::{Restart, Style};
 use crate::shutdown::Shutdown;
+
+/// Every daemon's command line: only where its config is.
+#[derive(Debug, clap::Parser)]
+struct DaemonArgs {
+    /// The config file (default: $QS_CONFIG, else ./quicksilver.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+/// A daemon's whole `main`: parses its command line (`--config PATH`,
+/// `--help` with `about`, `--version`), then runs it as [`main`] does.
+pub fn from_command_line<F, Fut, E>(
+    module: &'static str,
+    about: &'static str,
+    style: Style,
+    serve: F,
+) -> ExitCode
+where
+    F: FnOnce(qs_config::Config, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let command = DaemonArgs::command()
+        .name(module)
+        .bin_name(module)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"));
+    let args = match DaemonArgs::from_arg_matches(&command.get_matches()) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    main(module, style, args.config.as_deref(), serve)
+}
 
 /// Runs daemon `module` with the config at `config_path` (or the default
 /// place): `serve` runs until its [`Shutdown`] fires and everything is closed.
