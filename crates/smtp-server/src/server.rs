@@ -20,7 +20,7 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::policy::DirectoryPolicy;
 use crate::reply::Reply;
-use crate::session::{Action, ListenerKind, Peer, Session, SessionConfig};
+use crate::session::{Action, AuthOutcome, ListenerKind, Peer, Session, SessionConfig};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -232,11 +232,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Action::Send(bytes) => stream.write_all(&bytes).await?,
                 Action::Verify { login, password } => {
                     let ip = session_peer_ip(&session);
-                    let user = check_login(shared, ip, &login, password, auth_failures).await;
-                    if user.is_none() {
+                    let outcome = check_login(shared, ip, &login, password, auth_failures).await;
+                    if outcome == AuthOutcome::Refused {
                         auth_failures += 1;
                     }
-                    session.verified(user);
+                    session.verified(outcome);
                 }
                 Action::Enqueue(envelope) => {
                     let origin = Origin {
@@ -318,7 +318,7 @@ async fn check_login(
     login: &str,
     password: qs_directory::Secret,
     earlier_failures: u32,
-) -> Option<String> {
+) -> AuthOutcome {
     let attempt = LoginAttempt {
         ip,
         login,
@@ -332,7 +332,8 @@ async fn check_login(
         .check_password(shared.policy.directory(), attempt)
         .await
     {
-        PasswordCheck::Accepted(user) => Some(user.address),
-        PasswordCheck::Blocked | PasswordCheck::Rejected | PasswordCheck::Unavailable => None,
+        PasswordCheck::Accepted(user) => AuthOutcome::Accepted(user.address),
+        PasswordCheck::Blocked | PasswordCheck::Rejected => AuthOutcome::Refused,
+        PasswordCheck::Unavailable => AuthOutcome::Unavailable,
     }
 }

@@ -130,6 +130,18 @@ pub enum Action {
     Close,
 }
 
+/// How a password check ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The right password: the user's canonical address.
+    Accepted(String),
+    /// A wrong password, an unknown login, or an address refused for too
+    /// many failures.
+    Refused,
+    /// The directory could not be read.
+    Unavailable,
+}
+
 /// What the session waits for.
 #[derive(Debug)]
 enum Waiting {
@@ -273,23 +285,26 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    /// The answer to [`Action::Verify`]: the user's canonical address, or
-    /// `None` when the login failed.
-    pub fn verified(&mut self, user: Option<String>) {
+    /// The answer to [`Action::Verify`].
+    pub fn verified(&mut self, outcome: AuthOutcome) {
         let State::Waiting(Waiting::Auth) = std::mem::replace(&mut self.state, State::Command)
         else {
             return;
         };
-        match user {
-            Some(address) => {
+        match outcome {
+            AuthOutcome::Accepted(address) => {
                 tracing::info!(user = %address, "authenticated");
                 self.user = Some(address);
                 self.reply(235, "2.7.0", "Authentication successful");
             }
-            None => {
-                // The check has logged why (never the login as typed: it may
-                // be a password put in the wrong field).
+            // The check has logged why (never the login as typed: it may
+            // be a password put in the wrong field).
+            AuthOutcome::Refused => {
                 self.error(535, "5.7.8", "Authentication credentials invalid");
+            }
+            // RFC 4954: the server cannot check now; the client may retry.
+            AuthOutcome::Unavailable => {
+                self.reply(454, "4.7.0", "Temporary authentication failure");
             }
         }
     }

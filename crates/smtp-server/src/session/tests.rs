@@ -72,7 +72,8 @@ fn session(kind: ListenerKind, tls: bool, may_relay: bool) -> Session<FakeDirect
 }
 
 /// Runs `input` through a session in chunks of `chunk` bytes; passwords
-/// "secret" are right, enqueues succeed.
+/// "secret" are right, "unavailable" finds the directory unreadable,
+/// enqueues succeed.
 fn drive(mut s: Session<FakeDirectory>, input: &[u8], chunk: usize) -> Run {
     let mut run = Run::default();
     let mut pending: Vec<&[u8]> = input.chunks(chunk.max(1)).collect();
@@ -83,7 +84,13 @@ fn drive(mut s: Session<FakeDirectory>, input: &[u8], chunk: usize) -> Run {
                 Action::Send(bytes) => run.out.push_str(&String::from_utf8_lossy(&bytes)),
                 Action::Verify { login, password } => {
                     let ok = password.expose() == b"secret" && !login.is_empty();
-                    s.verified(ok.then(|| login.to_ascii_lowercase()));
+                    s.verified(if ok {
+                        AuthOutcome::Accepted(login.to_ascii_lowercase())
+                    } else if password.expose() == b"unavailable" {
+                        AuthOutcome::Unavailable
+                    } else {
+                        AuthOutcome::Refused
+                    });
                 }
                 Action::Enqueue(envelope) => {
                     run.queued.push(envelope);
@@ -213,6 +220,14 @@ fn auth_plain_and_login_work_under_tls_and_failures_get_535() {
         "EHLO x\r\nAUTH CRAM-MD5\r\n",
     );
     assert_eq!(unknown.codes(), [250, 504]);
+    // \0alice@example.test\0unavailable: the directory cannot be read.
+    let later = transcript(
+        ListenerKind::Submission,
+        true,
+        "EHLO x\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB1bmF2YWlsYWJsZQ==\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n",
+    );
+    assert_eq!(later.codes(), [250, 454, 235], "{}", later.out);
+    assert!(later.out.contains("454 4.7.0"));
 }
 
 #[test]
