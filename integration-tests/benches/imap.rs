@@ -60,6 +60,7 @@ fn main() {
         warm_up_logins: 50,
         pid: None,
         keep: false,
+        flagged: bench_flag("--flagged"),
         tls: TlsArgs {
             tls: TlsMode::None,
             ca_file: None,

@@ -55,6 +55,10 @@ pub struct ImapOptions {
     /// Keep the folder at the end.
     #[arg(long)]
     pub keep: bool,
+    /// Leave every message \Flagged while the idle connections are measured
+    /// (a folder whose messages carry flags).
+    #[arg(long)]
+    pub flagged: bool,
     /// TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -344,14 +348,16 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
         .map_err(|e| failed("STORE", e))?;
     let store_ms = ms(started.elapsed());
     check_count("STORE", stored, wanted)?;
-    // The folder is left as it was, and the idle connections see it so.
-    session
-        .store("1:*", "-FLAGS.SILENT (\\Flagged)")
-        .await
-        .map_err(|e| failed("STORE", e))?
-        .try_for_each(|_| futures::future::ready(Ok(())))
-        .await
-        .map_err(|e| failed("STORE", e))?;
+    // The idle connections see the folder as it was, unless --flagged.
+    if !options.flagged {
+        session
+            .store("1:*", "-FLAGS.SILENT (\\Flagged)")
+            .await
+            .map_err(|e| failed("STORE", e))?
+            .try_for_each(|_| futures::future::ready(Ok(())))
+            .await
+            .map_err(|e| failed("STORE", e))?;
+    }
 
     let idle = match pid {
         Some(pid) => Some(idle_connections(&target, &tls, options, pid, &mut session).await?),
