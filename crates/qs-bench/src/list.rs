@@ -199,7 +199,13 @@ pub async fn run_with_sink(
         )
         .await
         .map_err(|e| BenchError::Refused(format!("core-queue refused the post: {e}")))?;
-    wait_for_fan_out(&client, &id, started, within).await?;
+    let spinner = crate::progress::spinner(&format!(
+        "list-server queues copies for {} members",
+        count(options.members)
+    ));
+    let fanned_out = wait_for_fan_out(&client, &id, started, within).await;
+    spinner.finish_and_clear();
+    fanned_out?;
     let fan_out = started.elapsed();
     let fan_out_overlapped = held.release();
 
