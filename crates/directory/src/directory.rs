@@ -42,6 +42,51 @@ pub struct Directory {
     paths: Paths,
     options: Options,
     current: Mutex<Current>,
+    hashing: HashLimit,
+}
+
+/// At most this many password checks hash at once in one process, whatever
+/// the number of cores: argon2 takes 19 MiB for each (the OWASP parameters),
+/// so a crowd of logins (or an attacker opening hundreds of connections and
+/// sending LOGIN on each) would otherwise cost hundreds of MiB, which the
+/// allocator keeps afterwards. The others wait their turn.
+pub const MAX_CONCURRENT_HASHES: usize = 4;
+
+/// Runs password hashes on tokio's blocking pool, a limited number at once.
+#[derive(Debug)]
+struct HashLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl HashLimit {
+    /// As many at once as there are cores, at most `MAX_CONCURRENT_HASHES`.
+    fn new() -> HashLimit {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        HashLimit::with_limit(cores.clamp(1, MAX_CONCURRENT_HASHES))
+    }
+
+    fn with_limit(limit: usize) -> HashLimit {
+        HashLimit {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+        }
+    }
+
+    /// Waits for a turn, then runs `work` on the blocking pool.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            work()
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))
+    }
 }
 
 /// The last version read, and the last reload error reported.
@@ -100,6 +145,7 @@ impl Directory {
                 _file: file,
                 reported: None,
             }),
+            hashing: HashLimit::new(),
         }
     }
 
@@ -142,14 +188,15 @@ impl Directory {
     }
 
     /// Checks a login and password (see [`Snapshot::verify_blocking`]),
-    /// hashing on tokio's blocking pool. Must run inside a tokio runtime.
+    /// hashing on tokio's blocking pool, at most [`MAX_CONCURRENT_HASHES`]
+    /// at once. Must run inside a tokio runtime.
     pub async fn verify(&self, login: &str, password: &Secret) -> Result<Option<VerifiedUser>> {
         let snapshot = self.snapshot();
         let login = login.to_owned();
         let password = password.clone();
-        tokio::task::spawn_blocking(move || snapshot.verify_blocking(&login, &password))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?
+        self.hashing
+            .run(move || snapshot.verify_blocking(&login, &password))
+            .await?
     }
 
     /// Checks a login and password on the calling thread (see
@@ -1440,6 +1487,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(none.snapshot().subaddress_separator(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_a_limited_number_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let limit = Arc::new(HashLimit::with_limit(2));
+        let active = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let (limit, active, most) = (limit.clone(), active.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                limit
+                    .run(move || {
+                        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        // Long enough for the others to pile up behind.
+                        thread::sleep(std::time::Duration::from_millis(20));
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&most), "{most} at once (limit 2)");
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            HashLimit::new().permits.available_permits(),
+            cores.clamp(1, MAX_CONCURRENT_HASHES)
+        );
     }
 
     #[tokio::test]

@@ -122,7 +122,7 @@ mod store;
 pub mod lists;
 pub mod mailing_list;
 pub use address::{Address, MAX_DOMAIN_LEN, MAX_LOCAL_LEN, parse_address, parse_domain};
-pub use directory::{Directory, Options};
+pub use directory::{Directory, MAX_CONCURRENT_HASHES, Options};
 pub use error::{Error, Result};
 pub use model::{Alias, Domain, FORMAT_VERSION, Forward, Pop3Options, User};
 pub use secret::Secret;

@@ -1,7 +1,9 @@
 //! Password hashing: argon2id, PHC strings, a random 16-byte salt.
 
-use argon2::Argon2;
-use argon2::password_hash::{self, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::Mutex;
+
+use argon2::password_hash::{self, Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 
 use crate::error::{Error, Result};
@@ -64,10 +66,71 @@ pub(crate) fn burn(password: &Secret) {
     }
 }
 
+/// argon2's working memory (19 MiB with the default parameters), kept for
+/// the next check instead of being freed. Allocating and freeing that much
+/// for every login leaves the allocator's heap fragmented: a few hundred
+/// logins used to leave a server with hundreds of MiB it could not give
+/// back. At most [`crate::MAX_CONCURRENT_HASHES`] buffers are kept (the
+/// servers hash no more at once).
+static SPARE_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// A buffer of `blocks` blocks, from the spares if one fits.
+fn take_memory(blocks: usize) -> Vec<Block> {
+    let spare = SPARE_MEMORY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop();
+    match spare {
+        Some(mut memory) => {
+            memory.resize(blocks, Block::default());
+            memory
+        }
+        None => vec![Block::default(); blocks],
+    }
+}
+
+/// Keeps `memory` for a later check, unless enough are kept already.
+fn give_back(memory: Vec<Block>) {
+    let mut spares = SPARE_MEMORY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if spares.len() < crate::MAX_CONCURRENT_HASHES {
+        spares.push(memory);
+    }
+}
+
+/// What `Argon2::verify_password` does, with working memory from the spares.
 fn argon2_verify(hash: &PasswordHash<'_>, password: &Secret) -> password_hash::Result<()> {
     #[cfg(test)]
     tests::CHECKS.with(|c| c.set(c.get() + 1));
-    Argon2::default().verify_password(password.expose(), hash)
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err(password_hash::Error::Password);
+    };
+    let algorithm = Algorithm::try_from(hash.algorithm)?;
+    let version = hash
+        .version
+        .map(Version::try_from)
+        .transpose()?
+        .unwrap_or_default();
+    let params = Params::try_from(hash)?;
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let mut memory = take_memory(params.block_count());
+    let mut computed = vec![0u8; expected.len()];
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.expose(),
+        salt_bytes,
+        &mut computed,
+        &mut memory[..],
+    );
+    give_back(memory);
+    hashed?;
+    // `Output`'s equality is constant-time.
+    if Output::new(&computed)? == *expected {
+        Ok(())
+    } else {
+        Err(password_hash::Error::Password)
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +163,31 @@ pub(crate) mod tests {
         assert_eq!(check(&phc, &Secret::from("s3cret pas")), Check::Mismatch);
         let other = hash(&Secret::from("s3cret pass")).unwrap();
         assert_ne!(phc, other, "salts must differ");
+    }
+
+    #[test]
+    fn the_parameters_come_from_the_stored_hash() {
+        // A hash made with other parameters (a smaller memory cost, argon2i,
+        // as another tool might have written it), then one with the defaults:
+        // the kept working memory is resized for each.
+        let small = Params::new(1024, 1, 1, None).unwrap();
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let other = Argon2::new(Algorithm::Argon2i, Version::V0x13, small)
+            .hash_password(b"other tool", &salt)
+            .unwrap()
+            .to_string();
+        assert!(
+            other.starts_with("$argon2i$v=19$m=1024,t=1,p=1$"),
+            "{other}"
+        );
+        for _ in 0..2 {
+            assert_eq!(check(&other, &Secret::from("other tool")), Check::Match);
+            assert_eq!(check(&other, &Secret::from("other tooL")), Check::Mismatch);
+            let ours = hash(&Secret::from("ours")).unwrap();
+            assert_eq!(check(&ours, &Secret::from("ours")), Check::Match);
+        }
+        let kept = SPARE_MEMORY.lock().unwrap().len();
+        assert!((1..=crate::MAX_CONCURRENT_HASHES).contains(&kept), "{kept}");
     }
 
     #[test]
