@@ -172,7 +172,17 @@ impl Installation {
             }
         }
         assert!(done, "no key {key} in [{section}] of the config");
-        std::fs::write(&self.config, out.join("\n") + "\n").expect("write config");
+        self.replace_config(&(out.join("\n") + "\n"));
+    }
+
+    /// Replaces the config file with `text`: written aside and renamed over,
+    /// so that a daemon reading the config meanwhile sees the old file or the
+    /// new one, never a truncated one (which would be valid TOML with the
+    /// defaults for every section cut off, such as the listening ports).
+    pub fn replace_config(&self, text: &str) {
+        let aside = self.config.with_extension("toml.new");
+        std::fs::write(&aside, text).expect("write config");
+        std::fs::rename(&aside, &self.config).expect("replace config");
     }
 
     /// Adds users (password "pw") with `qsctl user add`.

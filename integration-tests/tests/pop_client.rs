@@ -67,7 +67,7 @@ impl Site {
         text.push_str("\n[[pop_client.account]]\n");
         text.push_str(body.trim());
         text.push('\n');
-        std::fs::write(&self.inst.config, text).unwrap();
+        self.inst.replace_config(&text);
     }
 
     /// Starts pop-client and waits for its run file.

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -131,7 +130,6 @@ struct Shared {
     store: Arc<StoreShared>,
     watches: FolderWatches,
     failures: FailedLogins,
-    next_id: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,7 +155,6 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         store: Arc::new(StoreShared::default()),
         watches: FolderWatches::new(),
         failures,
-        next_id: AtomicU64::new(1),
     });
     let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
     accept::serve(
@@ -166,11 +163,7 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         &shutdown,
         |kind| (kind == Security::Plain).then_some(TOO_MANY),
         move |kind, key, stream, peer, admitted| {
-            let id = format!(
-                "{}.{}",
-                std::process::id(),
-                accepted.next_id.fetch_add(1, Ordering::Relaxed)
-            );
+            let id = accept::session_id();
             let span = tracing::info_span!("imap", session = %id, %peer, listener = key);
             let shutdown = sessions_shutdown.clone();
             tokio::spawn(

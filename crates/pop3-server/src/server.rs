@@ -7,7 +7,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use qs_directory::Directory;
@@ -112,7 +111,6 @@ const TOO_MANY: &[u8] = b"-ERR [SYS/TEMP] too many connections; try again later\
 struct Shared {
     config: ServerConfig,
     failures: FailedLogins,
-    next_id: AtomicU64,
 }
 
 /// Serves the listeners until `shutdown` fires, then lets the sessions finish
@@ -129,11 +127,7 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         per_address: limits.max_connections_per_address,
         per_user: usize::MAX,
     });
-    let shared = Arc::new(Shared {
-        config,
-        failures,
-        next_id: AtomicU64::new(1),
-    });
+    let shared = Arc::new(Shared { config, failures });
     let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
     accept::serve(
         listeners.into_listening(),
@@ -141,11 +135,7 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         &shutdown,
         |kind| (kind == Security::Plain).then_some(TOO_MANY),
         move |kind, key, stream, peer, admitted| {
-            let id = format!(
-                "{}.{}",
-                std::process::id(),
-                accepted.next_id.fetch_add(1, Ordering::Relaxed)
-            );
+            let id = accept::session_id();
             let span = tracing::info_span!("pop3", session = %id, %peer, listener = key);
             let shutdown = sessions_shutdown.clone();
             tokio::spawn(

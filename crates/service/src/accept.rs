@@ -303,6 +303,14 @@ pub async fn serve<K, R, C>(
     while accepting.join_next().await.is_some() {}
 }
 
+/// A new session id, `<pid>.<n>`: unique across the processes of a
+/// hand-over, for the logs.
+pub fn session_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}.{n}", std::process::id())
+}
+
 /// Says `words` (if any) to a client over the limit, and closes.
 async fn refuse(mut stream: TcpStream, words: Option<&'static [u8]>) {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -374,6 +382,13 @@ mod tests {
         assert_eq!(table.open(), 0);
         let t = table.lock();
         assert!(t.by_address.is_empty() && t.by_user.is_empty());
+    }
+
+    #[test]
+    fn session_ids_name_the_process_and_never_repeat() {
+        let (a, b) = (session_id(), session_id());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("{}.", std::process::id())), "{a}");
     }
 
     #[tokio::test]
