@@ -45,8 +45,8 @@ pub struct Directory {
     hashing: HashLimit,
 }
 
-/// At most this many password checks hash at once in one process, whatever
-/// the number of cores: argon2 takes 19 MiB for each (the OWASP parameters),
+/// At most this many password checks of one [`Directory`] (a daemon opens
+/// one) hash at once, whatever the number of cores: argon2 takes 19 MiB for each (the OWASP parameters),
 /// so a crowd of logins (or an attacker opening hundreds of connections and
 /// sending LOGIN on each) would otherwise cost hundreds of MiB, which the
 /// allocator keeps afterwards. The others wait their turn.

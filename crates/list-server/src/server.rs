@@ -35,10 +35,6 @@ use crate::verp::{self, Tag};
 
 /// How long a job is leased: a fan-out to 10,000 members takes seconds.
 const LEASE: Duration = Duration::from_secs(300);
-/// First pause when the queue has no work; it doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(50);
-/// Longest pause between two lease requests when the queue has no work.
-const MAX_POLL: Duration = Duration::from_secs(1);
 /// How often held posts are looked at (decisions also wake the loop).
 const HELD_SCAN: Duration = Duration::from_secs(5);
 /// Workers leasing list jobs.
@@ -513,40 +509,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ListServerErr
     Ok(())
 }
 
-/// Leases list jobs one at a time and handles them, until shutdown.
+/// Leases list jobs one at a time and handles them, until shutdown. A job in
+/// hand is finished even during shutdown: its work is short and keyed, so
+/// finishing beats redoing.
 async fn worker(shared: Arc<Shared>, n: usize, shutdown: Shutdown) {
     let name = format!("list-server/{}/{n}", std::process::id());
-    let class = JobClass::list();
-    let mut pause = FIRST_POLL;
-    let mut stop = shutdown.clone();
-    while !shutdown.is_fired() {
-        let leased = tokio::select! {
-            leased = shared.queue.lease(&class, &name, LEASE) => leased,
-            _ = stop.wait() => break,
-        };
-        match leased {
-            Ok(Some(job)) => {
-                pause = FIRST_POLL;
-                // A job in hand is finished even during shutdown: its work
-                // is short and keyed, so finishing beats redoing.
-                handle(&shared, job).await;
-            }
-            Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = stop.wait() => break,
-                }
-                pause = (pause * 2).min(MAX_POLL);
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot lease list jobs");
-                tokio::select! {
-                    _ = tokio::time::sleep(MAX_POLL) => {}
-                    _ = stop.wait() => break,
-                }
-            }
-        }
-    }
+    qs_service::queue::lease_jobs(
+        &shared.queue,
+        &JobClass::list(),
+        &name,
+        LEASE,
+        &shutdown,
+        |job| handle(&shared, job),
+    )
+    .await;
 }
 
 /// Handles every recipient of a job and reports the results.

@@ -31,10 +31,6 @@ use crate::reply;
 
 /// How long jobs in hand may take to finish after a stop was asked for.
 pub const DRAIN_TIME: Duration = Duration::from_secs(20);
-/// First pause when the queue has no work; it doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(50);
-/// Longest pause between two lease requests when the queue has no work.
-const MAX_POLL: Duration = Duration::from_secs(1);
 
 /// Where outbound mail goes.
 enum Mode {
@@ -218,44 +214,15 @@ async fn reap(shared: Arc<Shared>, mut shutdown: Shutdown) {
 /// Leases jobs one at a time and delivers them, until shutdown.
 async fn worker(shared: Arc<Shared>, n: u64, shutdown: Shutdown) {
     let name = format!("smtp-relay/{}/{n}", std::process::id());
-    let class = JobClass::outbound();
-    let mut pause = FIRST_POLL;
-    let mut stop = shutdown.clone();
-    while !shutdown.is_fired() {
-        let leasing = shared.queue.lease(&class, &name, shared.lease);
-        tokio::pin!(leasing);
-        let leased = tokio::select! {
-            leased = &mut leasing => leased,
-            _ = stop.wait() => {
-                // Let a request under way finish, so a job leased at this very
-                // moment is released rather than left to its lease's end.
-                match tokio::time::timeout(Duration::from_secs(2), &mut leasing).await {
-                    Ok(leased) => leased,
-                    Err(_) => break,
-                }
-            }
-        };
-        match leased {
-            Ok(Some(job)) => {
-                pause = FIRST_POLL;
-                handle(&shared, job, &shutdown).await;
-            }
-            Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = stop.wait() => break,
-                }
-                pause = (pause * 2).min(MAX_POLL);
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot lease work from the queue");
-                tokio::select! {
-                    _ = tokio::time::sleep(MAX_POLL) => {}
-                    _ = stop.wait() => break,
-                }
-            }
-        }
-    }
+    qs_service::queue::lease_jobs(
+        &shared.queue,
+        &JobClass::outbound(),
+        &name,
+        shared.lease,
+        &shutdown,
+        |job| handle(&shared, job, &shutdown),
+    )
+    .await;
 }
 
 /// Delivers one job and reports its results.
