@@ -646,6 +646,10 @@ fn the_web_page_lists_subscribes_and_confirms_once() {
     ));
     let (status, _, _) = s.http("POST", path, "");
     assert_eq!(status, 410);
+    // Opening a used link says so rather than offering a button.
+    let (status, _, body) = s.http("GET", path, "");
+    assert_eq!(status, 410);
+    assert!(!body.contains("<form"), "{body}");
     let (status, _, _) = s.http("POST", "/confirm/not.atoken", "");
     assert_eq!(status, 400);
 
@@ -665,4 +669,276 @@ fn the_web_page_lists_subscribes_and_confirms_once() {
         .inst
         .qsctl(&["list", "create", "team-request@example.test"]);
     assert!(!out.status.success());
+}
+
+// ---------------------------------------------------------------------------
+// The web page in a real browser
+
+/// Headless Chromium driven through chromedriver (WebDriver), with a sync face
+/// so the test reads like the others.
+struct Browser {
+    runtime: tokio::runtime::Runtime,
+    client: fantoccini::Client,
+    driver: std::process::Child,
+    base: String,
+    _profile: tempfile::TempDir,
+}
+
+/// An executable on PATH.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Browser {
+    /// Starts chromedriver on a port the OS chooses and opens a session on the
+    /// site; `None` (after saying so) when Chromium is not installed here. In
+    /// CI (`QS_CI=1`) it must be there.
+    fn start(web: SocketAddr) -> Option<Browser> {
+        let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver"))
+        else {
+            assert!(
+                std::env::var("QS_CI").as_deref() != Ok("1"),
+                "chromium or chromedriver is missing: .ci/setup installs them for this test"
+            );
+            eprintln!("SKIPPED: apt-get install chromium chromium-driver to run this test");
+            return None;
+        };
+        let mut driver = std::process::Command::new(chromedriver)
+            .arg("--port=0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        // "ChromeDriver was started successfully on port 38523."
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let port = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split_once("started successfully on port ")
+                    .and_then(|(_, rest)| rest.trim_end_matches('.').parse::<u16>().ok())
+            })
+            .expect("chromedriver did not say which port it listens on");
+        // Keep reading so chromedriver never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime
+            .block_on(
+                fantoccini::ClientBuilder::new(
+                    hyper_util::client::legacy::connect::HttpConnector::new(),
+                )
+                .capabilities(capabilities.as_object().unwrap().clone())
+                .connect(&format!("http://127.0.0.1:{port}")),
+            )
+            .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}"));
+        Some(Browser {
+            runtime,
+            client,
+            driver,
+            base: format!("http://{web}"),
+            _profile: profile,
+        })
+    }
+
+    /// Opens a page of the site, as typing its address.
+    fn open(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.runtime
+            .block_on(self.client.goto(&url))
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    /// The first element matching `css`, waiting for it while a page loads.
+    fn element(&self, css: &str) -> fantoccini::elements::Element {
+        let start = Instant::now();
+        loop {
+            match self
+                .runtime
+                .block_on(self.client.find(fantoccini::Locator::Css(css)))
+            {
+                Ok(element) => return element,
+                Err(e) if start.elapsed() > WAIT => panic!("no {css} on {}: {e}", self.path()),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// The visible text of the first element matching `css`.
+    fn text(&self, css: &str) -> String {
+        let element = self.element(css);
+        self.runtime.block_on(element.text()).unwrap()
+    }
+
+    /// Clicks, and returns at once: the page may or may not change.
+    fn click(&self, css: &str) {
+        let element = self.element(css);
+        self.runtime.block_on(element.click()).unwrap();
+    }
+
+    /// Clicks a link or a form's button, and waits until the page it leads
+    /// to has replaced this one (a form may post to its own address, so the
+    /// address shown cannot tell).
+    fn follow(&self, css: &str) {
+        let old_page = self.element("html");
+        self.click(css);
+        let start = Instant::now();
+        while self.runtime.block_on(old_page.tag_name()).is_ok() {
+            assert!(
+                start.elapsed() < WAIT,
+                "clicking {css} on {} led nowhere",
+                self.path()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A DOM property of the first element matching `css`.
+    fn property(&self, css: &str, name: &str) -> String {
+        let element = self.element(css);
+        self.runtime
+            .block_on(element.prop(name))
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let element = self.element(css);
+        self.runtime.block_on(element.send_keys(text)).unwrap();
+    }
+
+    /// A CSS property as the browser computed it.
+    fn style(&self, css: &str, property: &str) -> String {
+        let element = self.element(css);
+        self.runtime.block_on(element.css_value(property)).unwrap()
+    }
+
+    /// The path of the page shown.
+    fn path(&self) -> String {
+        let url = self.runtime.block_on(self.client.current_url()).unwrap();
+        url.path().to_string()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.runtime.block_on(self.client.clone().close());
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The path of the first link in `msg` that goes through `/PREFIX/`.
+fn web_path(msg: &[u8], prefix: &str) -> String {
+    let text = String::from_utf8_lossy(msg);
+    let link = text
+        .split(|c: char| c.is_whitespace() || c == '<' || c == '>')
+        .find(|w| w.starts_with("http") && w.contains(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} link in:\n{text}"));
+    link[link.find(prefix).unwrap()..].to_string()
+}
+
+/// Every form of the site, filled in and sent by Chromium: what a person
+/// does, with the browser's own form encoding, validation, CSP and redirects.
+#[test]
+fn the_web_page_works_in_headless_chromium() {
+    let s = site(|_| {});
+    let Some(browser) = Browser::start(s.web) else {
+        return;
+    };
+    s.list(
+        "team@example.test",
+        &[("description", "Our <team>"), ("max_recipients", "1")],
+        &["carol@example.test"],
+    );
+
+    // The index leads to the list's page; the styles pass the CSP.
+    browser.open("/");
+    assert_eq!(browser.text("h1"), "Mailing lists");
+    browser.follow("a[href='/list/team@example.test']");
+    assert_eq!(browser.path(), "/list/team@example.test");
+    assert_eq!(browser.text("h1"), "The Team");
+    assert_eq!(browser.text("p"), "Our <team>");
+    assert_eq!(browser.style("body", "max-width"), "640px");
+
+    // The browser refuses to send the form without an address.
+    browser.click("button[type=submit]");
+    assert_ne!(
+        browser.property("input[name=email]", "validationMessage"),
+        ""
+    );
+    assert_eq!(browser.text("h1"), "The Team");
+
+    // Subscribing: the form, then the link in the mail and its button.
+    browser.type_into("input[name=email]", "bob@example.test");
+    browser.follow("button[type=submit]");
+    assert_eq!(browser.text("h1"), "Check your mail");
+    let mail = s.wait_subject("bob@example.test", "confirm ", 1);
+    let confirm = web_path(&mail[0], "/confirm/");
+    browser.open(&confirm);
+    assert_eq!(
+        browser.text("h1"),
+        "Subscribe bob@example.test",
+        "opening the link changes nothing by itself"
+    );
+    assert!(!has_member(
+        &s.members("team@example.test"),
+        "bob@example.test"
+    ));
+    browser.follow("button[type=submit]");
+    assert_eq!(browser.text("h1"), "Done");
+    assert!(has_member(
+        &s.members("team@example.test"),
+        "bob@example.test"
+    ));
+    browser.open(&confirm);
+    assert_eq!(browser.text("h1"), "Sorry", "a used link is refused");
+    assert_eq!(
+        browser.text("p"),
+        "This link or token has already been used."
+    );
+
+    // A stranger's post is held; the moderator approves it on the web page.
+    s.send("stranger@far.example", "team@example.test", "Offer", "Buy.");
+    let notice = s.wait_subject("owner@example.test", "approve ", 1);
+    browser.open(&web_path(&notice[0], "/moderate/"));
+    assert_eq!(browser.text("h1"), "A post held for team@example.test");
+    browser.follow("button[value=approve]");
+    assert_eq!(browser.text("h1"), "Done");
+    let copy = s.wait_subject("bob@example.test", "[team] Offer", 1);
+
+    // The copy's unsubscribe link, opened and confirmed in the browser.
+    let leave = message::values(&copy[0], "List-Unsubscribe")[0].clone();
+    browser.open(&web_path(leave.as_bytes(), "/u/"));
+    assert_eq!(browser.text("h1"), "Leave team@example.test");
+    browser.follow("button[type=submit]");
+    assert_eq!(browser.text("h1"), "Unsubscribed");
+    let members = s.members("team@example.test");
+    assert!(!has_member(&members, "bob@example.test"), "{members}");
+    assert!(has_member(&members, "carol@example.test"), "{members}");
 }

@@ -191,12 +191,7 @@ impl Shared {
     /// Records a token as used; refused when it already was.
     async fn claim(&self, token: &Token) -> Result<(), ActionError> {
         let _guard = self.claims.lock().await;
-        if self
-            .queue
-            .state_get(USED_TOKENS, &token.nonce)
-            .await?
-            .is_some()
-        {
+        if self.used(token).await? {
             return Err(TokenError::Used.into());
         }
         self.queue
@@ -216,6 +211,30 @@ impl Shared {
             return Err(TokenError::Invalid.into());
         }
         Ok(t)
+    }
+
+    /// Checks a token as [`check`](Self::check) does, and that it has not been
+    /// used yet: a page that offers to carry a token out must not offer a
+    /// button that can only fail.
+    pub async fn check_unused(
+        &self,
+        token: &str,
+        list: Option<&str>,
+    ) -> Result<Token, ActionError> {
+        let t = self.check(token, list)?;
+        if self.used(&t).await? {
+            return Err(TokenError::Used.into());
+        }
+        Ok(t)
+    }
+
+    /// Whether a token was carried out already.
+    async fn used(&self, token: &Token) -> Result<bool, ActionError> {
+        Ok(self
+            .queue
+            .state_get(USED_TOKENS, &token.nonce)
+            .await?
+            .is_some())
     }
 
     /// Sends a confirmation request for `action` on `address`, or nothing

@@ -6,7 +6,7 @@
 //! | `GET /` | the lists marked `listed` |
 //! | `GET /list/ADDRESS` | the list's title, description and a subscribe/unsubscribe form |
 //! | `POST /list/ADDRESS` (`email`, `action`) | sends a confirmation mail; the answer does not say whether the address is a member |
-//! | `GET /confirm/TOKEN` | what the token does, with a button |
+//! | `GET /confirm/TOKEN` | what the token does, with a button (a used token: 410 and why) |
 //! | `POST /confirm/TOKEN` | does it, once |
 //! | `GET /u/TOKEN` | a page with an unsubscribe button |
 //! | `POST /u/TOKEN` | RFC 8058 one-click unsubscription (`List-Unsubscribe=One-Click`), once |
@@ -133,8 +133,17 @@ fn failure(e: &ActionError) -> Response {
     page(
         status,
         "Sorry",
-        &format!("<p>{}.</p>", escape(&e.to_string())),
+        &format!("<p>{}.</p>", escape(&sentence(&e.to_string()))),
     )
+}
+
+/// An error message (lower case, as Rust's are) as a sentence for a page.
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 async fn index(State(shared): AppState) -> Response {
@@ -220,7 +229,7 @@ async fn list_request(
 }
 
 async fn confirm_page(State(shared): AppState, Path(token): Path<String>) -> Response {
-    let t = match shared.check(&token, None) {
+    let t = match shared.check_unused(&token, None).await {
         Ok(t) => t,
         Err(e) => return failure(&e),
     };
@@ -255,7 +264,7 @@ async fn confirm_do(State(shared): AppState, Path(token): Path<String>) -> Respo
 }
 
 async fn one_click_page(State(shared): AppState, Path(token): Path<String>) -> Response {
-    let t = match shared.check(&token, None) {
+    let t = match shared.check_unused(&token, None).await {
         Ok(t) if t.action == Action::OneClick => t,
         Ok(_) => return failure(&ActionError::Token(TokenError::Invalid)),
         Err(e) => return failure(&e),
@@ -305,7 +314,7 @@ async fn one_click_do(State(shared): AppState, Path(token): Path<String>) -> Res
 }
 
 async fn moderate_page(State(shared): AppState, Path(token): Path<String>) -> Response {
-    let t = match shared.check(&token, None) {
+    let t = match shared.check_unused(&token, None).await {
         Ok(t) if t.action == Action::Moderate => t,
         Ok(_) => return failure(&ActionError::Token(TokenError::Invalid)),
         Err(e) => return failure(&e),
@@ -361,6 +370,16 @@ async fn moderate_do(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_messages_read_as_sentences() {
+        assert_eq!(
+            sentence("this link or token has expired"),
+            "This link or token has expired"
+        );
+        assert_eq!(sentence("été"), "Été");
+        assert_eq!(sentence(""), "");
+    }
 
     #[test]
     fn html_is_escaped() {
