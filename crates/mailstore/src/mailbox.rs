@@ -302,6 +302,42 @@ impl Folder {
         Err(self.not_found(id))
     }
 
+    /// Like [`Folder::remove`], trying the entry's path before looking the message up
+    /// again. A file at that path is that message (base names are unique); the lookup
+    /// reads all of `cur/`, which a client emptying a big folder would pay per message.
+    pub fn remove_at(&self, entry: &MessageEntry) -> Result<()> {
+        match fs::remove_file(&entry.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.remove(&entry.id),
+            Err(e) => Err(StoreError::io(&entry.path, e)),
+        }
+    }
+
+    /// Gives a message the flags `change` makes of the ones it has now. Tried at the
+    /// entry's path first, whose name holds exactly `entry.flags`; when another client
+    /// renamed the file meanwhile, looked up again and `change` applied to its flags
+    /// then, so a flag set elsewhere is kept.
+    pub fn update_flags_at(
+        &self,
+        entry: &MessageEntry,
+        change: impl Fn(Flags) -> Flags,
+    ) -> Result<MessageEntry> {
+        match self.rename_flags(entry, change(entry.flags)) {
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            result => return result,
+        }
+        for _ in 0..3 {
+            let now = self.find(&entry.id)?;
+            match self.rename_flags(&now, change(now.flags)) {
+                Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    continue;
+                }
+                result => return result,
+            }
+        }
+        Err(self.not_found(&entry.id))
+    }
+
     fn rename_flags(&self, entry: &MessageEntry, flags: Flags) -> Result<MessageEntry> {
         let target = self.dir.join("cur").join(cur_name(&entry.id, flags));
         if target == entry.path {
@@ -448,6 +484,49 @@ mod tests {
                 .is_ok()
         );
         assert!(mailbox.open_folder(&FolderName::inbox()).is_ok());
+    }
+
+    #[test]
+    fn flags_updated_from_a_stale_entry_keep_a_flag_set_elsewhere() {
+        let (_tmp, mailbox) = mailbox();
+        let id = deliver(&mailbox, "Q1:bob@example.org");
+        let inbox = mailbox.inbox();
+        let listed = inbox.messages().unwrap().remove(0);
+        // Up to date: renamed from its path.
+        let seen = inbox
+            .update_flags_at(&listed, |f| f.with(Flag::Seen))
+            .unwrap();
+        assert!(seen.path.ends_with(format!("cur/{id}:2,S")));
+        // Another client flags it; an update from the old listing keeps that flag.
+        inbox
+            .set_flags_at(&seen, seen.flags.with(Flag::Flagged))
+            .unwrap();
+        let answered = inbox
+            .update_flags_at(&listed, |f| f.with(Flag::Replied))
+            .unwrap();
+        assert!(answered.path.ends_with(format!("cur/{id}:2,FRS")));
+        inbox.remove(&id).unwrap();
+        let err = inbox.update_flags_at(&listed, |f| f).unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+    }
+
+    #[test]
+    fn remove_at_takes_the_path_or_finds_the_message() {
+        let (_tmp, mailbox) = mailbox();
+        let first = deliver(&mailbox, "Q1:bob@example.org");
+        let second = deliver(&mailbox, "Q2:bob@example.org");
+        let inbox = mailbox.inbox();
+        let listed = inbox.messages().unwrap();
+        inbox.remove_at(&listed[0]).unwrap();
+        // Renamed since the listing: found again.
+        inbox
+            .set_flags(&second, Flags::new().with(Flag::Seen))
+            .unwrap();
+        inbox.remove_at(&listed[1]).unwrap();
+        assert!(inbox.messages().unwrap().is_empty());
+        let err = inbox.remove_at(&listed[0]).unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+        assert_eq!(listed[0].id, first);
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Maildrop {
     pub fn update(&self, plan: &UpdatePlan) -> UpdateReport {
         let mut report = UpdateReport::default();
         for entry in &plan.remove {
-            match self.folder.remove(&entry.id) {
+            match self.folder.remove_at(entry) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
@@ -160,14 +160,10 @@ impl Maildrop {
             }
         }
         for entry in &plan.mark_seen {
-            let result = self.folder.find(&entry.id).and_then(|now| {
-                if now.flags.contains(Flag::Seen) {
-                    Ok(now)
-                } else {
-                    self.folder.set_flags_at(&now, now.flags.with(Flag::Seen))
-                }
-            });
-            match result {
+            match self
+                .folder
+                .update_flags_at(entry, |flags| flags.with(Flag::Seen))
+            {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {

@@ -70,6 +70,9 @@ pub struct Pop3Report {
     pub retr_mib_per_second: f64,
     /// Messages of this run deleted at the end.
     pub deleted: u64,
+    /// QUIT: the server's UPDATE state, which removes the deleted messages
+    /// and marks the retrieved ones as seen before it answers.
+    pub quit_ms: f64,
 }
 
 impl Summary for Pop3Report {
@@ -100,6 +103,10 @@ impl Summary for Pop3Report {
                     self.retr_mib_per_second,
                     self.retr_seconds
                 ),
+            ),
+            Row::new(
+                "QUIT (removals, seen flags)",
+                format!("{:.1} ms", self.quit_ms),
             ),
             Row::new(
                 "filled / deleted",
@@ -293,7 +300,9 @@ pub async fn run(options: &Pop3Options) -> Result<Pop3Report, BenchError> {
     if ours.is_empty() {
         pop.command("RSET").await?;
     }
+    let started = Instant::now();
     pop.command("QUIT").await?;
+    let quit_ms = ms(started.elapsed());
     Ok(Pop3Report {
         target,
         filled,
@@ -307,6 +316,7 @@ pub async fn run(options: &Pop3Options) -> Result<Pop3Report, BenchError> {
         retr_per_second: per_second(messages, retr),
         retr_mib_per_second: per_second(received, retr) / (1024.0 * 1024.0),
         deleted: ours.len() as u64,
+        quit_ms,
     })
 }
 

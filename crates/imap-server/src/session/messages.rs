@@ -388,7 +388,7 @@ impl Session {
             if uids.is_some_and(|set| !search::contains(set, msg.uid, max_uid)) {
                 continue;
             }
-            match sel.folder.remove(&msg.id) {
+            match sel.folder.remove_at(&sel.entry(&msg)) {
                 Ok(()) => removed.push(i),
                 Err(e) if e.is_not_found() => removed.push(i),
                 Err(e) => {
