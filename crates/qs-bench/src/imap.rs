@@ -3,7 +3,8 @@
 //! ENVELOPE)` (the first time, then again with the server's caches warm),
 //! Thunderbird's header-fields FETCH, `UID SEARCH UNSEEN` and `UID SEARCH
 //! SUBJECT` (which reads every message), and `STORE 1:* +FLAGS (\Flagged)`
-//! (taken off again afterwards). With
+//! (taken off again afterwards); a folder the run created is emptied by
+//! `EXPUNGE` (timed) before it is deleted. With
 //! `--idle-connections K` it then opens K authenticated connections, half
 //! only logged in and half in IDLE on the folder, and reads the server's
 //! resident memory (`/proc/<pid>/status`) before and after each half.
@@ -93,6 +94,9 @@ pub struct ImapReport {
     pub search_subject_ms: f64,
     /// STORE 1:* +FLAGS (\Flagged), every FETCH answer read.
     pub store_ms: f64,
+    /// EXPUNGE of every message (marked \Deleted first, not timed), every
+    /// EXPUNGE answer read; only for a folder the run created and deletes.
+    pub expunge_ms: Option<f64>,
     /// Idle connections, when asked for.
     pub idle: Option<IdleReport>,
 }
@@ -165,6 +169,12 @@ impl Summary for ImapReport {
             ),
             Row::new("STORE 1:* +FLAGS", format!("{:.0} ms", self.store_ms)),
         ];
+        if let Some(expunge_ms) = self.expunge_ms {
+            rows.push(Row::new(
+                "EXPUNGE of every message",
+                format!("{expunge_ms:.0} ms"),
+            ));
+        }
         if let Some(idle) = &self.idle {
             rows.push(Row::new(
                 "memory per idle connection",
@@ -364,7 +374,25 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
         None => None,
     };
 
+    let mut expunge_ms = None;
     if created && !options.keep {
+        session
+            .store("1:*", "+FLAGS.SILENT (\\Deleted)")
+            .await
+            .map_err(|e| failed("STORE", e))?
+            .try_for_each(|_| futures::future::ready(Ok(())))
+            .await
+            .map_err(|e| failed("STORE", e))?;
+        let started = Instant::now();
+        let expunged = session
+            .expunge()
+            .await
+            .map_err(|e| failed("EXPUNGE", e))?
+            .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
+            .await
+            .map_err(|e| failed("EXPUNGE", e))?;
+        expunge_ms = Some(ms(started.elapsed()));
+        check_count("EXPUNGE", expunged, wanted)?;
         session.close().await.map_err(|e| failed("CLOSE", e))?;
         session
             .delete(&options.folder)
@@ -386,6 +414,7 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
         search_unseen_ms,
         search_subject_ms,
         store_ms,
+        expunge_ms,
         idle,
     })
 }
