@@ -642,11 +642,13 @@ mod tests {
             ids.push(id);
         }
         let done = AtomicBool::new(false);
+        let listing = AtomicBool::new(false);
         let inbox = mailbox.inbox();
         let listings = thread::scope(|s| {
             let lister = s.spawn(|| {
                 let mut listings = 0;
                 while !done.load(Ordering::Acquire) {
+                    listing.store(true, Ordering::Release);
                     let listed = inbox.messages().unwrap();
                     assert_eq!(
                         listed.len(),
@@ -657,6 +659,10 @@ mod tests {
                 }
                 listings
             });
+            // On a busy machine the moves could all be over before the lister ran at all.
+            while !listing.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
             // Interleave the moves with the listings: each move is a rename new/ -> cur/.
             for id in ids.iter().rev() {
                 inbox.set_flags(id, Flags::new().with(Flag::Seen)).unwrap();

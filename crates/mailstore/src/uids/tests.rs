@@ -289,8 +289,13 @@ fn rescans_during_flag_renames_never_give_a_second_uid() {
     let before = uids(&mut index, &inbox);
     assert_eq!(before.len(), 100);
     let done = AtomicBool::new(false);
+    let listing = AtomicBool::new(false);
     thread::scope(|s| {
         let renamer = s.spawn(|| {
+            // On a busy machine the renames could all be over before a listing began.
+            while !listing.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
             // Another process flipping flags: every message renamed inside cur/, again
             // and again, while the listing runs.
             for round in 0..5 {
@@ -307,6 +312,7 @@ fn rescans_during_flag_renames_never_give_a_second_uid() {
         });
         let mut rounds = 0;
         while !done.load(Ordering::Acquire) {
+            listing.store(true, Ordering::Release);
             let now = uids(&mut index, &inbox);
             for (id, uid) in &now {
                 assert_eq!(before[id], *uid, "{id} changed its UID");
