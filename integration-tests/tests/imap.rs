@@ -606,6 +606,9 @@ out["append"] = data[0].decode()
 m.select("Drafts")
 typ, data = m.fetch("1", "(FLAGS INTERNALDATE)")
 out["draft"] = data[0].decode()
+m.select("INBOX")
+typ, data = m.fetch("1", "(BINARY.PEEK[1] BINARY.SIZE[1])")
+out["binary"] = [b"".join(d).decode() if isinstance(d, tuple) else d.decode() for d in data]
 m.logout()
 
 p = imaplib.IMAP4("127.0.0.1", PORT)
@@ -649,6 +652,13 @@ p.logout()
     assert!(
         draft.contains("\\Draft") && draft.contains("14-Nov-2023 22:13:20 +0000"),
         "{draft}"
+    );
+    let binary = out["binary"].to_string();
+    assert!(
+        binary.contains("BINARY[1] {21}")
+            && binary.contains("Hello, this is one.")
+            && binary.contains("BINARY.SIZE[1] 21"),
+        "{binary}"
     );
     let before = out["caps_before"].to_string();
     assert!(

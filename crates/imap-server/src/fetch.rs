@@ -45,10 +45,36 @@ pub enum Item {
         /// RFC822 forms.
         label: String,
     },
+    /// BINARY[part]<partial> or BINARY.PEEK (RFC 3516): the part with its
+    /// Content-Transfer-Encoding undone.
+    Binary {
+        /// The part number; empty for the whole message.
+        path: Vec<u32>,
+        /// `<origin.length>`, in decoded bytes.
+        partial: Option<(u32, u32)>,
+        /// Leaves `\Seen` alone.
+        peek: bool,
+    },
+    /// BINARY.SIZE[part]: the size of that content.
+    BinarySize {
+        /// The part number; empty for the whole message.
+        path: Vec<u32>,
+    },
+}
+
+/// What [`fetch_one`] did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// Its FETCH response is written.
+    Sent,
+    /// It is gone from the store.
+    Gone,
+    /// A BINARY item cannot be decoded; nothing was written for it.
+    Undecodable(message::BinaryError),
 }
 
 /// The items of a FETCH command, UID first for UID FETCH. Refuses the extensions that
-/// are not offered (BINARY, MODSEQ).
+/// are not offered (MODSEQ).
 pub fn items(
     names: &MacroOrMessageDataItemNames<'_>,
     uid: bool,
@@ -129,6 +155,19 @@ pub fn items(
                     peek,
                 }
             }
+            MessageDataItemName::Binary {
+                section,
+                partial,
+                peek,
+            } => Item::Binary {
+                path: section.iter().map(|n| n.get()).collect(),
+                partial: partial.map(|(o, l)| (o, l.get())),
+                peek,
+            },
+            MessageDataItemName::BinarySize { section } => Item::BinarySize {
+                path: section.iter().map(|n| n.get()).collect(),
+            },
+            #[allow(unreachable_patterns)]
             _ => return Err("this FETCH item is not supported"),
         };
         if !out.contains(&item) {
@@ -210,9 +249,12 @@ fn section_text(spec: &SectionSpec) -> String {
 
 /// True if fetching these items marks a message `\Seen`.
 pub fn sets_seen(items: &[Item]) -> bool {
-    items
-        .iter()
-        .any(|i| matches!(i, Item::Section { peek: false, .. }))
+    items.iter().any(|i| {
+        matches!(
+            i,
+            Item::Section { peek: false, .. } | Item::Binary { peek: false, .. }
+        )
+    })
 }
 
 /// How much of the file the items need.
@@ -223,28 +265,18 @@ enum Need {
     All,
 }
 
-/// Writes the FETCH response for message `index` of the view. Marks it `\Seen` first
-/// when the items say so (and the folder is writable), and then includes FLAGS.
-/// Returns `Ok(false)` when the message is gone from the store.
+/// Writes the FETCH response for message `index` of the view. Marks it `\Seen` when
+/// the items say so (and the folder is writable) and the answer can be given, and
+/// then includes FLAGS.
 pub fn fetch_one(
     out: &mut Vec<u8>,
     sel: &mut Selected,
     index: usize,
     items: &[Item],
-) -> Result<bool, StoreError> {
+) -> Result<Fetched, StoreError> {
     let Some(mut msg) = sel.msg(index) else {
-        return Ok(false);
+        return Ok(Fetched::Gone);
     };
-    let mut flags_changed = false;
-    if sets_seen(items) && !sel.read_only && !msg.flags.contains(Flag::Seen) {
-        match sel.set_flags(index, msg.flags.with(Flag::Seen))? {
-            Some(now) => {
-                msg = now;
-                flags_changed = true;
-            }
-            None => return Ok(false),
-        }
-    }
     let entry = sel.entry(&msg);
 
     let mut summary: Option<Arc<HeaderSummary>> = None;
@@ -271,6 +303,7 @@ pub fn fetch_one(
                     Need::All
                 });
             }
+            Item::Binary { .. } | Item::BinarySize { .. } => need = Need::All,
             _ => {}
         }
     }
@@ -279,7 +312,7 @@ pub fn fetch_one(
         Need::Header | Need::All => {
             let mut file = match sel.folder.open_message(&entry) {
                 Ok(file) => file,
-                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) if e.is_not_found() => return Ok(Fetched::Gone),
                 Err(e) => return Err(e),
             };
             let io = |e| StoreError::Io {
@@ -314,12 +347,35 @@ pub fn fetch_one(
             Some(size) => size,
             None => match sel.folder.size_of(&entry) {
                 Ok(size) => size,
-                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) if e.is_not_found() => return Ok(Fetched::Gone),
                 Err(e) => return Err(e),
             },
         },
         false => 0,
     };
+    // Decoded before anything is written: a part that cannot be decoded fails the
+    // command (RFC 3516), and the response must not be left half written.
+    let mut decoded = Vec::new();
+    for item in items {
+        if let Item::Binary { path, .. } | Item::BinarySize { path } = item {
+            match message::binary_section(&raw, path) {
+                Ok(data) => decoded.push(data),
+                Err(e) => return Ok(Fetched::Undecodable(e)),
+            }
+        }
+    }
+    let mut decoded = decoded.into_iter();
+    // Only a message whose answer can be given is marked as seen.
+    let mut flags_changed = false;
+    if sets_seen(items) && !sel.read_only && !msg.flags.contains(Flag::Seen) {
+        match sel.set_flags(index, msg.flags.with(Flag::Seen))? {
+            Some(now) => {
+                msg = now;
+                flags_changed = true;
+            }
+            None => return Ok(Fetched::Gone),
+        }
+    }
 
     let seq = index as u64 + 1;
     out.extend_from_slice(b"* ");
@@ -381,19 +437,31 @@ pub fn fetch_one(
                 sep(out);
                 let data = message::section(&raw, spec);
                 out.extend_from_slice(label.as_bytes());
-                let data: &[u8] = match partial {
-                    Some((origin, length)) => {
-                        out.push(b'<');
-                        number(out, u64::from(*origin));
-                        out.push(b'>');
-                        let start = (*origin as usize).min(data.len());
-                        let end = start.saturating_add(*length as usize).min(data.len());
-                        &data[start..end]
-                    }
-                    None => &data,
-                };
+                let data = partial_of(out, &data, *partial);
                 out.push(b' ');
                 literal(out, data);
+            }
+            Item::Binary { path, partial, .. } => {
+                sep(out);
+                let data = decoded.next().unwrap_or_default();
+                out.extend_from_slice(b"BINARY[");
+                out.extend_from_slice(part_text(path).as_bytes());
+                out.push(b']');
+                let data = partial_of(out, &data, *partial);
+                out.push(b' ');
+                // A NUL cannot travel in a plain literal: literal8 (`~{n}`) then.
+                if data.contains(&0) {
+                    out.push(b'~');
+                }
+                literal(out, data);
+            }
+            Item::BinarySize { path } => {
+                sep(out);
+                let data = decoded.next().unwrap_or_default();
+                out.extend_from_slice(b"BINARY.SIZE[");
+                out.extend_from_slice(part_text(path).as_bytes());
+                out.extend_from_slice(b"] ");
+                number(out, data.len() as u64);
             }
         }
     }
@@ -404,7 +472,27 @@ pub fn fetch_one(
         write_flags(out, msg.flags, msg.recent, &index);
     }
     out.extend_from_slice(b")\r\n");
-    Ok(true)
+    Ok(Fetched::Sent)
+}
+
+/// Writes `<origin>` when the client asked for `<origin.length>`, and returns
+/// that much of `data` (RFC 3501: a range past the end gives what there is).
+fn partial_of<'d>(out: &mut Vec<u8>, data: &'d [u8], partial: Option<(u32, u32)>) -> &'d [u8] {
+    let Some((origin, length)) = partial else {
+        return data;
+    };
+    out.push(b'<');
+    number(out, u64::from(origin));
+    out.push(b'>');
+    let start = (origin as usize).min(data.len());
+    let end = start.saturating_add(length as usize).min(data.len());
+    &data[start..end]
+}
+
+/// A part number as the response names it: `1.2`.
+fn part_text(path: &[u32]) -> String {
+    let parts: Vec<String> = path.iter().map(u32::to_string).collect();
+    parts.join(".")
 }
 
 /// Reads a message's header (and perhaps a little more), up to the blank line.

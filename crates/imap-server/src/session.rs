@@ -150,6 +150,9 @@ struct FetchJob {
     targets: Vec<usize>,
     next: usize,
     missing: usize,
+    /// The first BINARY item that could not be decoded: the command ends in
+    /// `NO [UNKNOWN-CTE]` (RFC 3516).
+    undecodable: Option<String>,
 }
 
 /// One session.
@@ -686,6 +689,7 @@ pub fn capabilities(settings: &Settings, logged_in: bool) -> Vec<String> {
             "MOVE",
             "CHILDREN",
             "SPECIAL-USE",
+            "BINARY",
         ]
         .map(String::from),
     );

@@ -231,3 +231,30 @@ fn search_reads_decoded_fields_and_text() {
     assert!(s.text_contains("report"));
     assert!(s.text_contains("héllo"));
 }
+
+#[test]
+fn binary_sections_undo_the_transfer_encoding() {
+    // Not MIME: part 1 is the body, decoded as the message's header says.
+    let single =
+        b"Subject: x\r\nContent-Transfer-Encoding: base64 (scanned)\r\n\r\naGVs\r\nbG8=\r\n";
+    assert_eq!(binary_section(single, &[1]).unwrap(), b"hello");
+    assert_eq!(binary_section(single, &[]).unwrap(), single.to_vec());
+    assert_eq!(binary_section(single, &[2]).unwrap(), b"");
+
+    let multi = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: text/plain\r\n\r\nplain =41\r\n\
+        --b\r\nContent-Transfer-Encoding: base64\r\n\r\n!!not base64!!\r\n\
+        --b\r\nContent-Transfer-Encoding: x-gzip\r\n\r\nxx\r\n\
+        --b--\r\n";
+    // No Content-Transfer-Encoding: 7bit, given as it is.
+    assert_eq!(binary_section(multi, &[1]).unwrap(), b"plain =41");
+    assert_eq!(
+        binary_section(multi, &[2]),
+        Err(BinaryError::Damaged("base64"))
+    );
+    assert_eq!(
+        binary_section(multi, &[3]),
+        Err(BinaryError::UnknownEncoding("x-gzip".into()))
+    );
+    assert_eq!(binary_section(multi, &[4]).unwrap(), b"");
+}

@@ -80,6 +80,7 @@ impl Session {
             targets,
             next: 0,
             missing: 0,
+            undecodable: None,
         });
     }
 
@@ -96,8 +97,12 @@ impl Session {
             let index = job.targets[job.next];
             job.next += 1;
             match fetch::fetch_one(&mut self.out, sel, index, &job.items) {
-                Ok(true) => {}
-                Ok(false) => job.missing += 1,
+                Ok(fetch::Fetched::Sent) => {}
+                Ok(fetch::Fetched::Gone) => job.missing += 1,
+                Ok(fetch::Fetched::Undecodable(e)) => {
+                    job.undecodable
+                        .get_or_insert_with(|| format!("message {}: {e}", index + 1));
+                }
                 Err(e) => {
                     warn!(user = self.user.as_ref().map(|u| u.address.as_str()), error = %e, "cannot read a message");
                     job.missing += 1;
@@ -112,7 +117,9 @@ impl Session {
         if !self.sync(uid) {
             return;
         }
-        if job.missing > 0 {
+        if let Some(why) = &job.undecodable {
+            self.no(&job.tag, Some("UNKNOWN-CTE"), why);
+        } else if job.missing > 0 {
             self.no(
                 &job.tag,
                 Some("EXPUNGEISSUED"),

@@ -720,3 +720,58 @@ fn random_bytes_never_panic_and_stay_bounded() {
         }
     }
 }
+
+#[test]
+fn binary_fetch_decodes_parts_and_append_takes_literal8() {
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    let out = c.ok("c CAPABILITY");
+    assert!(out.contains(" BINARY"), "{out}");
+    // Parts in base64 (with a NUL), quoted-printable, and an encoding nobody knows.
+    let message = "From: bob@example.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAGJpbgE=\r\n\
+        --b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: Quoted-Printable\r\n\r\ncaf=E9 =\r\nau lait\r\n\
+        --b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n\
+        --b--\r\n";
+    h.mailbox()
+        .deliver(&FolderName::inbox(), message.as_bytes(), "Q1:alice")
+        .unwrap();
+    c.ok("s SELECT INBOX");
+
+    let out = c.ok("f FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.SIZE[2])");
+    assert!(out.contains("BINARY[1] ~{5}\r\n\0bin\u{1}"), "{out:?}");
+    assert!(out.contains("BINARY.SIZE[1] 5"), "{out}");
+    assert!(out.contains("BINARY.SIZE[2] 12"), "{out}");
+    assert!(!out.contains("FLAGS"), "PEEK leaves \\Seen alone: {out}");
+    let out = c.ok("f2 FETCH 1 (BINARY.PEEK[2]<4.3>)");
+    assert!(out.contains("BINARY[2]<4> {3}\r\n au)"), "{out:?}");
+    // The whole message is given as stored.
+    let out = c.ok("f3 FETCH 1 (BINARY.SIZE[])");
+    assert!(
+        out.contains(&format!("BINARY.SIZE[] {}", message.len())),
+        "{out}"
+    );
+
+    let out = c.cmd("f4 FETCH 1 (BINARY[3])");
+    assert!(
+        out.starts_with("f4 NO [UNKNOWN-CTE]") && out.contains("x-uuencode"),
+        "{out}"
+    );
+    let out = c.ok("fl FETCH 1 FLAGS");
+    assert!(!out.contains("Seen"), "a failed FETCH marks nothing: {out}");
+    let out = c.ok("f5 FETCH 1 (BINARY[2])");
+    assert!(out.contains("FLAGS (\\Seen \\Recent)"), "{out}");
+
+    // APPEND takes a literal8, as RFC 3516 asks of a server that offers BINARY.
+    let out = c.cmd("ap APPEND INBOX ~{17}");
+    assert_eq!(out, "+ ...\r\n");
+    let out = c.send("Subject: \0\r\n\r\nx\r\n\r\n");
+    assert!(out.contains("\r\nap OK [APPENDUID "), "{out}");
+    assert!(!out.contains("BAD"), "{out}");
+    let out = c.ok("f6 FETCH 2 (BINARY.SIZE[] BINARY.PEEK[1])");
+    assert!(
+        out.contains("BINARY.SIZE[] 17 BINARY[1] {3}\r\nx\r\n"),
+        "{out:?}"
+    );
+}
