@@ -79,11 +79,9 @@ pub mod server;
 pub mod session;
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use qs_config::Config;
-use qs_directory::Directory;
 use qs_service::shutdown::Shutdown;
 use tracing::info;
 
@@ -93,24 +91,7 @@ pub use server::{LISTENER_KEYS, Limits, Listeners, ServerConfig, serve};
 pub const MODULE: &str = "imap-server";
 
 /// Why imap-server cannot start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ImapError {
-    /// The user directory cannot be opened.
-    #[error("{0} (run `qsctl init` to create it)")]
-    Directory(#[from] qs_directory::Error),
-    /// The certificate cannot be loaded, or a listener cannot be bound.
-    #[error(transparent)]
-    Service(#[from] qs_service::ServiceError),
-    /// The run file cannot be written.
-    #[error("cannot write the run file under {}: {source}", path.display())]
-    RunFile {
-        /// The data folder.
-        path: std::path::PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
-}
+pub type ImapError = qs_service::accept::MailboxServerError;
 
 /// The limits `[imap_server]` asks for.
 pub fn limits(config: &Config) -> Limits {
@@ -138,33 +119,27 @@ pub fn limits(config: &Config) -> Limits {
 /// Opens the directory and the certificate, binds `[imap_server]`'s listeners, writes
 /// the run file, and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
-    let directory = Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
-    let tls = qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?;
     let access = &config.imap_server;
-    let listeners = Listeners::bind(LISTENER_KEYS, &access.listen, &access.tls_listen).await?;
-    qs_service::runfile::write(&config.data_dir, MODULE, &listeners.addresses()).map_err(
-        |source| ImapError::RunFile {
-            path: config.data_dir.clone(),
-            source,
-        },
-    )?;
+    let parts = qs_service::accept::open_mailbox_server(
+        &config,
+        MODULE,
+        LISTENER_KEYS,
+        &access.listen,
+        &access.tls_listen,
+    )
+    .await?;
     if !access.allow_plaintext_auth {
         info!("logins only over TLS (STARTTLS or tls_listen)");
     }
     let server = ServerConfig {
         data_dir: config.data_dir.clone(),
         hostname: config.hostname.clone(),
-        directory: Arc::new(directory),
-        tls,
+        directory: parts.directory,
+        tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
         limits: limits(&config),
     };
-    serve(server, listeners, shutdown).await;
+    serve(server, parts.listeners, shutdown).await;
     qs_service::runfile::remove(&config.data_dir, MODULE);
     info!("stopped");
     Ok(())

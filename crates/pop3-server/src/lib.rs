@@ -73,11 +73,9 @@ pub mod reply;
 pub mod server;
 pub mod session;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use qs_config::Config;
-use qs_directory::Directory;
 use qs_service::shutdown::Shutdown;
 use tracing::info;
 
@@ -87,51 +85,28 @@ pub use server::{LISTENER_KEYS, Limits, Listeners, ServerConfig, serve};
 pub const MODULE: &str = "pop3-server";
 
 /// Why pop3-server cannot start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Pop3Error {
-    /// The user directory cannot be opened.
-    #[error("{0} (run `qsctl init` to create it)")]
-    Directory(#[from] qs_directory::Error),
-    /// The certificate cannot be loaded, or a listener cannot be bound.
-    #[error(transparent)]
-    Service(#[from] qs_service::ServiceError),
-    /// The run file cannot be written.
-    #[error("cannot write the run file under {}: {source}", path.display())]
-    RunFile {
-        /// The data folder.
-        path: std::path::PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
-}
+pub type Pop3Error = qs_service::accept::MailboxServerError;
 
 /// Opens the directory and the certificate, binds `[pop3_server]`'s listeners,
 /// writes the run file, and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
-    let directory = Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
-    let tls = qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?;
     let access = &config.pop3_server;
-    let listeners = Listeners::bind(LISTENER_KEYS, &access.listen, &access.tls_listen).await?;
-    qs_service::runfile::write(&config.data_dir, MODULE, &listeners.addresses()).map_err(
-        |source| Pop3Error::RunFile {
-            path: config.data_dir.clone(),
-            source,
-        },
-    )?;
+    let parts = qs_service::accept::open_mailbox_server(
+        &config,
+        MODULE,
+        LISTENER_KEYS,
+        &access.listen,
+        &access.tls_listen,
+    )
+    .await?;
     if !access.allow_plaintext_auth {
         info!("logins only over TLS (STLS or tls_listen)");
     }
     let server = ServerConfig {
         data_dir: config.data_dir.clone(),
         hostname: config.hostname.clone(),
-        directory: Arc::new(directory),
-        tls,
+        directory: parts.directory,
+        tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
         limits: Limits {
             idle_timeout: Duration::from_secs(access.idle_timeout_secs),
@@ -143,7 +118,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
             ..Limits::default()
         },
     };
-    serve(server, listeners, shutdown).await;
+    serve(server, parts.listeners, shutdown).await;
     qs_service::runfile::remove(&config.data_dir, MODULE);
     info!("stopped");
     Ok(())

@@ -170,6 +170,66 @@ pub enum Security {
     Tls,
 }
 
+/// Why a mailbox server (imap-server, pop3-server) cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MailboxServerError {
+    /// The user directory cannot be opened.
+    #[error("{0} (run `qsctl init` to create it)")]
+    Directory(#[from] qs_directory::Error),
+    /// The certificate cannot be loaded, or a listener cannot be bound.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The run file cannot be written.
+    #[error("cannot write the run file under {}: {source}", path.display())]
+    RunFile {
+        /// The data folder.
+        path: std::path::PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// What a mailbox server opens before it serves.
+pub struct MailboxServerParts {
+    /// The user directory.
+    pub directory: Arc<qs_directory::Directory>,
+    /// The certificate, for STARTTLS/STLS and the TLS listeners.
+    pub tls: TlsAcceptor,
+    /// The bound listeners, already named in the run file.
+    pub listeners: PlainAndTls,
+}
+
+/// Opens the directory and the certificate of `config`, binds `plain` and `tls`
+/// for the config keys `keys`, and writes `module`'s run file.
+pub async fn open_mailbox_server(
+    config: &qs_config::Config,
+    module: &str,
+    keys: [&'static str; 2],
+    plain: &[SocketAddr],
+    tls: &[SocketAddr],
+) -> Result<MailboxServerParts, MailboxServerError> {
+    let directory = qs_directory::Directory::open(
+        &config.directory.file,
+        qs_directory::Options {
+            subaddress_separator: config.directory.subaddress_separator,
+        },
+    )?;
+    let acceptor = crate::tls::acceptor(&config.tls.cert, &config.tls.key)?;
+    let listeners = PlainAndTls::bind(keys, plain, tls).await?;
+    crate::runfile::write(&config.data_dir, module, &listeners.addresses()).map_err(|source| {
+        MailboxServerError::RunFile {
+            path: config.data_dir.clone(),
+            source,
+        }
+    })?;
+    Ok(MailboxServerParts {
+        directory: Arc::new(directory),
+        tls: acceptor,
+        listeners,
+    })
+}
+
 /// A mailbox server's listeners: those of its plaintext key (`listen`) and
 /// those of its TLS key (`tls_listen`).
 #[derive(Debug)]
