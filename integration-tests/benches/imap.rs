@@ -61,6 +61,8 @@ fn main() {
         pid: None,
         keep: false,
         flagged: bench_flag("--flagged"),
+        mixed_clients: 0,
+        mixed_seconds: 30,
         tls: TlsArgs {
             tls: TlsMode::None,
             ca_file: None,

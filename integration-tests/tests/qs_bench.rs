@@ -240,7 +240,8 @@ fn imap_and_pop3_against_an_installation() {
     let conf = config(&inst);
 
     let json = report(&format!(
-        "imap --config {conf} --user user@example.test --password pw --messages 20 --idle-connections 4 --warm-up-logins 1"
+        "imap --config {conf} --user user@example.test --password pw --messages 20 --idle-connections 4 --warm-up-logins 1 \
+         --mixed-clients 3 --mixed-seconds 2"
     ));
     assert_eq!(json["messages"], 20, "{json}");
     assert_eq!(json["appended"], 20, "{json}");
@@ -255,6 +256,28 @@ fn imap_and_pop3_against_an_installation() {
     ] {
         assert!(json[key].as_f64().unwrap() > 0.0, "{key}: {json}");
     }
+    // The mixed load: three clients, every command answered OK.
+    let mixed = &json["mixed"];
+    assert_eq!(mixed["clients"], 3, "{json}");
+    assert_eq!(mixed["errors"], 0, "{json}");
+    assert!(mixed["commands"].as_u64().unwrap() > 50, "{json}");
+    for command in ["UID FETCH envelopes", "APPEND", "UID EXPUNGE", "UID STORE"] {
+        assert!(
+            mixed["by_command"][command].as_u64().unwrap() > 0,
+            "{command}: {json}"
+        );
+    }
+    assert!(json["expunge_ms"].as_f64().unwrap() > 0.0, "{json}");
+    // It changes the folder, so it refuses one the run did not make.
+    let out = qs_bench(&format!(
+        "imap --config {conf} --user user@example.test --password pw --folder INBOX --mixed-clients 2"
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("INBOX exists"),
+        "{}",
+        text(&out)
+    );
     // The folder it made is gone again.
     let folder = inst.data_dir().join("mail/example.test/user/.qs-bench");
     assert!(!folder.exists(), "{}", folder.display());

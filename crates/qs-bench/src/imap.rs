@@ -11,6 +11,10 @@
 //!
 //! The folder (`qs-bench` unless `--folder` says otherwise) is filled up to
 //! `--messages`; one the run created is deleted at the end unless `--keep`.
+//! With `--mixed-clients N`, N clients then work on the folder at once for
+//! `--mixed-seconds`, in the mix of [`mixed`], and the commands per second are
+//! reported; that changes the folder, so only one the run made.
+//!
 //! Before the idle connections, a few logins run first so that the memory
 //! the allocator keeps after password hashing (argon2 takes 19 MiB a login)
 //! is not counted as the connections'.
@@ -25,6 +29,8 @@ use crate::install;
 use crate::net::{Stream, Tls, TlsArgs, TlsMode};
 use crate::report::{Row, Summary, count, rate};
 use crate::stats::{ms, per_second};
+
+pub mod mixed;
 
 /// A logged-in IMAP session.
 pub type Session = async_imap::Session<Stream>;
@@ -60,6 +66,14 @@ pub struct ImapOptions {
     /// (a folder whose messages carry flags).
     #[arg(long)]
     pub flagged: bool,
+    /// Then run this many clients at once on the folder, each doing a mix of
+    /// FETCH, SEARCH, STORE, APPEND, EXPUNGE and NOOP, and report commands/s
+    /// (only on a folder the run makes: it changes the folder).
+    #[arg(long, default_value_t = 0)]
+    pub mixed_clients: u64,
+    /// How long the mixed load runs, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub mixed_seconds: u64,
     /// TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -99,6 +113,8 @@ pub struct ImapReport {
     pub expunge_ms: Option<f64>,
     /// Idle connections, when asked for.
     pub idle: Option<IdleReport>,
+    /// The mixed load, when asked for.
+    pub mixed: Option<mixed::MixedReport>,
 }
 
 /// The server's memory with idle connections open.
@@ -186,6 +202,19 @@ impl Summary for ImapReport {
                     idle.in_idle,
                     idle.rss_kib.0,
                     idle.rss_kib.1
+                ),
+            ));
+        }
+        if let Some(mixed) = &self.mixed {
+            rows.push(Row::new(
+                "mixed load",
+                format!(
+                    "{} commands/s, {} clients for {:.0} s ({} commands, {} errors)",
+                    rate(mixed.commands_per_second),
+                    mixed.clients,
+                    mixed.seconds,
+                    count(mixed.commands),
+                    count(mixed.errors)
                 ),
             ));
         }
@@ -287,6 +316,13 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
 
     // Fill the folder up to --messages.
     let created = session.create(&options.folder).await.is_ok();
+    if options.mixed_clients > 0 && !created {
+        return Err(BenchError::Usage(format!(
+            "--mixed-clients appends, flags and expunges: it runs only on a folder the run \
+             makes, and {} exists (choose another --folder)",
+            options.folder
+        )));
+    }
     // STATUS, not SELECT: the first SELECT is one of the timings.
     let existing = u64::from(
         session
@@ -374,8 +410,32 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
         None => None,
     };
 
+    let mixed = if options.mixed_clients > 0 {
+        Some(
+            mixed::run(
+                &target,
+                &tls,
+                &account.user,
+                &account.password,
+                &options.folder,
+                options.size,
+                options.mixed_clients,
+                options.mixed_seconds,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     let mut expunge_ms = None;
     if created && !options.keep {
+        // The mixed load appended and expunged: count what is there now.
+        let there = session
+            .select(&options.folder)
+            .await
+            .map_err(|e| failed(&format!("SELECT {}", options.folder), e))?
+            .exists;
         session
             .store("1:*", "+FLAGS.SILENT (\\Deleted)")
             .await
@@ -392,7 +452,7 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
             .await
             .map_err(|e| failed("EXPUNGE", e))?;
         expunge_ms = Some(ms(started.elapsed()));
-        check_count("EXPUNGE", expunged, wanted)?;
+        check_count("EXPUNGE", expunged, u64::from(there))?;
         session.close().await.map_err(|e| failed("CLOSE", e))?;
         session
             .delete(&options.folder)
@@ -416,6 +476,7 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
         store_ms,
         expunge_ms,
         idle,
+        mixed,
     })
 }
 
