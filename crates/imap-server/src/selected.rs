@@ -248,8 +248,30 @@ impl Selected {
     /// `FETCH (FLAGS)`, `EXPUNGE` (only when `expunges`), `EXISTS` and `RECENT`, and
     /// `FLAGS` when the folder learnt keywords.
     pub fn sync(&mut self, expunges: bool, out: &mut Vec<u8>) -> Result<Changes, StoreError> {
+        self.sync_with(true, expunges, out)
+    }
+
+    /// Like [`Selected::sync`], from what the sessions of this process know of the
+    /// folder, without looking at its directories: for the end of a command that
+    /// looked at them when it began (a listing of a big folder is the costliest part
+    /// of a small command). What other processes did meanwhile is told at the next
+    /// command.
+    pub fn sync_known(&mut self, expunges: bool, out: &mut Vec<u8>) -> Result<Changes, StoreError> {
+        self.sync_with(false, expunges, out)
+    }
+
+    fn sync_with(
+        &mut self,
+        look: bool,
+        expunges: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Changes, StoreError> {
         let mut changes = Changes::default();
-        let claimed = self.state.refresh(&self.folder, !self.read_only)?;
+        let claimed = if look {
+            self.state.refresh(&self.folder, !self.read_only)?
+        } else {
+            Vec::new()
+        };
         if self.state.index().uid_validity() != self.uid_validity {
             // The folder was deleted and made again under us.
             return Err(StoreError::FolderNotFound {

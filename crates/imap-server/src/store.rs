@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use qs_mailstore::{Flag, Flags, Folder, FolderName, Mailbox, MessageId, StoreError, UidIndex};
 
@@ -52,6 +52,9 @@ pub struct FolderView {
     /// Modification times of `new/` and `cur/` of the last listing, when they had
     /// settled: the folder needs no listing while they stay the same.
     settled: Option<(SystemTime, SystemTime)>,
+    /// When the last listing began: a session that asked for a refresh before that
+    /// (and waited for the lock meanwhile) has nothing more to learn from another.
+    listed_at: Option<Instant>,
 }
 
 /// One message of a [`FolderView`].
@@ -133,13 +136,20 @@ impl FolderState {
     /// With `claim`, messages found in `new/` are moved to `cur/`; the UIDs of those this
     /// call moved are returned (they are `\Recent` for the caller).
     pub fn refresh(&self, folder: &Folder, claim: bool) -> Result<Vec<u32>, StoreError> {
+        let asked = Instant::now();
         let mut view = lock(&self.view);
+        let listing_began = Instant::now();
         let started = SystemTime::now();
         let new_dir = folder.path().join("new");
         let cur_dir = folder.path().join("cur");
         let before = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let unclaimed = claim && view.entries.iter().any(|e| e.in_new);
         if view.settled == Some(before) && !unclaimed {
+            return Ok(Vec::new());
+        }
+        // Sessions of a busy folder wait here for each other's listings: one that
+        // began after this session asked saw every change made before it asked.
+        if view.listed_at.is_some_and(|at| at >= asked) && !unclaimed {
             return Ok(Vec::new());
         }
         let mut listing = folder.messages()?;
@@ -217,6 +227,7 @@ impl FolderState {
         let after = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let quiet = |t: SystemTime| t + MTIME_SLACK < started;
         view.settled = (after == before && quiet(before.0) && quiet(before.1)).then_some(before);
+        view.listed_at = Some(listing_began);
         Ok(claimed_uids)
     }
 

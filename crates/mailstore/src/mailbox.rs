@@ -173,6 +173,16 @@ pub struct MessageEntry {
     pub is_new: bool,
 }
 
+/// A hash of one sighting of a message in a listing pass: its name, flags and where.
+fn sighting_hash(entry: &MessageEntry, in_cur: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    entry.id.hash(&mut hasher);
+    entry.flags.hash(&mut hasher);
+    in_cur.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Folder {
     /// The folder's name.
     pub fn name(&self) -> &FolderName {
@@ -196,12 +206,17 @@ impl Folder {
         let cur = self.dir.join("cur");
         // id -> ((pass, found in cur), entry): a later sighting replaces an earlier one.
         let mut seen: HashMap<MessageId, ((usize, bool), MessageEntry)> = HashMap::new();
+        let mut previous_pass: Option<(usize, u64)> = None;
         for pass in 0..MAX_LIST_PASSES {
             let started = SystemTime::now();
             let before = (self.dir_mtime(&new)?, self.dir_mtime(&cur)?);
+            // What this pass saw, summed up: how many names, and a sum of their hashes.
+            let mut this_pass = (0usize, 0u64);
             for (dir, in_cur) in [(&new, false), (&cur, true), (&new, false)] {
                 for entry in self.scan(dir, !in_cur)? {
                     let rank = (pass, in_cur);
+                    this_pass.0 += 1;
+                    this_pass.1 = this_pass.1.wrapping_add(sighting_hash(&entry, in_cur));
                     match seen.get(&entry.id) {
                         Some((old, _)) if *old > rank => {}
                         _ => {
@@ -215,6 +230,13 @@ impl Folder {
             if before == after && quiet(after.0) && quiet(after.1) {
                 break;
             }
+            // Recently changed, but two passes in a row saw the same names and the
+            // last one saw no change: a message hidden by a rename during the second
+            // would be missing from it and not from the first.
+            if before == after && previous_pass == Some(this_pass) {
+                break;
+            }
+            previous_pass = Some(this_pass);
         }
         let mut list: Vec<MessageEntry> = seen.into_values().map(|(_, e)| e).collect();
         list.sort_by(|a, b| (leading_secs(&a.id), &a.id).cmp(&(leading_secs(&b.id), &b.id)));

@@ -30,6 +30,27 @@ impl Session {
         }
     }
 
+    /// The sync at the end of a FETCH, STORE or SEARCH: a UID command looked at the
+    /// folder when it began (and may report expunges), so it tells what this process
+    /// knows; the others look now, without expunges, so that new mail is told even to
+    /// a client that sends only them.
+    fn sync_after(&mut self, uid: bool) -> bool {
+        if !uid {
+            return self.sync(false);
+        }
+        let Some(sel) = self.selected.as_mut() else {
+            return true;
+        };
+        match sel.sync_known(true, &mut self.out) {
+            Ok(_) => true,
+            // Nothing was looked at: the next command finds out.
+            Err(e) => {
+                warn!(user = self.user(), error = %e, "cannot read the selected folder");
+                true
+            }
+        }
+    }
+
     /// The messages (indices into the view) a sequence set names. Sequence numbers
     /// beyond EXISTS are an error; UIDs that are not there are left out.
     fn targets(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
@@ -114,7 +135,7 @@ impl Session {
             return;
         }
         let uid = job.items.first() == Some(&Item::Uid);
-        if !self.sync(uid) {
+        if !self.sync_after(uid) {
             return;
         }
         if let Some(why) = &job.undecodable {
@@ -229,7 +250,7 @@ impl Session {
                 self.out.extend_from_slice(b")\r\n");
             }
         }
-        if !self.sync(uid) {
+        if !self.sync_after(uid) {
             return;
         }
         if missing > 0 {
@@ -342,7 +363,7 @@ impl Session {
             number(&mut self.out, u64::from(n));
         }
         self.out.extend_from_slice(b"\r\n");
-        if !self.sync(uid) {
+        if !self.sync_after(uid) {
             return;
         }
         self.ok(&tag, None, "SEARCH completed");
