@@ -35,6 +35,16 @@ fn report(line: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
 
+/// Checks that qs-bench ended with `status` and said `words` on standard error.
+fn assert_refused(out: &Output, status: i32, words: &str) {
+    assert_eq!(out.status.code(), Some(status), "{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(words),
+        "{words:?} not said: {}",
+        text(out)
+    );
+}
+
 /// A scripted SMTP server. Transactions are numbered by their MAIL across
 /// every session: each 7th is refused at RCPT with 550, each other 5th at
 /// the end of the data with 451; the rest are accepted.
@@ -132,24 +142,13 @@ fn closed_port() -> String {
 #[test]
 fn bad_flags_and_closed_ports_are_clear_errors() {
     let out = qs_bench("smtp --to a@b.example --messages many");
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'many'"));
+    assert_refused(&out, 2, "invalid value 'many'");
 
     let out = qs_bench("smtp --to a@b.example");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--target HOST:PORT"),
-        "{}",
-        text(&out)
-    );
+    assert_refused(&out, 1, "--target HOST:PORT");
 
     let out = run(&["smtp", "--target", "127.0.0.1:25", "--to", "not an address"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--to not an address"),
-        "{}",
-        text(&out)
-    );
+    assert_refused(&out, 1, "--to not an address");
 
     let closed = closed_port();
     for command in [
@@ -169,8 +168,7 @@ fn bad_flags_and_closed_ports_are_clear_errors() {
     }
 
     let out = qs_bench("relay --config /nonexistent/quicksilver.toml");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/quicksilver.toml"));
+    assert_refused(&out, 1, "/nonexistent/quicksilver.toml");
 }
 
 /// The config path as a string.
@@ -219,12 +217,7 @@ fn smtp_and_deliver_against_an_installation() {
     let out = qs_bench(&format!(
         "smtp --config {conf} --tls starttls --auth user@example.test:wrong --to user@example.test"
     ));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("535"),
-        "{}",
-        text(&out)
-    );
+    assert_refused(&out, 1, "535");
 }
 
 #[test]
@@ -272,12 +265,7 @@ fn imap_and_pop3_against_an_installation() {
     let out = qs_bench(&format!(
         "imap --config {conf} --user user@example.test --password pw --folder INBOX --mixed-clients 2"
     ));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("INBOX exists"),
-        "{}",
-        text(&out)
-    );
+    assert_refused(&out, 1, "INBOX exists");
     // The folder it made is gone again.
     let folder = inst.data_dir().join("mail/example.test/user/.qs-bench");
     assert!(!folder.exists(), "{}", folder.display());
@@ -329,21 +317,11 @@ fn relay_and_list_against_an_installation() {
     let out = inst.qsctl(&["list", "create", "qs-bench@example.test"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = qs_bench(&format!("list --config {conf} --members 5"));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("a list qs-bench@example.test of its own"),
-        "{}",
-        text(&out)
-    );
+    assert_refused(&out, 1, "a list qs-bench@example.test of its own");
     assert!(made.exists());
 
     // A relay that does not point at a plain sink is named.
     inst.set("smtp_relay", "tls", "\"starttls\"");
     let out = qs_bench(&format!("list --config {conf} --members 5"));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("tls = \"none\""),
-        "{}",
-        text(&out)
-    );
+    assert_refused(&out, 1, "tls = \"none\"");
 }

@@ -120,14 +120,8 @@ pub fn limits(config: &Config) -> Limits {
 /// the run file, and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
     let access = &config.imap_server;
-    let parts = qs_service::accept::open_mailbox_server(
-        &config,
-        MODULE,
-        LISTENER_KEYS,
-        &access.listen,
-        &access.tls_listen,
-    )
-    .await?;
+    let parts =
+        qs_service::accept::open_mailbox_server(&config, MODULE, LISTENER_KEYS, access).await?;
     if !access.allow_plaintext_auth {
         info!("logins only over TLS (STARTTLS or tls_listen)");
     }

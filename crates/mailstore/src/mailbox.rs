@@ -289,9 +289,41 @@ impl Folder {
     /// `new/` if it is there. Returns where it is now. Flag changes are not synced to
     /// disk: after a crash a message keeps its old flags, never disappears.
     pub fn set_flags(&self, id: &MessageId, flags: Flags) -> Result<MessageEntry> {
+        self.update_flags(id, |_| flags)
+    }
+
+    /// Like [`Folder::set_flags`], trying the entry's path before looking it up again.
+    pub fn set_flags_at(&self, entry: &MessageEntry, flags: Flags) -> Result<MessageEntry> {
+        self.update_flags_at(entry, |_| flags)
+    }
+
+    /// Gives a message the flags `change` makes of the ones it has now. Tried at the
+    /// entry's path first, whose name holds exactly `entry.flags`; when another client
+    /// renamed the file meanwhile, looked up again and `change` applied to its flags
+    /// then, so a flag set elsewhere is kept.
+    pub fn update_flags_at(
+        &self,
+        entry: &MessageEntry,
+        change: impl Fn(Flags) -> Flags,
+    ) -> Result<MessageEntry> {
+        match self.rename_flags(entry, change(entry.flags)) {
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                self.update_flags(&entry.id, change)
+            }
+            result => result,
+        }
+    }
+
+    /// Looks the message up and gives it the flags `change` makes of its own, again
+    /// while another client renames it under us (a few times).
+    fn update_flags(
+        &self,
+        id: &MessageId,
+        change: impl Fn(Flags) -> Flags,
+    ) -> Result<MessageEntry> {
         for _ in 0..3 {
-            let entry = self.find(id)?;
-            match self.rename_flags(&entry, flags) {
+            let now = self.find(id)?;
+            match self.rename_flags(&now, change(now.flags)) {
                 Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     continue;
                 }
@@ -299,16 +331,6 @@ impl Folder {
             }
         }
         Err(self.not_found(id))
-    }
-
-    /// Like [`Folder::set_flags`], trying the entry's path before looking it up again.
-    pub fn set_flags_at(&self, entry: &MessageEntry, flags: Flags) -> Result<MessageEntry> {
-        match self.rename_flags(entry, flags) {
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                self.set_flags(&entry.id, flags)
-            }
-            result => result,
-        }
     }
 
     /// Removes a message for good (IMAP EXPUNGE, POP3 DELE).
@@ -333,31 +355,6 @@ impl Folder {
             Err(e) if e.kind() == io::ErrorKind::NotFound => self.remove(&entry.id),
             Err(e) => Err(StoreError::io(&entry.path, e)),
         }
-    }
-
-    /// Gives a message the flags `change` makes of the ones it has now. Tried at the
-    /// entry's path first, whose name holds exactly `entry.flags`; when another client
-    /// renamed the file meanwhile, looked up again and `change` applied to its flags
-    /// then, so a flag set elsewhere is kept.
-    pub fn update_flags_at(
-        &self,
-        entry: &MessageEntry,
-        change: impl Fn(Flags) -> Flags,
-    ) -> Result<MessageEntry> {
-        match self.rename_flags(entry, change(entry.flags)) {
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-            result => return result,
-        }
-        for _ in 0..3 {
-            let now = self.find(&entry.id)?;
-            match self.rename_flags(&now, change(now.flags)) {
-                Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    continue;
-                }
-                result => return result,
-            }
-        }
-        Err(self.not_found(&entry.id))
     }
 
     fn rename_flags(&self, entry: &MessageEntry, flags: Flags) -> Result<MessageEntry> {

@@ -91,14 +91,8 @@ pub type Pop3Error = qs_service::accept::MailboxServerError;
 /// writes the run file, and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
     let access = &config.pop3_server;
-    let parts = qs_service::accept::open_mailbox_server(
-        &config,
-        MODULE,
-        LISTENER_KEYS,
-        &access.listen,
-        &access.tls_listen,
-    )
-    .await?;
+    let parts =
+        qs_service::accept::open_mailbox_server(&config, MODULE, LISTENER_KEYS, access).await?;
     if !access.allow_plaintext_auth {
         info!("logins only over TLS (STLS or tls_listen)");
     }

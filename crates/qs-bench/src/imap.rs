@@ -353,16 +353,16 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
     let fetch_warm_ms = best(|r| r.1);
 
     let started = Instant::now();
-    let headers = session
-        .uid_fetch(
-            "1:*",
-            "(UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Date Message-ID)])",
-        )
-        .await
-        .map_err(|e| failed("UID FETCH", e))?
-        .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
-        .await
-        .map_err(|e| failed("UID FETCH", e))?;
+    let headers = answers(
+        session
+            .uid_fetch(
+                "1:*",
+                "(UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Date Message-ID)])",
+            )
+            .await,
+    )
+    .await
+    .map_err(|e| failed("UID FETCH", e))?;
     let header_fetch_ms = ms(started.elapsed());
     check_count("UID FETCH", headers, wanted)?;
 
@@ -385,22 +385,14 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
     }
 
     let started = Instant::now();
-    let stored = session
-        .store("1:*", "+FLAGS (\\Flagged)")
-        .await
-        .map_err(|e| failed("STORE", e))?
-        .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
+    let stored = answers(session.store("1:*", "+FLAGS (\\Flagged)").await)
         .await
         .map_err(|e| failed("STORE", e))?;
     let store_ms = ms(started.elapsed());
     check_count("STORE", stored, wanted)?;
     // The idle connections see the folder as it was, unless --flagged.
     if !options.flagged {
-        session
-            .store("1:*", "-FLAGS.SILENT (\\Flagged)")
-            .await
-            .map_err(|e| failed("STORE", e))?
-            .try_for_each(|_| futures::future::ready(Ok(())))
+        answers(session.store("1:*", "-FLAGS.SILENT (\\Flagged)").await)
             .await
             .map_err(|e| failed("STORE", e))?;
     }
@@ -436,19 +428,11 @@ pub async fn run(options: &ImapOptions) -> Result<ImapReport, BenchError> {
             .await
             .map_err(|e| failed(&format!("SELECT {}", options.folder), e))?
             .exists;
-        session
-            .store("1:*", "+FLAGS.SILENT (\\Deleted)")
-            .await
-            .map_err(|e| failed("STORE", e))?
-            .try_for_each(|_| futures::future::ready(Ok(())))
+        answers(session.store("1:*", "+FLAGS.SILENT (\\Deleted)").await)
             .await
             .map_err(|e| failed("STORE", e))?;
         let started = Instant::now();
-        let expunged = session
-            .expunge()
-            .await
-            .map_err(|e| failed("EXPUNGE", e))?
-            .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
+        let expunged = answers(session.expunge().await)
             .await
             .map_err(|e| failed("EXPUNGE", e))?;
         expunge_ms = Some(ms(started.elapsed()));
@@ -492,16 +476,29 @@ async fn select_and_fetch(
         .await
         .map_err(|e| failed(&format!("SELECT {folder}"), e))?;
     let select = started.elapsed();
-    let fetched = session
-        .fetch("1:*", "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)")
-        .await
-        .map_err(|e| failed("FETCH", e))?
-        .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
-        .await
-        .map_err(|e| failed("FETCH", e))?;
+    let fetched = answers(
+        session
+            .fetch("1:*", "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)")
+            .await,
+    )
+    .await
+    .map_err(|e| failed("FETCH", e))?;
     let total = started.elapsed();
     check_count("FETCH", fetched, expected)?;
     Ok((ms(select), ms(total - select)))
+}
+
+/// Reads a command's untagged answers (FETCH, EXPUNGE) to its end; how many
+/// there were.
+async fn answers<T>(
+    command: Result<
+        impl futures::Stream<Item = Result<T, async_imap::error::Error>>,
+        async_imap::error::Error,
+    >,
+) -> Result<u64, async_imap::error::Error> {
+    command?
+        .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
+        .await
 }
 
 /// A command that answered for fewer messages than the folder holds did not

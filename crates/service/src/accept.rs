@@ -200,14 +200,14 @@ pub struct MailboxServerParts {
     pub listeners: PlainAndTls,
 }
 
-/// Opens the directory and the certificate of `config`, binds `plain` and `tls`
-/// for the config keys `keys`, and writes `module`'s run file.
+/// Opens the directory and the certificate of `config`, binds the listeners of
+/// `access` (`listen` and `tls_listen`, named `keys` in errors and the run
+/// file), and writes `module`'s run file.
 pub async fn open_mailbox_server(
     config: &qs_config::Config,
     module: &str,
     keys: [&'static str; 2],
-    plain: &[SocketAddr],
-    tls: &[SocketAddr],
+    access: &qs_config::MailAccessConfig,
 ) -> Result<MailboxServerParts, MailboxServerError> {
     let directory = qs_directory::Directory::open(
         &config.directory.file,
@@ -216,7 +216,7 @@ pub async fn open_mailbox_server(
         },
     )?;
     let acceptor = crate::tls::acceptor(&config.tls.cert, &config.tls.key)?;
-    let listeners = PlainAndTls::bind(keys, plain, tls).await?;
+    let listeners = PlainAndTls::bind(keys, &access.listen, &access.tls_listen).await?;
     crate::runfile::write(&config.data_dir, module, &listeners.addresses()).map_err(|source| {
         MailboxServerError::RunFile {
             path: config.data_dir.clone(),

@@ -11,10 +11,21 @@ impl Session {
     /// Brings the selected folder up to date and writes what changed. False (and the
     /// session ends with BYE) when the folder is gone.
     pub(super) fn sync(&mut self, expunges: bool) -> bool {
+        self.sync_selected(true, expunges)
+    }
+
+    /// [`Session::sync`], looking at the folder's directories (`look`) or only at
+    /// what the sessions of this process know of it.
+    fn sync_selected(&mut self, look: bool, expunges: bool) -> bool {
         let Some(sel) = self.selected.as_mut() else {
             return true;
         };
-        match sel.sync(expunges, &mut self.out) {
+        let synced = if look {
+            sel.sync(expunges, &mut self.out)
+        } else {
+            sel.sync_known(expunges, &mut self.out)
+        };
+        match synced {
             Ok(_) => true,
             Err(e) if e.is_not_found() => {
                 info!(user = self.user(), "the selected folder was deleted");
@@ -35,20 +46,7 @@ impl Session {
     /// knows; the others look now, without expunges, so that new mail is told even to
     /// a client that sends only them.
     fn sync_after(&mut self, uid: bool) -> bool {
-        if !uid {
-            return self.sync(false);
-        }
-        let Some(sel) = self.selected.as_mut() else {
-            return true;
-        };
-        match sel.sync_known(true, &mut self.out) {
-            Ok(_) => true,
-            // Nothing was looked at: the next command finds out.
-            Err(e) => {
-                warn!(user = self.user(), error = %e, "cannot read the selected folder");
-                true
-            }
-        }
+        self.sync_selected(!uid, uid)
     }
 
     /// The messages (indices into the view) a sequence set names. Sequence numbers

@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use serde::Serialize;
 
-use super::{Session, failed, login};
+use super::{Session, answers, failed, login};
 use crate::BenchError;
 use crate::net::Tls;
 
@@ -187,12 +186,21 @@ async fn client(load: Arc<Load>, mut session: Session, seed: u64) -> Counts {
         match Step::of(draw.next() % 100) {
             Step::FetchEnvelopes => {
                 let range = format!("{uid}:{}", uid.saturating_add(9));
-                let result =
-                    fetch_all(&mut session, &range, "(UID FLAGS RFC822.SIZE ENVELOPE)").await;
+                let result = answers(
+                    session
+                        .uid_fetch(&range, "(UID FLAGS RFC822.SIZE ENVELOPE)")
+                        .await,
+                )
+                .await;
                 counts.record("UID FETCH envelopes", result);
             }
             Step::FetchMessage => {
-                let result = fetch_all(&mut session, &uid.to_string(), "(UID BODY.PEEK[])").await;
+                let result = answers(
+                    session
+                        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                        .await,
+                )
+                .await;
                 counts.record("UID FETCH BODY.PEEK[]", result);
             }
             Step::SearchUnseen => {
@@ -210,7 +218,8 @@ async fn client(load: Arc<Load>, mut session: Session, seed: u64) -> Counts {
                 } else {
                     "\\Flagged"
                 };
-                let result = store_all(&mut session, uid, &format!("{sign}FLAGS ({flag})")).await;
+                let change = format!("{sign}FLAGS ({flag})");
+                let result = answers(session.uid_store(uid.to_string(), &change).await).await;
                 counts.record("UID STORE", result);
             }
             Step::Append => {
@@ -229,16 +238,14 @@ async fn client(load: Arc<Load>, mut session: Session, seed: u64) -> Counts {
                 counts.record("APPEND", result);
             }
             Step::Expunge => {
-                let result = store_all(&mut session, uid, "+FLAGS.SILENT (\\Deleted)").await;
+                let result = answers(
+                    session
+                        .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")
+                        .await,
+                )
+                .await;
                 counts.record("UID STORE \\Deleted", result);
-                let result = match session.uid_expunge(uid.to_string()).await {
-                    Ok(stream) => {
-                        stream
-                            .try_for_each(|_| futures::future::ready(Ok(())))
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
+                let result = answers(session.uid_expunge(uid.to_string()).await).await;
                 counts.record("UID EXPUNGE", result);
             }
             Step::Noop => {
@@ -251,30 +258,6 @@ async fn client(load: Arc<Load>, mut session: Session, seed: u64) -> Counts {
     }
     let _ = session.logout().await;
     counts
-}
-
-async fn fetch_all(
-    session: &mut Session,
-    uids: &str,
-    items: &str,
-) -> Result<(), async_imap::error::Error> {
-    session
-        .uid_fetch(uids, items)
-        .await?
-        .try_for_each(|_| futures::future::ready(Ok(())))
-        .await
-}
-
-async fn store_all(
-    session: &mut Session,
-    uid: u32,
-    change: &str,
-) -> Result<(), async_imap::error::Error> {
-    session
-        .uid_store(uid.to_string(), change)
-        .await?
-        .try_for_each(|_| futures::future::ready(Ok(())))
-        .await
 }
 
 #[cfg(test)]
