@@ -29,9 +29,9 @@
 //! EXPUNGE), RFC 6851 (MOVE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE;
 //! nothing to enable), RFC 6154 (SPECIAL-USE: `\Sent`, `\Drafts`, `\Trash`, `\Junk` on
 //! the folders of those names, made at first login), RFC 7888 (LITERAL-), RFC 3691
-//! (UNSELECT), RFC 3348 (CHILDREN), RFC 3516 (BINARY), RFC 4959 (SASL-IR), RFC 7889 (APPENDLIMIT), RFC
-//! 4616 (AUTHENTICATE PLAIN), RFC 5530 (response codes), RFC 8314 (implicit TLS on
-//! `tls_listen`). Folder names travel in modified UTF-7 and are stored in UTF-8. ENVELOPE
+//! (UNSELECT), RFC 3348 (CHILDREN), RFC 3516 (BINARY), RFC 4959 (SASL-IR), RFC 7889
+//! (APPENDLIMIT), RFC 4616 (AUTHENTICATE PLAIN), RFC 5530 (response codes), RFC 8314
+//! (implicit TLS on `tls_listen`). Folder names travel in modified UTF-7 and are stored in UTF-8. ENVELOPE
 //! and BODYSTRUCTURE come from mail-parser's MIME tree; they and a message's Date are
 //! cached per folder in memory, so fetching the headers of a big folder again reads no
 //! file.
