@@ -31,6 +31,47 @@ use crate::proto::{ErrorKind, Limits, ProtoError, Request, Response, Secret, dec
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A [`BodySource`] is read and sent in pieces of this size.
+const BODY_PIECE: usize = 64 * 1024;
+
+/// A message body that the client reads while it sends it, so that a large
+/// message need not be in memory whole ([`Client::enqueue_from`]). A request
+/// sent again reads it again from the start.
+pub trait BodySource: Send + Sync {
+    /// Its length in octets.
+    fn len(&self) -> u64;
+
+    /// Whether it has no octets.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies octets from `offset` on into `buf`; returns how many, 0 only at
+    /// the end.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl BodySource for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(<[u8]>::len(self));
+        let n = buf.len().min(<[u8]>::len(self) - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// The body of a request: bytes at hand, or a source read while it is sent.
+#[derive(Clone, Copy)]
+enum Outgoing<'a> {
+    Bytes(&'a [u8]),
+    Source(&'a dyn BodySource),
+}
 
 /// Where core-queue listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +150,9 @@ pub enum ClientError {
     /// The request cannot be sent (e.g. a body over the limit).
     #[error("request cannot be sent: {0}")]
     Request(#[source] ProtoError),
+    /// The [`BodySource`] could not be read, or ended before its length.
+    #[error("the message body cannot be read: {0}")]
+    Body(#[source] io::Error),
 }
 
 impl ClientError {
@@ -118,7 +162,9 @@ impl ClientError {
         match self {
             ClientError::Refused { kind, .. } => *kind,
             ClientError::Request(_) => ErrorKind::BadRequest,
-            ClientError::Unavailable { .. } | ClientError::Protocol(_) => ErrorKind::Temporary,
+            ClientError::Unavailable { .. } | ClientError::Protocol(_) | ClientError::Body(_) => {
+                ErrorKind::Temporary
+            }
         }
     }
 
@@ -215,6 +261,28 @@ impl Client {
             request_key: Some(key.to_owned()),
         };
         match self.call(&request, body).await? {
+            (Response::Enqueued { id }, _) => Ok(id),
+            (other, _) => Err(unexpected("enqueued", &other)),
+        }
+    }
+
+    /// Like [`Client::enqueue`], with a body read from `body` in pieces while
+    /// the request is written (the frame is the same), so that a message held
+    /// in a file is never in memory whole.
+    pub async fn enqueue_from(
+        &self,
+        sender: &str,
+        recipients: Vec<String>,
+        origin: Origin,
+        body: &dyn BodySource,
+    ) -> Result<QueueId, ClientError> {
+        let request = Request::Enqueue {
+            sender: sender.to_owned(),
+            recipients,
+            origin,
+            request_key: Some(format!("{:032x}", rand::random::<u128>())),
+        };
+        match self.call_with(&request, Outgoing::Source(body)).await? {
             (Response::Enqueued { id }, _) => Ok(id),
             (other, _) => Err(unexpected("enqueued", &other)),
         }
@@ -420,6 +488,14 @@ impl Client {
         request: &Request,
         body: &[u8],
     ) -> Result<(Response, Vec<u8>), ClientError> {
+        self.call_with(request, Outgoing::Bytes(body)).await
+    }
+
+    async fn call_with(
+        &self,
+        request: &Request,
+        body: Outgoing<'_>,
+    ) -> Result<(Response, Vec<u8>), ClientError> {
         let options = &self.inner.options;
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
@@ -501,7 +577,7 @@ impl Client {
         let hello = Request::Hello {
             secret: secret.clone(),
         };
-        match self.exchange(conn, &hello, &[]).await? {
+        match self.exchange(conn, &hello, Outgoing::Bytes(&[])).await? {
             (conn, Response::Ok, _) => Ok(conn),
             (_, Response::Error { kind, message }, _) => {
                 Err(Failure::Fatal(ClientError::Refused { kind, message }))
@@ -514,11 +590,15 @@ impl Client {
         &self,
         mut conn: Connection,
         request: &Request,
-        body: &[u8],
+        body: Outgoing<'_>,
     ) -> Result<(Connection, Response, Vec<u8>), Failure> {
         let timeout = self.inner.options.io_timeout;
         let round_trip = async {
-            conn.write_frame(request, body).await.map_err(|e| match e {
+            let written = match body {
+                Outgoing::Bytes(bytes) => conn.write_frame(request, bytes).await,
+                Outgoing::Source(source) => write_from(&mut conn, request, source).await?,
+            };
+            written.map_err(|e| match e {
                 FrameIoError::Io(e) => Failure::from(e),
                 FrameIoError::Proto(e) => Failure::Fatal(ClientError::Request(e)),
             })?;
@@ -540,6 +620,43 @@ impl Client {
             .map_err(|e| Failure::Fatal(ClientError::Protocol(e.to_string())))?;
         Ok((conn, response, body))
     }
+}
+
+/// Writes a frame whose body is read from `source` a piece at a time. A failure
+/// to read the source is fatal (the outer error): another attempt would read
+/// the same; a failure of the connection (the inner one) is not.
+async fn write_from(
+    conn: &mut Connection,
+    request: &Request,
+    source: &dyn BodySource,
+) -> Result<Result<(), FrameIoError>, Failure> {
+    let len = source.len();
+    let Ok(body_len) = usize::try_from(len) else {
+        return Err(Failure::Fatal(ClientError::Body(io::Error::other(
+            "body too large for this platform",
+        ))));
+    };
+    if let Err(e) = conn.write_head(request, body_len).await {
+        return Ok(Err(e));
+    }
+    let mut piece = vec![0u8; BODY_PIECE.min(body_len.max(1))];
+    let mut offset = 0u64;
+    while offset < len {
+        let want = usize::try_from(len - offset).map_or(piece.len(), |left| left.min(piece.len()));
+        let n = match source.read_at(offset, &mut piece[..want]) {
+            Ok(0) => {
+                let short = io::Error::new(io::ErrorKind::UnexpectedEof, "shorter than its length");
+                return Err(Failure::Fatal(ClientError::Body(short)));
+            }
+            Ok(n) => n,
+            Err(e) => return Err(Failure::Fatal(ClientError::Body(e))),
+        };
+        if let Err(e) = conn.write_body_piece(&piece[..n]).await {
+            return Ok(Err(e.into()));
+        }
+        offset += n as u64;
+    }
+    Ok(conn.flush().await.map_err(FrameIoError::from))
 }
 
 fn unexpected(expected: &str, got: &Response) -> ClientError {

@@ -85,6 +85,29 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes the prefix and header of a frame whose body of `body_len` octets
+    /// follows in [`Connection::write_body_piece`]s; the caller flushes after
+    /// the last one. The frame is the same as [`Connection::write_frame`]'s.
+    pub(crate) async fn write_head<T: Serialize>(
+        &mut self,
+        message: &T,
+        body_len: usize,
+    ) -> Result<(), FrameIoError> {
+        let head = encode_head(message, body_len, &self.limits)?;
+        self.stream.write_all(&head).await?;
+        Ok(())
+    }
+
+    /// Writes a piece of the body announced by [`Connection::write_head`].
+    pub(crate) async fn write_body_piece(&mut self, piece: &[u8]) -> io::Result<()> {
+        self.stream.write_all(piece).await
+    }
+
+    /// Flushes what was written.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().await
+    }
+
     /// Closes the write side.
     pub(crate) async fn shutdown(&mut self) {
         let _ = self.stream.shutdown().await;

@@ -72,7 +72,7 @@ pub mod retry;
 pub mod server;
 pub mod store;
 
-pub use client::{Client, ClientError, ClientOptions, Endpoint};
+pub use client::{BodySource, Client, ClientError, ClientOptions, Endpoint};
 pub use commit::{CommitError, Committer};
 pub use envelope::{
     CompleteOutcome, Envelope, FailedRecipient, Job, JobClass, JobRecipient, LeaseToken, Origin,

@@ -577,3 +577,90 @@ async fn a_request_over_the_limit_fails_at_once() {
         .expect("at the limit");
     server.stop().await;
 }
+
+/// A body read at most `step` octets at a time, which claims `extra` octets
+/// more than it has.
+struct Pieces {
+    bytes: Vec<u8>,
+    step: usize,
+    extra: u64,
+}
+
+impl qs_queue::BodySource for Pieces {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64 + self.extra
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = (offset as usize).min(self.bytes.len());
+        let n = buf.len().min(self.step).min(self.bytes.len() - start);
+        buf[..n].copy_from_slice(&self.bytes[start..start + n]);
+        Ok(n)
+    }
+}
+
+#[tokio::test]
+async fn a_body_read_in_pieces_is_queued_as_the_same_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(
+        open_store(dir.path()),
+        UnixListener::bind(socket(dir.path())).expect("bind"),
+        None,
+    );
+    let client = unix_client(dir.path(), Duration::from_secs(5));
+    // Several of the client's 64 KiB pieces, each read in short reads.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let body = Pieces {
+        bytes: bytes.clone(),
+        step: 1000,
+        extra: 0,
+    };
+    let id = client
+        .enqueue_from(
+            "a@example.org",
+            vec!["b@example.net".into()],
+            origin(),
+            &body,
+        )
+        .await
+        .expect("enqueue_from");
+    let job = client
+        .lease(&JobClass::outbound(), "relay-1", Duration::from_secs(60))
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert_eq!(job.id, id);
+    assert_eq!(job.body, bytes);
+
+    // A source that ends before its length is refused without a frame being
+    // completed; the broken connection is not reused.
+    let short = Pieces {
+        bytes: b"Subject: x\r\n\r\nshort\r\n".to_vec(),
+        step: 4096,
+        extra: 100,
+    };
+    let err = client
+        .enqueue_from(
+            "a@example.org",
+            vec!["b@example.net".into()],
+            origin(),
+            &short,
+        )
+        .await
+        .expect_err("short body");
+    assert!(matches!(err, ClientError::Body(_)), "{err:?}");
+    assert!(err.is_temporary());
+    let again = client
+        .enqueue(
+            "a@example.org",
+            vec!["b@example.net".into()],
+            origin(),
+            b"x\r\n",
+        )
+        .await
+        .expect("the client still works");
+    let queued = client.list(10).await.expect("list");
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert!(queued.iter().any(|m| m.id == again));
+    server.stop().await;
+}
