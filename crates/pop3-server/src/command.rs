@@ -231,6 +231,9 @@ fn mechanism_name(arg: &[u8]) -> Result<String, ParseError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
