@@ -526,6 +526,9 @@ pub fn decode_response(frame: Frame) -> Result<(Response, Vec<u8>), ProtoError> 
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::{JobRecipient, Outcome, Recipient};
