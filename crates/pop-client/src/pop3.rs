@@ -628,4 +628,6 @@ fn status_word(status: &Status) -> &'static str {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
