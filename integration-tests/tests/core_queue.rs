@@ -615,3 +615,43 @@ fn mail_loops_are_stopped_and_bounced() {
     assert!(inst.inbox("alice@example.test").is_empty());
     assert!(inst.inbox("bob@example.test").is_empty());
 }
+
+#[test]
+fn loops_of_unauthenticated_smtp_mail_are_reported_to_the_postmaster_alone() {
+    let (inst, daemon) = setup();
+    // What smtp-server's port-25 role hands over: no authenticated user, so
+    // the sender address is only the client's word.
+    let port_25 = Origin {
+        module: Origin::SMTP_SERVER.into(),
+        peer: Some("192.0.2.7".into()),
+        auth_user: None,
+    };
+    let looped = b"Delivered-To: alice@example.test\r\nSubject: looped\r\n\r\nattacker text\r\n";
+    let client = inst.client(WAIT);
+    runtime()
+        .block_on(client.enqueue(
+            "sender@example.test",
+            vec!["alice@example.test".into(), "loop1@example.test".into()],
+            port_25,
+            looped,
+        ))
+        .unwrap();
+    // The Delivered-To loop at local delivery, and the alias loop at routing.
+    let reports = inst.wait_for_mail("postmaster@example.test", 2, WAIT);
+    let all: String = reports
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert!(all.contains("mail loop (already delivered to this address)"), "{all}");
+    assert!(all.contains("alias loop"), "{all}");
+    assert!(!all.contains("attacker text"), "{all}");
+    // Once the queue is empty, no report went to the sender.
+    let start = std::time::Instant::now();
+    while !runtime().block_on(client.list(10)).unwrap().is_empty() {
+        assert!(start.elapsed() < WAIT, "the queue never emptied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(inst.inbox("sender@example.test").is_empty(), "{}", daemon.log());
+    assert_eq!(inst.inbox("postmaster@example.test").len(), 2);
+    assert!(daemon.log().contains("no report to the sender"), "{}", daemon.log());
+}

@@ -251,7 +251,22 @@ impl Core {
                 warn!(queue_id = %envelope.id, to = %f.address, reply = %f.reply,
                     expired = f.expired, "failed permanently");
             }
-            self.report(ReportKind::Failed, envelope, &reports, body)?;
+            // A loop or a policy refusal of mail from an unauthenticated SMTP
+            // client is told to the postmaster alone: its sender address is
+            // the client's word, and a bounce to a forged one is backscatter.
+            let (postmaster_only, to_sender): (Vec<RecipientReport>, Vec<RecipientReport>) =
+                reports.into_iter().partition(|r| {
+                    envelope.origin.is_unauthenticated_smtp()
+                        && dsn::is_loop_or_policy_refusal(&r.reply)
+                });
+            if !to_sender.is_empty() {
+                self.report(ReportKind::Failed, envelope, &to_sender, body, true)?;
+            }
+            if !postmaster_only.is_empty() {
+                info!(queue_id = %envelope.id, recipients = postmaster_only.len(),
+                    "a loop or policy refusal of unauthenticated mail: no report to the sender");
+                self.report(ReportKind::Failed, envelope, &postmaster_only, body, false)?;
+            }
         }
         if outcome.delay_warning && !outcome.finished {
             let reports: Vec<RecipientReport> = envelope
@@ -270,7 +285,7 @@ impl Core {
                 .collect();
             if !reports.is_empty() && !envelope.is_null_sender() {
                 info!(queue_id = %envelope.id, "delay warning sent");
-                self.report(ReportKind::Delayed, envelope, &reports, body)?;
+                self.report(ReportKind::Delayed, envelope, &reports, body, true)?;
             }
         }
         if outcome.finished {
@@ -283,22 +298,27 @@ impl Core {
         Ok(())
     }
 
-    /// Queues a DSN about `envelope` (from `<>`). A message from `<>` never
-    /// causes a bounce to its sender: its failures go to the postmaster alone.
+    /// Queues a DSN about `envelope` (from `<>`) to its sender when
+    /// `to_sender`, with a copy of a bounce to the postmaster when
+    /// `bounce_copy_to_postmaster`. A message from `<>` never causes a report
+    /// to its sender; that report, and one kept from the sender, goes to the
+    /// postmaster alone, whatever `bounce_copy_to_postmaster` says, so that
+    /// somebody learns of it.
     fn report(
         &self,
         kind: ReportKind,
         envelope: &Envelope,
         reports: &[RecipientReport],
         body: &[u8],
+        to_sender: bool,
     ) -> Result<(), StoreError> {
         let postmaster = self.directory().snapshot().postmaster().map(str::to_string);
+        let to_sender = to_sender && !envelope.is_null_sender();
         let mut to: Vec<String> = Vec::new();
-        if !envelope.is_null_sender() {
+        if to_sender {
             to.push(envelope.sender.clone());
         }
-        let copy = envelope.is_null_sender()
-            || (kind == ReportKind::Failed && self.bounce_copy_to_postmaster);
+        let copy = !to_sender || (kind == ReportKind::Failed && self.bounce_copy_to_postmaster);
         if copy {
             match &postmaster {
                 Some(p) if !to.iter().any(|t| t.eq_ignore_ascii_case(p)) => to.push(p.clone()),
@@ -311,12 +331,16 @@ impl Core {
         if to.is_empty() {
             return Ok(());
         }
-        // The report names the original sender when it goes to the postmaster alone.
-        let addressed_to = if envelope.is_null_sender() {
-            postmaster.clone().unwrap_or_default()
-        } else {
+        let addressed_to = if to_sender {
             envelope.sender.clone()
+        } else {
+            postmaster.clone().unwrap_or_default()
         };
+        // Every report returns the original's header only, never its body
+        // (`text/rfc822-headers`, RFC 3461's RET=HDRS): for mail from an
+        // unauthenticated port-25 client that is the rule, not a default,
+        // because its sender may be forged and the body is the client's own
+        // text (see `dsn::build`).
         let bytes = dsn::build(&Report {
             kind,
             hostname: &self.hostname,

@@ -2,8 +2,17 @@
 //! from `<>` to the envelope sender when recipients fail permanently, and the
 //! delay warning sent once when a message has waited too long.
 //!
-//! The report carries the original message's header only (`text/rfc822-headers`),
-//! which is what the sender needs to recognise it, without echoing a large body.
+//! The report carries the original message's header only (`text/rfc822-headers`,
+//! what RFC 3461 calls `RET=HDRS`), which is what the sender needs to recognise
+//! it, and never its body. For mail from an unauthenticated port-25 client this
+//! is a rule, not a default: its sender address is the client's word, and a
+//! report that returned the body would carry the client's own text to whatever
+//! address it named (backscatter). smtp-server does not offer the DSN extension,
+//! and a `RET=FULL` such a client sends anyway changes nothing.
+//!
+//! Loops and policy refusals ([`is_loop_or_policy_refusal`]) of such mail are
+//! not reported to the sender at all, only to the postmaster (see
+//! `Core::settle`).
 
 use qs_queue::message::{self, rfc5322_date};
 
@@ -171,6 +180,17 @@ fn diagnostic(reply: &str) -> String {
     }
 }
 
+/// Whether a failure is a mail loop (`X.4.6`) or a refusal for security or
+/// policy reasons (`X.7.*`, RFC 3463), by the reply's enhanced status code.
+/// Those are failures a forged sender gains nothing from hearing about, and
+/// the kind a spammer provokes on purpose.
+pub fn is_loop_or_policy_refusal(reply: &str) -> bool {
+    match enhanced_status(reply).map(|code| code.split('.').collect::<Vec<_>>()) {
+        Some(parts) => matches!(parts[..], [_, "4", "6"] | [_, "7", _]),
+        None => false,
+    }
+}
+
 /// The first enhanced status code (`5.1.1`) in a reply, if any.
 pub fn enhanced_status(reply: &str) -> Option<&str> {
     reply.split_whitespace().find(|word| {
@@ -192,6 +212,75 @@ mod tests {
         assert_eq!(enhanced_status("550 5.1.1 no such user"), Some("5.1.1"));
         assert_eq!(enhanced_status("451 try later"), None);
         assert_eq!(enhanced_status("no such user"), None);
+    }
+
+    fn bounce_of(original: &[u8]) -> Vec<u8> {
+        let recipients = [RecipientReport {
+            original: None,
+            address: "alice@example.test".into(),
+            reply: "554 5.4.6 <alice@example.test>: mail loop".into(),
+            remote_host: None,
+        }];
+        build(&Report {
+            kind: ReportKind::Failed,
+            hostname: "mail.example.test",
+            queue_id: "ABC123",
+            to: "victim@remote.example",
+            arrival: 0,
+            now: 60,
+            recipients: &recipients,
+            original,
+        })
+    }
+
+    /// The returned part: what follows its Content-Type, up to the closing boundary.
+    fn returned_part(report: &[u8]) -> String {
+        let text = String::from_utf8_lossy(report).into_owned();
+        let start = text
+            .find("Content-Type: text/rfc822-headers\r\n\r\n")
+            .unwrap();
+        let part = &text[start + "Content-Type: text/rfc822-headers\r\n\r\n".len()..];
+        part[..part.find("\r\n--ABC123/mail.example.test--").unwrap()].to_string()
+    }
+
+    #[test]
+    fn the_returned_part_is_the_header_alone_and_never_the_body() {
+        // A folded field, and a body that looks like more header and like a
+        // MIME boundary: none of the body may come back.
+        let original = b"From: spammer@far.example\r\nSubject: buy\r\n\tnow\r\n\r\nVisit http://spam.example\r\nX-Fake: header\r\n--ABC123/mail.example.test--\r\n";
+        let report = bounce_of(original);
+        assert_eq!(
+            returned_part(&report),
+            "From: spammer@far.example\r\nSubject: buy\r\n\tnow\r\n"
+        );
+        let text = String::from_utf8_lossy(&report);
+        assert!(!text.contains("spam.example"), "{text}");
+        assert!(!text.contains("X-Fake"), "{text}");
+        assert!(!text.contains("message/rfc822\r\n"), "{text}");
+        // Bare LF line ends and a message without a body give the same form.
+        assert_eq!(
+            returned_part(&bounce_of(b"Subject: lf\n\nbody text\n")),
+            "Subject: lf\r\n"
+        );
+        assert_eq!(
+            returned_part(&bounce_of(b"Subject: only a header")),
+            "Subject: only a header\r\n"
+        );
+    }
+
+    #[test]
+    fn loops_and_policy_refusals_are_told_apart_by_their_status() {
+        assert!(is_loop_or_policy_refusal("554 5.4.6 <a@b>: mail loop"));
+        assert!(is_loop_or_policy_refusal(
+            "550 5.7.1 message refused as spam"
+        ));
+        assert!(is_loop_or_policy_refusal("554 5.7.26 DMARC policy"));
+        assert!(!is_loop_or_policy_refusal("550 5.1.1 <a@b>: no such user"));
+        assert!(!is_loop_or_policy_refusal("552 5.3.4 message too big"));
+        assert!(!is_loop_or_policy_refusal(
+            "451 4.4.1 no answer (retried for too long)"
+        ));
+        assert!(!is_loop_or_policy_refusal("550 refused"));
     }
 
     #[test]

@@ -24,8 +24,6 @@ use qs_queue::message;
 const BATCH: usize = 128;
 /// How long a lease lasts; a crashed worker's jobs come back after it.
 const LEASE: Duration = Duration::from_secs(120);
-/// More Received fields than this is a loop (RFC 5321 §6.3).
-pub const MAX_RECEIVED: usize = 100;
 
 /// Runs one local delivery worker until shutdown.
 pub async fn run_worker(core: Arc<Core>, name: String, mut shutdown: Shutdown) {
@@ -111,27 +109,17 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
     let mut by_mailbox: HashMap<PathBuf, Vec<Pending>> = HashMap::new();
 
     for (j, job) in jobs.iter().enumerate() {
-        let delivered_to: Vec<String> = message::values(&job.body, "Delivered-To")
-            .iter()
-            .map(|v| message::bare_address(v).to_ascii_lowercase())
-            .collect();
-        let received = message::count(&job.body, "Received");
+        // The same test smtp-server makes at the end of DATA: what it could
+        // see there was refused, so this finds only loops through aliases
+        // and forwards, or mail from other producers.
+        let trace = message::LoopTrace::read(&job.body);
         for r in &job.recipients {
             let fail = |reply: String| RecipientResult {
                 index: r.index,
                 outcome: Outcome::PermanentFailure { reply },
             };
-            if received > MAX_RECEIVED {
-                results[j].push(fail(format!(
-                    "554 5.4.6 too many Received header fields ({received}): mail loop"
-                )));
-                continue;
-            }
-            if delivered_to.contains(&r.address.to_ascii_lowercase()) {
-                results[j].push(fail(format!(
-                    "554 5.4.6 <{}>: mail loop (already delivered to this address)",
-                    r.address
-                )));
+            if let Some(reply) = trace.loop_reply(&r.address) {
+                results[j].push(fail(reply));
                 continue;
             }
             let Some(user) = snapshot.user(&r.address) else {

@@ -223,6 +223,20 @@ pub struct Origin {
     pub auth_user: Option<String>,
 }
 
+impl Origin {
+    /// The [`Origin::module`] of messages received by smtp-server.
+    pub const SMTP_SERVER: &'static str = "smtp-server";
+
+    /// Whether the message came from an SMTP client that did not
+    /// authenticate: smtp-server's port-25 role (submission requires AUTH
+    /// before MAIL, so this is the only way in without it). Nobody vouches
+    /// for such a sender address, so a report about the message must not
+    /// carry more than the sender needs (no backscatter).
+    pub fn is_unauthenticated_smtp(&self) -> bool {
+        self.module == Origin::SMTP_SERVER && self.auth_user.is_none()
+    }
+}
+
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,7 +2,8 @@
 //! that never re-encodes anything (finding the header block, reading fields
 //! unfolded, removing fields, prepending trace fields: the body and every
 //! untouched field stay byte-identical), line-end normalisation, the
-//! `sendmail -t` envelope, and RFC 5322 dates.
+//! `sendmail -t` envelope, RFC 5322 dates, and the trace fields that tell a
+//! mail loop ([`LoopTrace`]).
 
 /// One header field as it stands in the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +185,69 @@ pub fn bare_address(value: &str) -> String {
     }
 }
 
+/// More Received fields than this is a mail loop (RFC 5321 §6.3).
+pub const MAX_RECEIVED: usize = 100;
+
+/// The trace fields that tell a mail loop: how many `Received` fields a
+/// message has, and the mailboxes its `Delivered-To` fields (RFC 9228) say it
+/// was already delivered to. smtp-server reads them at the end of DATA and
+/// core-queue's local delivery before each copy, with the same rules, so a
+/// loop that can be seen on arrival is refused there and never bounced later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopTrace {
+    received: usize,
+    /// Lower-cased bare addresses.
+    delivered_to: Vec<String>,
+}
+
+impl LoopTrace {
+    /// Reads the header of `message` (never its body).
+    pub fn read(message: &[u8]) -> LoopTrace {
+        let fields = fields(message);
+        LoopTrace {
+            received: fields
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case("Received"))
+                .count(),
+            delivered_to: fields
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case("Delivered-To"))
+                .map(|f| bare_address(&f.value()).to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// How many Received fields there are.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// More than [`MAX_RECEIVED`] Received fields: a loop, whoever receives it.
+    pub fn too_many_received(&self) -> bool {
+        self.received > MAX_RECEIVED
+    }
+
+    /// Whether a `Delivered-To` field names `mailbox` (any case).
+    pub fn delivered_to(&self, mailbox: &str) -> bool {
+        let mailbox = mailbox.to_ascii_lowercase();
+        self.delivered_to.contains(&mailbox)
+    }
+
+    /// Why delivering to `mailbox` would be a loop, as the permanent failure
+    /// reply (`554 5.4.6 ...`), or `None` when it would not.
+    pub fn loop_reply(&self, mailbox: &str) -> Option<String> {
+        if self.too_many_received() {
+            return Some(format!(
+                "554 5.4.6 too many Received header fields ({}): mail loop",
+                self.received
+            ));
+        }
+        self.delivered_to(mailbox).then(|| {
+            format!("554 5.4.6 <{mailbox}>: mail loop (already delivered to this address)")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +311,34 @@ mod tests {
     fn bare_addresses() {
         assert_eq!(bare_address("Alice <alice@x>"), "alice@x");
         assert_eq!(bare_address(" bob@y "), "bob@y");
+    }
+
+    #[test]
+    fn loops_are_told_by_delivered_to_and_received_in_the_header_only() {
+        let m = b"Delivered-To: Alice <ALICE@example.test>\r\nSubject: x\r\n\r\nDelivered-To: bob@example.test\r\n";
+        let trace = LoopTrace::read(m);
+        assert!(trace.delivered_to("alice@Example.test"));
+        assert!(
+            !trace.delivered_to("bob@example.test"),
+            "the body is not a header"
+        );
+        assert_eq!(
+            trace.loop_reply("alice@example.test").as_deref(),
+            Some("554 5.4.6 <alice@example.test>: mail loop (already delivered to this address)")
+        );
+        assert_eq!(trace.loop_reply("bob@example.test"), None);
+
+        let hops = "Received: x\r\n".repeat(MAX_RECEIVED);
+        let at_limit = LoopTrace::read(format!("{hops}\r\nx\r\n").as_bytes());
+        assert!(!at_limit.too_many_received());
+        let over = LoopTrace::read(format!("Received: y\r\n{hops}\r\nx\r\n").as_bytes());
+        assert!(over.too_many_received());
+        assert_eq!(over.received(), MAX_RECEIVED + 1);
+        assert!(
+            over.loop_reply("anyone@example.test")
+                .unwrap()
+                .contains("too many Received header fields (101)")
+        );
     }
 }
 
