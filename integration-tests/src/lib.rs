@@ -21,9 +21,14 @@ fn bin_dir() -> PathBuf {
 }
 
 /// Path to a workspace binary, built (once per test process) if needed.
+/// With `QS_TEST_PREBUILT=1` the binaries already in target/ are used as they
+/// are (build the ones a test needs with `cargo build -p ...` first).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if std::env::var_os("QS_TEST_PREBUILT").is_some() {
+            return;
+        }
         let profile_release = bin_dir().ends_with("release");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);

@@ -62,6 +62,9 @@ struct Script {
     end: String,
     /// (connection number from 1, command verb or "." for the end of data, fault).
     faults: Vec<(usize, &'static str, Fault)>,
+    /// (EHLO or STARTTLS, text): the text goes out in the same write as the
+    /// reply to that command, as a man in the middle would inject it.
+    inject: Option<(&'static str, &'static str)>,
 }
 
 impl Script {
@@ -76,6 +79,7 @@ impl Script {
             rcpt: Arc::new(|_| "250 2.1.5 Ok".to_string()),
             end: "250 2.0.0 Ok: queued as SINK".to_string(),
             faults: Vec::new(),
+            inject: None,
         }
     }
 
@@ -228,6 +232,13 @@ impl Peer {
         let _ = self.stream.flush();
     }
 
+    /// Lines in one write (one packet), as an injection sends them.
+    fn send_at_once(&mut self, lines: &[&str]) {
+        let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+        let _ = self.stream.write_all(text.as_bytes());
+        let _ = self.stream.flush();
+    }
+
     fn upgrade(self, config: Arc<rustls::ServerConfig>) -> Peer {
         let Stream::Plain(tcp) = self.stream else {
             panic!("TLS twice");
@@ -297,16 +308,22 @@ fn serve(stream: TcpStream, n: usize, script: &Script, log: &Mutex<Log>) {
                 }
                 lines.push("ENHANCEDSTATUSCODES".into());
                 let last = lines.len() - 1;
-                let reply: Vec<String> = lines
+                let mut reply: Vec<String> = lines
                     .iter()
                     .enumerate()
                     .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
                     .collect();
-                peer.send(&reply.join("\r\n"));
+                if let Some(("EHLO", text)) = script.inject.filter(|_| !tls) {
+                    reply.push(text.to_string());
+                }
+                peer.send_at_once(&reply.iter().map(String::as_str).collect::<Vec<_>>());
             }
             "STARTTLS" => match (script.starttls, &script.tls) {
                 (Some(reply), Some(config)) if !tls => {
-                    peer.send(reply);
+                    match script.inject {
+                        Some(("STARTTLS", text)) => peer.send_at_once(&[reply, text]),
+                        _ => peer.send(reply),
+                    }
                     if reply.starts_with("220") {
                         peer = peer.upgrade(config.clone());
                         tls = true;
@@ -583,6 +600,21 @@ impl Relay {
         })
     }
 
+    /// Like [`Relay::wait_attempts`], but fails at once, saying so, when the
+    /// message leaves the queue instead (it was reported delivered).
+    fn wait_attempts_still_queued(&self, id: &QueueId, attempts: u32) -> (RecipientStatus, String) {
+        wait_until(&format!("{attempts} attempts for {id}"), || {
+            match self.show(id) {
+                None => Some(None),
+                Some(rcpts) => {
+                    let (_, status, tried, reply) = rcpts.into_iter().next()?;
+                    (tried >= attempts).then_some(Some((status, reply)))
+                }
+            }
+        })
+        .unwrap_or_else(|| panic!("{id} left the queue: it was reported delivered"))
+    }
+
     /// The bounces that reached alice.
     fn bounces(&self, count: usize) -> Vec<String> {
         self.inst
@@ -820,6 +852,90 @@ fn required_starttls_is_never_skipped() {
         );
     }
     assert!(r.bounces_none());
+}
+
+/// A whole transaction's replies, as injected by a man in the middle: the
+/// two EHLOs after TLS (the SMTP library's and the session's), MAIL, RCPT,
+/// DATA and the end of data.
+const FORGED_REPLIES: &str = "250 sink.test\r\n250 sink.test\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n250 2.0.0 Ok: queued as FORGED";
+
+#[test]
+fn replies_injected_before_tls_are_never_taken_as_answers() {
+    // Required STARTTLS to the smarthost: the 220 to STARTTLS comes with the
+    // replies to EHLO, MAIL, RCPT, DATA and the end of data in one packet.
+    let inst = installation();
+    let after_starttls = Sink::start(Script {
+        inject: Some(("STARTTLS", FORGED_REPLIES)),
+        ..Script::new().with_tls(&inst)
+    });
+    inst.set(
+        "smtp_relay",
+        "smarthost",
+        &format!("\"{}\"", after_starttls.addr),
+    );
+    inst.set("smtp_relay", "tls", "\"starttls\"");
+    inst.set("smtp_relay", "tls_ca_file", "\"tls/cert.pem\"");
+    let mut r = start(inst);
+    let id = r.enqueue("alice@example.test", &["friend@far.example"], BODY);
+    let (status, reply) = r.wait_attempts_still_queued(&id, 2);
+    assert_eq!(status, RecipientStatus::Pending, "{reply}");
+    assert!(reply.starts_with("4.7.0"), "{reply}");
+    assert!(reply.contains("followed the reply to STARTTLS"), "{reply}");
+    // The same replies sent ahead with the EHLO reply, STARTTLS's among them.
+    let with_ehlo = Sink::start(Script {
+        inject: Some((
+            "EHLO",
+            "220 2.0.0 Ready to start TLS\r\n250 sink.test\r\n250 2.1.0 Ok",
+        )),
+        ..Script::new().with_tls(&r.inst)
+    });
+    r.inst.set(
+        "smtp_relay",
+        "smarthost",
+        &format!("\"{}\"", with_ehlo.addr),
+    );
+    r.relay.restart();
+    let reply = wait_until("an early reply refused", || {
+        let (_, status, _, reply) = r.show(&id)?.remove(0);
+        (status == RecipientStatus::Pending && reply.contains("before TLS when only"))
+            .then_some(reply)
+    });
+    assert!(reply.starts_with("4.7.0"), "{reply}");
+    for sink in [&after_starttls, &with_ehlo] {
+        assert!(
+            !sink.commands().iter().any(|c| c.starts_with("MAIL")),
+            "{:?}",
+            sink.commands()
+        );
+    }
+    let log = r.relay.log();
+    assert!(!log.contains("status=sent"), "{log}");
+    assert!(log.contains("protocol violation before TLS"), "{log}");
+    assert!(r.bounces_none());
+    drop(r);
+
+    // Direct delivery, opportunistic STARTTLS: the same attack is a
+    // temporary failure too, not a reason to go on in plaintext.
+    let inst = installation();
+    let mx = Sink::start(Script {
+        inject: Some(("STARTTLS", FORGED_REPLIES)),
+        ..Script::new().with_tls(&inst)
+    });
+    let dns = dns_server(vec![("far.test", Rr::A(Ipv4Addr::new(127, 0, 0, 1)))]);
+    inst.set("smtp_relay", "mode", "\"direct\"");
+    inst.set("smtp_relay", "dns_server", &format!("\"{dns}\""));
+    inst.set("smtp_relay", "mx_port", &mx.addr.port().to_string());
+    let r = start(inst);
+    let id = r.enqueue("alice@example.test", &["a@far.test"], BODY);
+    let (status, reply) = r.wait_attempts_still_queued(&id, 2);
+    assert_eq!(status, RecipientStatus::Pending, "{reply}");
+    assert!(reply.contains("followed the reply to STARTTLS"), "{reply}");
+    assert!(
+        !mx.commands().iter().any(|c| c.starts_with("MAIL")),
+        "{:?}",
+        mx.commands()
+    );
+    assert!(!r.relay.log().contains("status=sent"));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 use crate::ehlo::Capabilities;
+use crate::plaintext_guard::{GuardReport, GuardedStream, Violation};
 use crate::reply::{self, Reply};
 use crate::transaction::{self, Answers};
 
@@ -151,6 +153,12 @@ impl AsyncWrite for TlsTcp {
     }
 }
 
+impl AsyncTokioStream for GuardedStream<TcpStream> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().peer_addr()
+    }
+}
+
 impl AsyncTokioStream for TlsTcp {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().0.peer_addr()
@@ -182,6 +190,8 @@ pub struct OpenError {
     pub unreachable: bool,
     /// True when an opportunistic TLS handshake failed (try plaintext).
     tls_failed: bool,
+    /// True when the plaintext guard found injected data.
+    injected: bool,
 }
 
 impl OpenError {
@@ -190,6 +200,7 @@ impl OpenError {
             reply,
             unreachable: false,
             tls_failed: false,
+            injected: false,
         }
     }
 
@@ -261,6 +272,7 @@ async fn open_once(
     };
     // Commands and data go out in few writes; never wait for delayed ACKs.
     let _ = tcp.set_nodelay(true);
+    let mut guard = None;
     let stream: Box<dyn AsyncTokioStream> = match tls {
         TlsMode::Implicit(connector, server_name) => {
             match timeout(limit, connector.connect(server_name.clone(), tcp)).await {
@@ -278,11 +290,21 @@ async fn open_once(
                 }
             }
         }
-        _ => Box::new(tcp),
+        // Until TLS begins, anyone on the path may write: watch that no
+        // reply is read ahead of its command (CVE-2011-0411).
+        TlsMode::Required(_) | TlsMode::Opportunistic => {
+            let (guarded, report) = GuardedStream::new(tcp);
+            guard = Some(report);
+            Box::new(guarded)
+        }
+        TlsMode::None => Box::new(tcp),
     };
     let greeting = AsyncSmtpConnection::connect_with_transport(stream, &settings.hello);
     let mut conn = match timeout(limit, greeting).await {
         Ok(Ok(conn)) => conn,
+        Ok(Err(_)) if let Some(violation) = violation(&guard) => {
+            return Err(injected(host, &violation));
+        }
         Ok(Err(e)) => {
             return Err(OpenError::new(format!(
                 "4.4.2 {host} refused the session: {}",
@@ -307,7 +329,7 @@ async fn open_once(
                     "4.7.4 {host} does not offer STARTTLS, which the configuration requires; nothing was sent"
                 )));
             }
-            starttls(&mut conn, params.clone(), host, settings).await?;
+            starttls(&mut conn, params.clone(), host, settings, &guard).await?;
             encrypted = true;
         }
         TlsMode::Opportunistic if conn.server_info().supports_feature(Extension::StartTls) => {
@@ -319,13 +341,19 @@ async fn open_once(
             };
             let params = opportunistic_parameters(&server_name)
                 .map_err(|e| OpenError::new(format!("4.7.5 TLS set-up for {host}: {e}")))?;
-            if let Err(mut e) = starttls(&mut conn, params, host, settings).await {
-                e.tls_failed = true;
+            if let Err(mut e) = starttls(&mut conn, params, host, settings, &guard).await {
+                // A failed handshake is tried again in plaintext; injected
+                // data is an attack on this connection, not a TLS problem.
+                e.tls_failed = !e.injected;
                 return Err(e);
             }
             encrypted = true;
         }
-        _ => {}
+        _ => {
+            if let Some(report) = &guard {
+                report.switch_off();
+            }
+        }
     }
     let ehlo = format!("EHLO {}\r\n", settings.hello);
     let caps = match timeout(settings.command_timeout, conn.command(Line(&ehlo))).await {
@@ -387,6 +415,7 @@ async fn starttls(
     params: TlsParameters,
     host: &str,
     settings: &Settings,
+    guard: &Option<Arc<GuardReport>>,
 ) -> Result<(), OpenError> {
     match timeout(
         settings.command_timeout,
@@ -395,6 +424,7 @@ async fn starttls(
     .await
     {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) if let Some(violation) = violation(guard) => Err(injected(host, &violation)),
         Ok(Err(e)) => Err(OpenError::new(format!(
             "4.7.5 STARTTLS with {host} failed: {}; nothing was sent",
             error_text(&e)
@@ -412,11 +442,31 @@ async fn quit(mut conn: AsyncSmtpConnection, limit: Duration) {
     let _ = timeout(limit.min(Duration::from_secs(5)), conn.quit()).await;
 }
 
+/// What the plaintext guard refused, if it did.
+fn violation(guard: &Option<Arc<GuardReport>>) -> Option<Violation> {
+    guard.as_ref().and_then(|report| report.violation())
+}
+
+/// The connection was closed because data was injected before TLS: a
+/// temporary failure (the message stays queued), logged as an attack.
+fn injected(host: &str, violation: &Violation) -> OpenError {
+    tracing::warn!(host, %violation, "protocol violation before TLS; connection closed");
+    OpenError {
+        reply: format!(
+            "4.7.0 {host} broke the protocol before TLS: {violation}; connection closed, nothing was sent"
+        ),
+        unreachable: false,
+        tls_failed: false,
+        injected: true,
+    }
+}
+
 fn unreachable(reply: String) -> OpenError {
     OpenError {
         reply,
         unreachable: true,
         tls_failed: false,
+        injected: false,
     }
 }
 

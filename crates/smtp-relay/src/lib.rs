@@ -28,6 +28,11 @@
 //! (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531).
 //!
 //! # Security
+//! - Before TLS, a reply read ahead of its command, or any byte after the
+//!   reply to STARTTLS, closes the connection as a protocol violation (see
+//!   [`plaintext_guard`], CVE-2011-0411): a temporary failure, the message
+//!   stays queued; nothing read in plaintext is ever taken as an answer to a
+//!   command sent over TLS.
 //! - The bytes on the wire are the queued message, dot-stuffed: a message with
 //!   a bare CR or LF is never sent (permanent failure, logged). An 8-bit body
 //!   goes only to a server with 8BITMIME, a UTF-8 address only to one with
@@ -52,6 +57,7 @@ pub mod dns;
 pub mod ehlo;
 pub mod message;
 pub mod mx;
+pub mod plaintext_guard;
 pub mod plan;
 pub mod pool;
 pub mod relay;
