@@ -11,6 +11,10 @@ use std::process::ExitCode;
 use crate::restart::{Restart, Style};
 use crate::shutdown::Shutdown;
 
+/// After `serve` returns, how long blocking work still running may take to finish
+/// before the process goes on without it.
+const ABANDON_BLOCKING_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Every daemon's command line: only where its config is.
 #[derive(Debug, clap::Parser)]
 struct DaemonArgs {
@@ -74,8 +78,15 @@ where
             .map_err(|e| format!("cannot handle signals: {e}"))?;
         serve(config, shutdown).await.map_err(|e| format!("{e:#}"))
     });
-    // Every task, socket and database is closed before a new program starts.
-    drop(runtime);
+    // Every task, socket and database is closed before a new program starts. `serve`
+    // has given its sessions their drain time; blocking work still running after it
+    // (a session stuck in a long command) is abandoned, not waited for: dropping the
+    // runtime would wait for it without end, and a stop would need SIGKILL.
+    let stopping = std::time::Instant::now();
+    runtime.shutdown_timeout(ABANDON_BLOCKING_AFTER);
+    if stopping.elapsed() >= ABANDON_BLOCKING_AFTER {
+        tracing::warn!("stopping with blocking work still under way (abandoned)");
+    }
     if let Err(e) = result {
         eprintln!("{module}: {e}");
         return ExitCode::FAILURE;
