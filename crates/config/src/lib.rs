@@ -250,6 +250,9 @@ pub struct SmtpServerConfig {
     pub max_auth_failures: u64,
     /// Authenticated users may send only as their own addresses.
     pub enforce_sender: bool,
+    /// Octets of a message body kept in memory while it arrives; past this
+    /// it goes to a file in `<data_dir>/spool/smtp-server/`.
+    pub spool_threshold: u64,
 }
 
 /// `[imap_server]` and `[pop3_server]`: a mail access protocol's listeners.
@@ -286,6 +289,9 @@ pub struct ImapLimits {
     pub login_byte_budget: u64,
     /// Logged-in sessions at once of one user.
     pub max_connections_per_user: u64,
+    /// An APPEND message literal larger than this, in octets, goes to a file
+    /// in `<data_dir>/spool/imap-server/` instead of memory while it arrives.
+    pub spool_threshold: u64,
 }
 
 /// How outgoing mail leaves.
@@ -706,6 +712,7 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         session_timeout_secs: s.number("session_timeout_secs", 1800, 1, day),
         max_auth_failures: s.number("max_auth_failures", 5, 1, 1000),
         enforce_sender: s.bool("enforce_sender", true),
+        spool_threshold: s.number("spool_threshold", 1_048_576, 0, 1 << 30),
     };
     s.finish();
 
@@ -727,6 +734,7 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         ),
         login_byte_budget: i.number("login_byte_budget", 65_536, 1024, 1 << 24),
         max_connections_per_user: i.number("max_connections_per_user", 20, 1, 1_000_000),
+        spool_threshold: i.number("spool_threshold", 1_048_576, 0, 1 << 30),
     };
     i.finish();
     let (pop3_server, p3) =

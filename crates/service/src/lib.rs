@@ -27,6 +27,7 @@ pub mod queue;
 pub mod restart;
 pub mod runfile;
 pub mod shutdown;
+pub mod spool;
 pub mod tls;
 
 use std::path::PathBuf;

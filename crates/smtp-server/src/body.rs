@@ -11,6 +11,15 @@
 //! smtp-proto's `DataReceiver` only undoes dot-stuffing (it returns the body
 //! without the CRLF before the final dot and never ends an empty DATA), so the
 //! rules above live here instead.
+//!
+//! What is kept goes to a [`Spool`]: memory up to `[smtp_server]
+//! spool_threshold`, then an unlinked file, so a large message costs the
+//! session a few KiB of memory while it arrives and while it is queued
+//! ([`Message`] is read by the queue client in pieces).
+
+use std::io;
+
+use qs_service::spool::Spool;
 
 /// The longest text line, CRLF included.
 pub const MAX_LINE: usize = 1000;
@@ -24,13 +33,15 @@ pub enum Flaw {
     LineTooLong,
     /// More than the size limit.
     TooBig,
+    /// The spool could not keep the body (a full disk): a temporary failure.
+    Unstored,
 }
 
 /// The outcome of a body once its end was read.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Body {
     /// The message, with CRLF line ends and dot-stuffing undone.
-    Complete(Vec<u8>),
+    Complete(Spool),
     /// Refused; everything was read and dropped.
     Refused(Flaw),
 }
@@ -39,7 +50,9 @@ pub enum Body {
 #[derive(Debug)]
 pub struct DataReader {
     limit: usize,
+    /// What one [`DataReader::feed`] kept; it goes to `spool` at its end.
     data: Vec<u8>,
+    spool: Spool,
     /// Octets of the current line so far (CR included when pending).
     line_len: usize,
     /// The current line is exactly "." so far.
@@ -54,11 +67,12 @@ pub struct DataReader {
 }
 
 impl DataReader {
-    /// A reader keeping at most `limit` octets.
-    pub fn new(limit: usize) -> Self {
+    /// A reader keeping at most `limit` octets in `spool` (empty).
+    pub fn new(limit: usize, spool: Spool) -> Self {
         DataReader {
             limit,
             data: Vec::new(),
+            spool,
             line_len: 0,
             line_is_dot: false,
             at_line_start: true,
@@ -74,6 +88,18 @@ impl DataReader {
             self.flaw = Some(flaw);
         }
         self.data = Vec::new();
+        self.spool.clear();
+    }
+
+    /// Moves what this feed kept to the spool.
+    fn store_kept(&mut self) {
+        if self.flaw.is_none()
+            && let Err(e) = self.spool.append(&self.data)
+        {
+            tracing::warn!(error = %e, "cannot spool the message");
+            self.flaw(Flaw::Unstored);
+        }
+        self.data.clear();
     }
 
     fn keep(&mut self, bytes: &[u8]) {
@@ -104,9 +130,10 @@ impl DataReader {
                 } else {
                     // CRLF: end of line.
                     if self.line_is_dot {
+                        self.store_kept();
                         let body = match self.flaw {
                             Some(flaw) => Body::Refused(flaw),
-                            None => Body::Complete(std::mem::take(&mut self.data)),
+                            None => Body::Complete(self.spool.take()),
                         };
                         return Some((body, i + 1));
                     }
@@ -156,6 +183,7 @@ impl DataReader {
                 }
             }
         }
+        self.store_kept();
         None
     }
 }
@@ -165,7 +193,7 @@ impl DataReader {
 #[derive(Debug)]
 pub struct ChunkReader {
     limit: usize,
-    data: Vec<u8>,
+    spool: Spool,
     size: usize,
     line_len: usize,
     pending_cr: bool,
@@ -173,11 +201,12 @@ pub struct ChunkReader {
 }
 
 impl ChunkReader {
-    /// A reader keeping at most `limit` octets over all chunks.
-    pub fn new(limit: usize) -> Self {
+    /// A reader keeping at most `limit` octets over all chunks in `spool`
+    /// (empty).
+    pub fn new(limit: usize, spool: Spool) -> Self {
         ChunkReader {
             limit,
-            data: Vec::new(),
+            spool,
             size: 0,
             line_len: 0,
             pending_cr: false,
@@ -209,8 +238,11 @@ impl ChunkReader {
         if self.size > self.limit {
             self.set_flaw(Flaw::TooBig);
         }
-        if self.flaw.is_none() {
-            self.data.extend_from_slice(bytes);
+        if self.flaw.is_none()
+            && let Err(e) = self.spool.append(bytes)
+        {
+            tracing::warn!(error = %e, "cannot spool the message");
+            self.set_flaw(Flaw::Unstored);
         }
     }
 
@@ -218,7 +250,7 @@ impl ChunkReader {
         if self.flaw.is_none() || flaw == Flaw::BadLineEnding {
             self.flaw = Some(flaw);
         }
-        self.data = Vec::new();
+        self.spool.clear();
     }
 
     /// The body after the last chunk.
@@ -228,7 +260,7 @@ impl ChunkReader {
         }
         match self.flaw {
             Some(flaw) => Body::Refused(flaw),
-            None => Body::Complete(self.data),
+            None => Body::Complete(self.spool),
         }
     }
 
@@ -238,25 +270,120 @@ impl ChunkReader {
     }
 }
 
+/// The longest header block read for the checks at the end of a message.
+pub const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// The header block is read in steps of this size.
+const HEADER_STEP: usize = 16 * 1024;
+
+/// The header block of a spooled message, up to its empty line, or its first
+/// [`MAX_HEADER_BLOCK`] octets when it is longer (or has no body).
+pub fn header_block(message: &Spool) -> io::Result<Vec<u8>> {
+    let mut step = HEADER_STEP;
+    loop {
+        let mut head = message.head(step)?;
+        let end = qs_queue::message::header_end(&head);
+        if end < head.len() || head.len() as u64 == message.len() || step >= MAX_HEADER_BLOCK {
+            head.truncate(end);
+            return Ok(head);
+        }
+        step = (step * 4).min(MAX_HEADER_BLOCK);
+    }
+}
+
+/// A message as it is queued: our trace field, then the body as received,
+/// which stays where the [`Spool`] has it.
+#[derive(Debug)]
+pub struct Message {
+    trace: Vec<u8>,
+    body: Spool,
+}
+
+impl Message {
+    /// `fields` (each a whole field without its line end) before `body`.
+    pub fn new(fields: &[String], body: Spool) -> Message {
+        Message {
+            trace: qs_queue::message::prepend(fields, b""),
+            body,
+        }
+    }
+
+    /// Its length in octets.
+    pub fn len(&self) -> u64 {
+        self.trace.len() as u64 + self.body.len()
+    }
+
+    /// Whether it has no octets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole message in memory (for tests and small messages).
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut out = self.trace.clone();
+        out.extend_from_slice(&self.body.to_vec()?);
+        Ok(out)
+    }
+}
+
+impl qs_queue::BodySource for Message {
+    fn len(&self) -> u64 {
+        Message::len(self)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let trace_len = self.trace.len() as u64;
+        if offset >= trace_len {
+            return self.body.read_at(offset - trace_len, buf);
+        }
+        qs_queue::BodySource::read_at(self.trace.as_slice(), offset, buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use qs_service::spool::SpoolDir;
+
     use super::*;
 
+    /// Spools that move to a file past 16 octets, so that most cases here
+    /// are also read back from a file.
+    fn spool() -> Spool {
+        static DIR: OnceLock<(tempfile::TempDir, Arc<SpoolDir>)> = OnceLock::new();
+        let (_, dir) = DIR.get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = SpoolDir::open(tmp.path(), 16).unwrap();
+            (tmp, dir)
+        });
+        dir.spool()
+    }
+
+    /// A body as bytes, or why it was refused.
+    type Outcome = Result<Vec<u8>, Flaw>;
+
+    fn outcome(body: Body) -> Outcome {
+        match body {
+            Body::Complete(spool) => Ok(spool.to_vec().unwrap()),
+            Body::Refused(flaw) => Err(flaw),
+        }
+    }
+
     /// Feeds `input` in chunks of `n` bytes; returns the body and the bytes left.
-    fn read(input: &[u8], n: usize, limit: usize) -> Option<(Body, Vec<u8>)> {
-        let mut r = DataReader::new(limit);
+    fn read(input: &[u8], n: usize, limit: usize) -> Option<(Outcome, Vec<u8>)> {
+        let mut r = DataReader::new(limit, spool());
         let mut offset = 0;
         for chunk in input.chunks(n) {
             if let Some((body, used)) = r.feed(chunk) {
                 let rest = input[offset + used..].to_vec();
-                return Some((body, rest));
+                return Some((outcome(body), rest));
             }
             offset += chunk.len();
         }
         None
     }
 
-    fn all_chunkings(input: &[u8], limit: usize) -> Option<(Body, Vec<u8>)> {
+    fn all_chunkings(input: &[u8], limit: usize) -> Option<(Outcome, Vec<u8>)> {
         let first = read(input, input.len().max(1), limit);
         for n in [1, 2, 3, 4, 7, 8, 16, 64] {
             assert_eq!(read(input, n, limit), first, "chunks of {n}");
@@ -268,17 +395,14 @@ mod tests {
     fn a_plain_body_ends_at_crlf_dot_crlf_and_unstuffs() {
         let (body, rest) =
             all_chunkings(b"Subject: x\r\n\r\n..leading\r\n.\r\nQUIT\r\n", 1 << 20).unwrap();
-        assert_eq!(
-            body,
-            Body::Complete(b"Subject: x\r\n\r\n.leading\r\n".to_vec())
-        );
+        assert_eq!(body, Ok(b"Subject: x\r\n\r\n.leading\r\n".to_vec()));
         assert_eq!(rest, b"QUIT\r\n");
     }
 
     #[test]
     fn an_empty_body_ends() {
         let (body, rest) = all_chunkings(b".\r\nQUIT\r\n", 1 << 20).unwrap();
-        assert_eq!(body, Body::Complete(Vec::new()));
+        assert_eq!(body, Ok(Vec::new()));
         assert_eq!(rest, b"QUIT\r\n");
     }
 
@@ -300,7 +424,7 @@ mod tests {
             );
             input.extend_from_slice(b"\r\n.\r\n");
             let (body, rest) = all_chunkings(&input, 1 << 20).unwrap();
-            assert_eq!(body, Body::Refused(Flaw::BadLineEnding), "{attack:?}");
+            assert_eq!(body, Err(Flaw::BadLineEnding), "{attack:?}");
             assert!(rest.is_empty());
         }
     }
@@ -311,14 +435,11 @@ mod tests {
         long.extend_from_slice(b"\r\n.\r\n");
         assert_eq!(
             all_chunkings(&long, 1 << 20).unwrap().0,
-            Body::Refused(Flaw::LineTooLong)
+            Err(Flaw::LineTooLong)
         );
         let mut ok = vec![b'a'; 998];
         ok.extend_from_slice(b"\r\n.\r\n");
-        assert!(matches!(
-            all_chunkings(&ok, 1 << 20).unwrap().0,
-            Body::Complete(_)
-        ));
+        assert!(all_chunkings(&ok, 1 << 20).unwrap().0.is_ok());
 
         let mut big = Vec::new();
         for _ in 0..100 {
@@ -326,29 +447,106 @@ mod tests {
         }
         big.extend_from_slice(b".\r\nNOOP\r\n");
         let (body, rest) = all_chunkings(&big, 1000).unwrap();
-        assert_eq!(body, Body::Refused(Flaw::TooBig));
+        assert_eq!(body, Err(Flaw::TooBig));
         assert_eq!(rest, b"NOOP\r\n");
     }
 
     #[test]
     fn chunks_follow_the_same_line_rules() {
-        let mut c = ChunkReader::new(100);
+        let mut c = ChunkReader::new(100, spool());
         c.add(b"Subject: x\r\n");
         c.add(b"\r\nbody\r\n");
         assert_eq!(
-            c.finish(),
-            Body::Complete(b"Subject: x\r\n\r\nbody\r\n".to_vec())
+            outcome(c.finish()),
+            Ok(b"Subject: x\r\n\r\nbody\r\n".to_vec())
         );
-        let mut c = ChunkReader::new(100);
+        let mut c = ChunkReader::new(100, spool());
         c.add(b"a\nb\r\n");
-        assert_eq!(c.finish(), Body::Refused(Flaw::BadLineEnding));
-        let mut c = ChunkReader::new(10);
+        assert_eq!(outcome(c.finish()), Err(Flaw::BadLineEnding));
+        let mut c = ChunkReader::new(10, spool());
         c.add(b"0123456789\r\n");
-        assert_eq!(c.finish(), Body::Refused(Flaw::TooBig));
+        assert_eq!(outcome(c.finish()), Err(Flaw::TooBig));
         // A CRLF split across two chunks is fine.
-        let mut c = ChunkReader::new(100);
+        let mut c = ChunkReader::new(100, spool());
         c.add(b"a\r");
         c.add(b"\nb\r\n");
-        assert_eq!(c.finish(), Body::Complete(b"a\r\nb\r\n".to_vec()));
+        assert_eq!(outcome(c.finish()), Ok(b"a\r\nb\r\n".to_vec()));
+    }
+
+    #[test]
+    fn a_spooled_body_reads_back_whole_and_its_header_block_alone() {
+        let header = "Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n".repeat(300);
+        let mut input = format!("{header}\r\n").into_bytes();
+        for i in 0..20_000 {
+            input.extend_from_slice(format!("line {i}\r\n").as_bytes());
+        }
+        let expected = input.clone();
+        input.extend_from_slice(b".\r\n");
+        let mut r = DataReader::new(1 << 20, spool());
+        let mut body = None;
+        for chunk in input.chunks(4096) {
+            if let Some((b, _)) = r.feed(chunk) {
+                body = Some(b);
+            }
+        }
+        let Some(Body::Complete(spool)) = body else {
+            panic!("not complete");
+        };
+        assert!(spool.in_file());
+        assert!(spool.to_vec().unwrap() == expected);
+        let block = header_block(&spool).unwrap();
+        assert!(
+            block == format!("{header}\r\n").as_bytes(),
+            "{}",
+            block.len()
+        );
+
+        let message = Message::new(&["Received: by us".into()], spool);
+        let mut whole = b"Received: by us\r\n".to_vec();
+        whole.extend_from_slice(&expected);
+        assert_eq!(message.len(), whole.len() as u64);
+        assert!(message.to_vec().unwrap() == whole);
+        // The queue client reads it in pieces, across the trace field's end.
+        let mut read = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            let n = qs_queue::BodySource::read_at(&message, read.len() as u64, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buf[..n]);
+        }
+        assert!(read == whole);
+    }
+
+    #[test]
+    fn a_header_without_an_end_is_read_up_to_the_limit() {
+        let mut s = spool();
+        let line = "X-Long: 0123456789012345678901234567890123456789\r\n";
+        while s.len() < 2 * MAX_HEADER_BLOCK as u64 {
+            s.append(line.as_bytes()).unwrap();
+        }
+        assert_eq!(header_block(&s).unwrap().len(), MAX_HEADER_BLOCK);
+    }
+
+    #[test]
+    fn a_body_the_spool_cannot_keep_is_read_to_its_end_and_refused_for_now() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SpoolDir::open(tmp.path().join("gone"), 16).unwrap();
+        std::fs::remove_dir(dir.path()).unwrap();
+        let input = b"Subject: more than sixteen octets\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+        let mut r = DataReader::new(1 << 20, dir.spool());
+        let (body, used) = r.feed(input).unwrap();
+        assert_eq!(outcome(body), Err(Flaw::Unstored));
+        assert_eq!(&input[used..], b"QUIT\r\n");
+        // A smuggling attempt still decides the answer.
+        let mut r = DataReader::new(1 << 20, dir.spool());
+        let (body, _) = r
+            .feed(b"Subject: more than sixteen octets\r\n\r\na\nb\r\n.\r\n")
+            .unwrap();
+        assert_eq!(outcome(body), Err(Flaw::BadLineEnding));
+        let mut c = ChunkReader::new(1 << 20, dir.spool());
+        c.add(b"Subject: more than sixteen octets\r\n");
+        assert_eq!(outcome(c.finish()), Err(Flaw::Unstored));
     }
 }

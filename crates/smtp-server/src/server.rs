@@ -13,6 +13,7 @@ use qs_queue::{Client, Origin};
 use qs_service::accept::{self, ConnectionLimits, Connections};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
+use qs_service::spool::SpoolDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -47,6 +48,9 @@ pub enum ServerError {
     /// The run file cannot be written.
     #[error("cannot write the run file: {0}")]
     RunFile(std::io::Error),
+    /// The spool folder cannot be made or cleaned.
+    #[error("cannot set up the spool folder: {0}")]
+    Spool(std::io::Error),
 }
 
 /// What every connection shares.
@@ -72,6 +76,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
             subaddress_separator: config.directory.subaddress_separator,
         },
     )?;
+    let threshold = usize::try_from(s.spool_threshold).unwrap_or(usize::MAX);
+    let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", threshold)
+        .map_err(ServerError::Spool)?;
     let shared = Arc::new(Shared {
         session: Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -80,6 +87,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
             max_errors: s.max_errors,
             allow_plaintext_auth: s.allow_plaintext_auth,
             enforce_sender: s.enforce_sender,
+            spool,
         }),
         policy: Arc::new(DirectoryPolicy::new(
             directory,
@@ -246,7 +254,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     let result = shared
                         .queue
-                        .enqueue(
+                        .enqueue_from(
                             &envelope.sender,
                             envelope.recipients.clone(),
                             origin,

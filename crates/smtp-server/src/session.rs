@@ -19,7 +19,9 @@ use smtp_proto::{
     AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request,
 };
 
-use crate::body::{Body, ChunkReader, DataReader, Flaw};
+use qs_service::spool::SpoolDir;
+
+use crate::body::{Body, ChunkReader, DataReader, Flaw, Message};
 use crate::reply::Reply;
 
 /// The longest command line, CRLF included.
@@ -85,6 +87,8 @@ pub struct SessionConfig {
     pub allow_plaintext_auth: bool,
     /// Authenticated users send only as their own addresses.
     pub enforce_sender: bool,
+    /// Where message bodies go while they arrive.
+    pub spool: Arc<SpoolDir>,
 }
 
 /// The client, as the listener saw it.
@@ -97,14 +101,14 @@ pub struct Peer {
 }
 
 /// A message ready to be queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Envelope {
     /// `MAIL FROM` ("" for `<>`).
     pub sender: String,
     /// Accepted `RCPT TO`s.
     pub recipients: Vec<String>,
     /// The message, our Received field on top.
-    pub message: Vec<u8>,
+    pub message: Message,
     /// The authenticated user, if any.
     pub auth_user: Option<String>,
 }
@@ -560,7 +564,8 @@ impl<P: Policy> Session<P> {
             Request::Data => {
                 if self.ready_for_body() {
                     self.reply(354, "", "Start mail input; end with <CRLF>.<CRLF>");
-                    self.state = State::Data(DataReader::new(self.config.max_message_size));
+                    let spool = self.config.spool.spool();
+                    self.state = State::Data(DataReader::new(self.config.max_message_size, spool));
                 }
             }
             Request::Bdat {
@@ -572,7 +577,7 @@ impl<P: Policy> Session<P> {
                 {
                     // Refused: the chunk is still read and dropped, then answered.
                     self.tx.chunks_refused = Some(refusal);
-                    self.tx.chunks = Some(ChunkReader::new(0));
+                    self.tx.chunks = Some(ChunkReader::new(0, self.config.spool.spool()));
                     self.state = State::Bdat {
                         remaining: chunk_size,
                         last: is_last,
@@ -580,7 +585,8 @@ impl<P: Policy> Session<P> {
                     return;
                 }
                 if self.tx.chunks.is_none() {
-                    self.tx.chunks = Some(ChunkReader::new(self.config.max_message_size));
+                    let spool = self.config.spool.spool();
+                    self.tx.chunks = Some(ChunkReader::new(self.config.max_message_size, spool));
                 }
                 self.state = State::Bdat {
                     remaining: chunk_size,
@@ -835,7 +841,7 @@ impl<P: Policy> Session<P> {
             if last {
                 self.tx = Transaction::default();
             } else {
-                self.tx.chunks = Some(ChunkReader::new(0));
+                self.tx.chunks = Some(ChunkReader::new(0, self.config.spool.spool()));
             }
             self.error(code, enhanced, text);
             return true;
@@ -869,6 +875,8 @@ impl<P: Policy> Session<P> {
                         let limit = self.config.max_message_size;
                         self.error(552, "5.3.4", &format!("Message size exceeds the limit of {limit} bytes"))
                     }
+                    // Not the client's fault: no error counted.
+                    Flaw::Unstored => self.reply(451, "4.3.0", "Temporary failure storing the message, try again later"),
                 };
             }
         };
@@ -876,14 +884,22 @@ impl<P: Policy> Session<P> {
             self.tx = Transaction::default();
             return self.error(554, "5.6.0", "Message refused: it is empty");
         }
-        if qs_queue::message::count(&message, "Received") > MAX_RECEIVED {
+        let header = match crate::body::header_block(&message) {
+            Ok(header) => header,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the spooled message");
+                self.tx = Transaction::default();
+                return self.reply(451, "4.3.0", "Temporary failure storing the message, try again later");
+            }
+        };
+        if qs_queue::message::count(&header, "Received") > MAX_RECEIVED {
             self.tx = Transaction::default();
             return self.error(554, "5.4.6", "Too many Received header fields: mail loop");
         }
         let sender = self.tx.sender.clone().unwrap_or_default();
         let recipients = std::mem::take(&mut self.tx.recipients);
         let received = self.received_field(&recipients);
-        let message = qs_queue::message::prepend(&[received], &message);
+        let message = Message::new(&[received], message);
         self.state = State::Waiting(Waiting::Enqueue);
         self.emit(Action::Enqueue(Envelope {
             sender,
