@@ -236,9 +236,13 @@ pub struct SmtpServerConfig {
     pub allow_plaintext_auth: bool,
     /// Recipients per message.
     pub max_recipients: u64,
-    /// Connections in all.
+    /// Connections at once on the port-25 role listeners (`listen`).
     pub max_connections: u64,
-    /// Connections from one address.
+    /// Connections at once on the submission listeners.
+    pub submission_max_connections: u64,
+    /// Connections at once on the submissions (implicit TLS) listeners.
+    pub submissions_max_connections: u64,
+    /// Connections from one address, all listeners together.
     pub max_connections_per_ip: u64,
     /// Errors per session before 421.
     pub max_errors: u64,
@@ -265,9 +269,11 @@ pub struct MailAccessConfig {
     pub tls_listen: Vec<SocketAddr>,
     /// Allow login without TLS.
     pub allow_plaintext_auth: bool,
-    /// Connections in all.
+    /// Connections at once on the plain listeners (`listen`).
     pub max_connections: u64,
-    /// Connections from one client address.
+    /// Connections at once on the implicit-TLS listeners (`tls_listen`).
+    pub tls_max_connections: u64,
+    /// Connections from one client address, all listeners together.
     pub max_connections_per_ip: u64,
     /// Seconds without a command before the session is closed (autologout).
     pub idle_timeout_secs: u64,
@@ -706,6 +712,8 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         allow_plaintext_auth: s.bool("allow_plaintext_auth", false),
         max_recipients: s.number("max_recipients", 100, 1, 100_000),
         max_connections: s.number("max_connections", 200, 1, 1_000_000),
+        submission_max_connections: s.number("submission_max_connections", 100, 1, 1_000_000),
+        submissions_max_connections: s.number("submissions_max_connections", 100, 1, 1_000_000),
         max_connections_per_ip: s.number("max_connections_per_ip", 20, 1, 1_000_000),
         max_errors: s.number("max_errors", 10, 1, 1000),
         idle_timeout_secs: s.number("idle_timeout_secs", 300, 1, day),
@@ -846,6 +854,7 @@ fn read_access<'a>(
         tls_listen: s.socket_addrs("tls_listen", &[tls]),
         allow_plaintext_auth: s.bool("allow_plaintext_auth", false),
         max_connections: s.number("max_connections", 200, 1, 1_000_000),
+        tls_max_connections: s.number("tls_max_connections", 200, 1, 1_000_000),
         max_connections_per_ip: s.number("max_connections_per_ip", 20, 1, 1_000_000),
         idle_timeout_secs: s.number(
             "idle_timeout_secs",

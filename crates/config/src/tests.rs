@@ -225,6 +225,59 @@ fn the_tcp_transport_needs_a_secret() {
 }
 
 #[test]
+fn each_listener_role_has_its_own_connection_budget() {
+    let c = parse("").unwrap();
+    let s = &c.smtp_server;
+    assert_eq!(
+        (
+            s.max_connections,
+            s.submission_max_connections,
+            s.submissions_max_connections
+        ),
+        (200, 100, 100)
+    );
+    assert_eq!(
+        (
+            c.imap_server.max_connections,
+            c.imap_server.tls_max_connections
+        ),
+        (200, 200)
+    );
+    let c = parse(
+        "[smtp_server]\nmax_connections = 50\nsubmission_max_connections = 7\nsubmissions_max_connections = 8\n\
+         [pop3_server]\nmax_connections = 3\ntls_max_connections = 4\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.smtp_server.max_connections,
+            c.smtp_server.submission_max_connections,
+            c.smtp_server.submissions_max_connections
+        ),
+        (50, 7, 8)
+    );
+    assert_eq!(
+        (
+            c.pop3_server.max_connections,
+            c.pop3_server.tls_max_connections
+        ),
+        (3, 4)
+    );
+    let errors = problems(
+        "[imap_server]\ntls_max_connections = 0\n[smtp_server]\nsubmission_max_connections = 0\n",
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("smtp_server.submission_max_connections: "),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("imap_server.tls_max_connections: "),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn networks_match_addresses() {
     let net: IpNetwork = "192.168.1.0/24".parse().unwrap();
     assert!(net.contains("192.168.1.77".parse().unwrap()));

@@ -55,13 +55,14 @@
 //! client cannot make a session hold more than about that budget, whatever it sends.
 //! Autologout after `idle_timeout_secs` (at least 30 minutes; also ends an IDLE),
 //! 60 s before login; `max_errors` protocol errors close the session; connections
-//! are limited in all, per address and per user. Output is written in 64 KiB steps
+//! are limited per listener (each of `listen` and `tls_listen` has its own budget),
+//! per address and per user. Output is written in 64 KiB steps
 //! (a FETCH of many messages never sits in memory whole).
 //!
 //! # Config
 //! `hostname`, `data_dir`, `[tls] cert` and `key`, `[directory] file` and
 //! `subaddress_separator`, `[log] level`, and `[imap_server]`: `listen`, `tls_listen`,
-//! `allow_plaintext_auth`, `max_connections`, `max_connections_per_ip`,
+//! `allow_plaintext_auth`, `max_connections`, `tls_max_connections`, `max_connections_per_ip`,
 //! `max_connections_per_user`, `idle_timeout_secs`, `max_auth_failures`, `max_errors`,
 //! `max_line_length`, `max_literal_size`, `login_byte_budget`. The bound addresses are
 //! written to `<data_dir>/run/imap-server.json` under `imap_server.listen` and
@@ -102,6 +103,7 @@ pub fn limits(config: &Config) -> Limits {
     Limits {
         idle_timeout: Duration::from_secs(access.idle_timeout_secs),
         max_connections: count(access.max_connections),
+        max_tls_connections: count(access.tls_max_connections),
         max_connections_per_address: count(access.max_connections_per_ip),
         max_connections_per_user: count(imap.max_connections_per_user),
         max_failures_per_address: u32::try_from(access.max_auth_failures).unwrap_or(u32::MAX),

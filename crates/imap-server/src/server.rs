@@ -43,9 +43,12 @@ pub struct Limits {
     pub login_timeout: Duration,
     /// The TLS handshake must finish within this.
     pub tls_handshake_timeout: Duration,
-    /// Connections at once, all listeners together.
+    /// Connections at once on the plain listeners (`listen`).
     pub max_connections: usize,
-    /// Connections at once from one client address.
+    /// Connections at once on the TLS listeners (`tls_listen`): a budget of
+    /// their own, which the plain listeners never take.
+    pub max_tls_connections: usize,
+    /// Connections at once from one client address, all listeners together.
     pub max_connections_per_address: usize,
     /// Logged-in sessions at once of one user.
     pub max_connections_per_user: usize,
@@ -78,6 +81,7 @@ impl Default for Limits {
             login_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(30),
             max_connections: 200,
+            max_tls_connections: 200,
             max_connections_per_address: 20,
             max_connections_per_user: 20,
             max_login_failures: 3,
@@ -146,7 +150,10 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         limits.block_duration,
     );
     let connections = Connections::new(ConnectionLimits {
-        total: limits.max_connections,
+        per_listener: vec![
+            (LISTENER_KEYS[0], limits.max_connections),
+            (LISTENER_KEYS[1], limits.max_tls_connections),
+        ],
         per_address: limits.max_connections_per_address,
         per_user: limits.max_connections_per_user,
     });

@@ -62,7 +62,10 @@
 //! # Config
 //! `hostname`, `data_dir`, `[tls] cert` and `key`, `[directory] file` and
 //! `subaddress_separator`, `[log] level`, and `[pop3_server]`: `listen`,
-//! `tls_listen`, `allow_plaintext_auth`. The bound addresses are written to
+//! `tls_listen`, `allow_plaintext_auth`, `max_connections` (on `listen`),
+//! `tls_max_connections` (on `tls_listen`, a budget of its own),
+//! `max_connections_per_ip`, `idle_timeout_secs`, `max_auth_failures`,
+//! `max_errors`. The bound addresses are written to
 //! the run file `<data_dir>/run/pop3-server.json` under `pop3_server.listen`
 //! and `pop3_server.tls_listen`.
 
@@ -105,6 +108,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
         limits: Limits {
             idle_timeout: Duration::from_secs(access.idle_timeout_secs),
             max_connections: usize::try_from(access.max_connections).unwrap_or(usize::MAX),
+            max_tls_connections: usize::try_from(access.tls_max_connections).unwrap_or(usize::MAX),
             max_connections_per_address: usize::try_from(access.max_connections_per_ip)
                 .unwrap_or(usize::MAX),
             max_failures_per_address: u32::try_from(access.max_auth_failures).unwrap_or(u32::MAX),

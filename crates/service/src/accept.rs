@@ -1,16 +1,25 @@
 //! Accepting connections, for the daemons that listen for clients
 //! (smtp-server, pop3-server, imap-server): binding each config key's
 //! listeners and naming them for the run file, the accept loop of every
-//! listener, admission within the connection limits (all listeners together,
-//! per client address, and per user once logged in), the words that send a
-//! client over the limit away, the TLS handshake with its time limit, and the
-//! wait for open sessions at a stop.
+//! listener, admission within the connection limits (a budget per listener
+//! role, per client address, and per user once logged in), the words that send
+//! a client over the limit away, the log of refusals, the TLS handshake with
+//! its time limit, and the wait for open sessions at a stop.
+//!
+//! Each listener role (each config key: `smtp_server.listen`,
+//! `smtp_server.submission`, `imap_server.tls_listen` …) has a budget of its
+//! own, so idle connections flooding one role (port 25, open to anyone) never
+//! take the room of another (the submission ports, the other mailbox port).
+//!
+//! A refused connection is logged once per address; the ones that follow
+//! within a minute are summed up in one line per address
+//! ([`RefusalLog`]), so a flood does not flood the log.
 //!
 //! What a connection does once admitted is the daemon's: [`serve`] hands it
 //! the stream, the peer, the listener's kind and an [`Admitted`] that counts
 //! the connection until dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, hash_map};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,17 +34,18 @@ use crate::ServiceError;
 use crate::shutdown::Shutdown;
 
 /// How many connections may be open at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// All listeners together.
-    pub total: usize,
-    /// From one client address.
+    /// On each listener role, by config key (the addresses of one key share
+    /// its budget). A key not listed has no room.
+    pub per_listener: Vec<(&'static str, usize)>,
+    /// From one client address, all listeners together.
     pub per_address: usize,
     /// Logged-in sessions of one user (`usize::MAX`: no limit).
     pub per_user: usize,
 }
 
-/// The open connections, counted by client address and by user.
+/// The open connections, counted by listener role, client address and user.
 #[derive(Debug)]
 pub struct Connections {
     limits: ConnectionLimits,
@@ -45,8 +55,28 @@ pub struct Connections {
 #[derive(Debug, Default)]
 struct Table {
     total: usize,
+    by_listener: HashMap<&'static str, usize>,
     by_address: HashMap<IpAddr, usize>,
     by_user: HashMap<String, usize>,
+}
+
+/// Which limit a refused connection met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its listener role's budget is used up.
+    ListenerFull,
+    /// Its address has as many connections as it may.
+    AddressFull,
+}
+
+impl Refused {
+    /// The limit, for the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::ListenerFull => "this listener has as many connections as it may",
+            Refused::AddressFull => "this address has as many connections as it may",
+        }
+    }
 }
 
 impl Connections {
@@ -66,17 +96,37 @@ impl Connections {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts a connection from `ip`; `None` when a limit is reached.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+    /// The budget of the listener role `key`.
+    fn budget(&self, key: &str) -> usize {
+        self.limits
+            .per_listener
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0, |&(_, n)| n)
+    }
+
+    /// Counts a connection from `ip` on a listener of the config key
+    /// `listener`, or says which limit it meets.
+    pub fn admit(
+        self: &Arc<Self>,
+        listener: &'static str,
+        ip: IpAddr,
+    ) -> Result<Admitted, Refused> {
         let mut table = self.lock();
+        let on_listener = table.by_listener.get(listener).copied().unwrap_or(0);
+        if on_listener >= self.budget(listener) {
+            return Err(Refused::ListenerFull);
+        }
         let from_ip = table.by_address.get(&ip).copied().unwrap_or(0);
-        if table.total >= self.limits.total || from_ip >= self.limits.per_address {
-            return None;
+        if from_ip >= self.limits.per_address {
+            return Err(Refused::AddressFull);
         }
         table.total += 1;
+        *table.by_listener.entry(listener).or_insert(0) += 1;
         *table.by_address.entry(ip).or_insert(0) += 1;
-        Some(Admitted {
+        Ok(Admitted {
             connections: self.clone(),
+            listener,
             ip,
             user: None,
         })
@@ -107,6 +157,7 @@ impl Connections {
 #[derive(Debug)]
 pub struct Admitted {
     connections: Arc<Connections>,
+    listener: &'static str,
     ip: IpAddr,
     user: Option<String>,
 }
@@ -132,6 +183,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let mut table = self.connections.lock();
         table.total = table.total.saturating_sub(1);
+        release(&mut table.by_listener, &self.listener);
         release(&mut table.by_address, &self.ip);
         if let Some(user) = &self.user {
             release(&mut table.by_user, user);
@@ -316,8 +368,9 @@ pub fn addresses<K>(
 /// the limits goes to `connection` (which spawns what serves it); one over a
 /// limit is closed, after the words `refusal` gives for its listener's kind
 /// (none on a TLS listener, where nothing readable can be said before the
-/// handshake). Returns once no listener accepts any more; the connections
-/// may still be open (see [`Connections::drain`]).
+/// handshake), and logged through a [`RefusalLog`]. Returns once no listener
+/// accepts any more; the connections may still be open (see
+/// [`Connections::drain`]).
 pub async fn serve<K, R, C>(
     listeners: Vec<Listening<K>>,
     connections: &Arc<Connections>,
@@ -330,10 +383,15 @@ pub async fn serve<K, R, C>(
     C: Fn(K, &'static str, TcpStream, SocketAddr, Admitted) + Send + Sync + 'static,
 {
     let handlers = Arc::new((refusal, connection));
+    let refusals = Arc::new(Mutex::new(RefusalLog::default()));
     let mut accepting = tokio::task::JoinSet::new();
     for l in listeners {
-        let (handlers, connections, mut stop) =
-            (handlers.clone(), connections.clone(), shutdown.clone());
+        let (handlers, connections, refusals, mut stop) = (
+            handlers.clone(),
+            connections.clone(),
+            refusals.clone(),
+            shutdown.clone(),
+        );
         accepting.spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -351,16 +409,174 @@ pub async fn serve<K, R, C>(
                 };
                 // Replies are written whole; Nagle would only delay them.
                 let _ = stream.set_nodelay(true);
-                let Some(admitted) = connections.admit(peer.ip()) else {
-                    warn!(%peer, listener = l.key, "connection refused: too many connections");
-                    tokio::spawn(refuse(stream, (handlers.0)(l.kind)));
-                    continue;
+                let admitted = match connections.admit(l.key, peer.ip()) {
+                    Ok(admitted) => admitted,
+                    Err(refused) => {
+                        if lock(&refusals).refused(peer.ip(), Instant::now()) {
+                            warn!(%peer, listener = l.key, reason = refused.reason(),
+                                "connection refused: too many connections (more from this address are counted, and logged once a minute)");
+                        }
+                        tokio::spawn(refuse(stream, (handlers.0)(l.kind)));
+                        continue;
+                    }
                 };
                 (handlers.1)(l.kind, l.key, stream, peer, admitted);
             }
         });
     }
+    let summing_up = {
+        let (refusals, mut stop) = (refusals.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFUSAL_LOG_TICK);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => log_summaries(lock(&refusals).summaries(Instant::now())),
+                    _ = stop.wait() => return,
+                }
+            }
+        })
+    };
     while accepting.join_next().await.is_some() {}
+    let _ = summing_up.await;
+    log_summaries(lock(&refusals).flush());
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How often the refusal log looks for a minute that is over.
+const REFUSAL_LOG_TICK: Duration = Duration::from_secs(5);
+
+fn log_summaries(summaries: Vec<RefusalSummary>) {
+    for RefusalSummary { from, more } in summaries {
+        match from {
+            Some(ip) => warn!(address = %ip, more,
+                "refused {more} more connections from {ip} in the last minute"),
+            None => warn!(
+                more,
+                "refused {more} more connections from other addresses in the last minute"
+            ),
+        }
+    }
+}
+
+/// How long the refusals of one address are summed up before one line says
+/// how many there were.
+pub const REFUSAL_SUMMARY_PERIOD: Duration = Duration::from_secs(60);
+
+/// Addresses whose refusals are summed up one by one; past this, refusals
+/// from further addresses are summed up together.
+pub const MAX_SUMMED_ADDRESSES: usize = 4096;
+
+/// Which refused connections are worth a log line (sans-IO: the caller
+/// gives the time and writes the lines). The first refusal from an address
+/// is logged on its own; those that follow are counted, and once
+/// [`REFUSAL_SUMMARY_PERIOD`] has passed, [`RefusalLog::summaries`] gives one
+/// line per address that had more. An address refused again in the next
+/// period goes on being counted; one that stopped is forgotten, and its next
+/// refusal is logged on its own again.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    by_address: HashMap<IpAddr, Counted>,
+    /// Refusals from addresses past [`MAX_SUMMED_ADDRESSES`].
+    others: Option<Counted>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    since: Instant,
+    more: u64,
+}
+
+/// One line of [`RefusalLog::summaries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalSummary {
+    /// The address (`None`: the addresses past [`MAX_SUMMED_ADDRESSES`]).
+    pub from: Option<IpAddr>,
+    /// Refusals not logged on their own.
+    pub more: u64,
+}
+
+impl RefusalLog {
+    /// Counts a refused connection from `ip`; true when it is to be logged
+    /// on its own.
+    pub fn refused(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let table_full = self.by_address.len() >= MAX_SUMMED_ADDRESSES;
+        match self.by_address.entry(ip) {
+            hash_map::Entry::Occupied(mut counted) => {
+                counted.get_mut().more += 1;
+                false
+            }
+            hash_map::Entry::Vacant(_) if table_full => {
+                self.others
+                    .get_or_insert(Counted {
+                        since: now,
+                        more: 0,
+                    })
+                    .more += 1;
+                false
+            }
+            hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(Counted {
+                    since: now,
+                    more: 0,
+                });
+                true
+            }
+        }
+    }
+
+    /// The lines of the periods that are over at `now`, in address order.
+    pub fn summaries(&mut self, now: Instant) -> Vec<RefusalSummary> {
+        let over = |c: &Counted| now.duration_since(c.since) >= REFUSAL_SUMMARY_PERIOD;
+        let mut out = Vec::new();
+        self.by_address.retain(|ip, counted| {
+            if !over(counted) {
+                return true;
+            }
+            if counted.more == 0 {
+                // Nothing more from this address: forget it.
+                return false;
+            }
+            out.push(RefusalSummary {
+                from: Some(*ip),
+                more: counted.more,
+            });
+            *counted = Counted {
+                since: now,
+                more: 0,
+            };
+            true
+        });
+        out.sort_by_key(|s| s.from);
+        if let Some(others) = self.others.take_if(|c| over(c)) {
+            out.push(RefusalSummary {
+                from: None,
+                more: others.more,
+            });
+        }
+        out
+    }
+
+    /// Every line still owed (at a stop), whether its period is over or not.
+    pub fn flush(&mut self) -> Vec<RefusalSummary> {
+        let mut out: Vec<RefusalSummary> = self
+            .by_address
+            .drain()
+            .filter(|(_, c)| c.more > 0)
+            .map(|(ip, c)| RefusalSummary {
+                from: Some(ip),
+                more: c.more,
+            })
+            .collect();
+        out.sort_by_key(|s| s.from);
+        out.extend(self.others.take().map(|c| RefusalSummary {
+            from: None,
+            more: c.more,
+        }));
+        out
+    }
 }
 
 /// A new session id, `<pid>.<n>`: unique across the processes of a
@@ -411,9 +627,11 @@ mod tests {
 
     use super::*;
 
-    fn limits(total: usize, per_address: usize, per_user: usize) -> ConnectionLimits {
+    const KEY: &str = "test.listen";
+
+    fn limits(on_listener: usize, per_address: usize, per_user: usize) -> ConnectionLimits {
         ConnectionLimits {
-            total,
+            per_listener: vec![(KEY, on_listener)],
             per_address,
             per_user,
         }
@@ -424,24 +642,146 @@ mod tests {
         let table = Connections::new(limits(3, 2, 1));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let mut first = table.admit(a).unwrap();
-        let second = table.admit(a).unwrap();
-        assert!(table.admit(a).is_none(), "two per address");
-        let mut third = table.admit(b).unwrap();
-        assert!(table.admit(b).is_none(), "three in all");
+        let mut first = table.admit(KEY, a).unwrap();
+        let second = table.admit(KEY, a).unwrap();
+        assert_eq!(
+            table.admit(KEY, a).unwrap_err(),
+            Refused::AddressFull,
+            "two per address"
+        );
+        let mut third = table.admit(KEY, b).unwrap();
+        assert_eq!(
+            table.admit(KEY, b).unwrap_err(),
+            Refused::ListenerFull,
+            "three on the listener"
+        );
         assert_eq!(table.open(), 3);
 
         assert!(first.add_user("u@example.test"));
         assert!(!third.add_user("u@example.test"), "one session per user");
         assert!(third.add_user("v@example.test"));
         drop(first);
-        assert!(table.admit(a).is_some(), "a slot of a is free again");
-        let mut again = table.admit(b).unwrap();
+        let a_again = table.admit(KEY, a).unwrap();
+        drop(a_again);
+        let mut again = table.admit(KEY, b).unwrap();
         assert!(again.add_user("u@example.test"), "u's session has ended");
         drop((second, third, again));
         assert_eq!(table.open(), 0);
         let t = table.lock();
-        assert!(t.by_address.is_empty() && t.by_user.is_empty());
+        assert!(t.by_address.is_empty() && t.by_user.is_empty() && t.by_listener.is_empty());
+    }
+
+    #[test]
+    fn a_full_listener_leaves_the_others_their_room() {
+        let table = Connections::new(ConnectionLimits {
+            per_listener: vec![("smtp.listen", 2), ("smtp.submission", 1)],
+            per_address: 10,
+            per_user: 10,
+        });
+        let outsider = |n: u8| IpAddr::from([198, 51, 100, n]);
+        let flood: Vec<Admitted> = (1..=2)
+            .map(|n| table.admit("smtp.listen", outsider(n)).unwrap())
+            .collect();
+        assert_eq!(
+            table.admit("smtp.listen", outsider(3)).unwrap_err(),
+            Refused::ListenerFull
+        );
+        let office = table
+            .admit("smtp.submission", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            table.admit("smtp.submission", outsider(4)).unwrap_err(),
+            Refused::ListenerFull,
+            "the submission budget is its own"
+        );
+        assert_eq!(
+            table.admit("smtp.other", outsider(5)).unwrap_err(),
+            Refused::ListenerFull,
+            "a key without a budget has no room"
+        );
+        drop(flood);
+        assert!(table.admit("smtp.listen", outsider(3)).is_ok());
+        drop(office);
+    }
+
+    fn at(start: Instant, secs: u64) -> Instant {
+        start + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn refusals_are_logged_once_then_summed_up_each_minute() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let start = Instant::now();
+        let mut log = RefusalLog::default();
+        assert!(log.refused(a, start), "the first is logged");
+        assert!(!log.refused(a, at(start, 1)));
+        assert!(!log.refused(a, at(start, 2)));
+        assert!(log.refused(b, at(start, 30)), "another address's first too");
+        assert!(
+            log.summaries(at(start, 59)).is_empty(),
+            "the minute is not over"
+        );
+        assert_eq!(
+            log.summaries(at(start, 60)),
+            [RefusalSummary {
+                from: Some(a),
+                more: 2
+            }]
+        );
+        // The flood from a goes on: counted, not logged one by one.
+        assert!(!log.refused(a, at(start, 61)));
+        assert!(log.summaries(at(start, 89)).is_empty());
+        // b had nothing more: no summary, and it is forgotten.
+        assert!(log.summaries(at(start, 90)).is_empty());
+        assert!(log.refused(b, at(start, 95)), "b's next is a first again");
+        assert_eq!(
+            log.summaries(at(start, 120)),
+            [RefusalSummary {
+                from: Some(a),
+                more: 1
+            }]
+        );
+        // a and b stopped: forgotten after a quiet minute.
+        assert!(log.summaries(at(start, 180)).is_empty());
+        assert!(log.refused(a, at(start, 181)));
+        assert!(log.refused(b, at(start, 181)));
+        assert!(!log.refused(a, at(start, 182)));
+        assert_eq!(
+            log.flush(),
+            [RefusalSummary {
+                from: Some(a),
+                more: 1
+            }],
+            "at a stop every count still owed is given"
+        );
+        assert!(log.flush().is_empty());
+    }
+
+    #[test]
+    fn refusals_from_too_many_addresses_are_summed_up_together() {
+        let start = Instant::now();
+        let mut log = RefusalLog::default();
+        for n in 0..MAX_SUMMED_ADDRESSES as u32 {
+            assert!(log.refused(IpAddr::from(n.to_be_bytes()), start));
+        }
+        let past = |n: u32| IpAddr::from((n + MAX_SUMMED_ADDRESSES as u32).to_be_bytes());
+        assert!(!log.refused(past(0), start));
+        assert!(!log.refused(past(1), start));
+        assert!(!log.refused(IpAddr::from(0u32.to_be_bytes()), start));
+        assert_eq!(
+            log.summaries(at(start, 60)),
+            [
+                RefusalSummary {
+                    from: Some(IpAddr::from(0u32.to_be_bytes())),
+                    more: 1
+                },
+                RefusalSummary {
+                    from: None,
+                    more: 2
+                }
+            ]
+        );
+        assert_eq!(log.by_address.len(), 1, "the quiet addresses are forgotten");
     }
 
     #[test]
@@ -454,7 +794,7 @@ mod tests {
     #[tokio::test]
     async fn drain_waits_for_the_last_connection() {
         let table = Connections::new(limits(10, 10, 10));
-        let held = table.admit("192.0.2.1".parse().unwrap()).unwrap();
+        let held = table.admit(KEY, "192.0.2.1".parse().unwrap()).unwrap();
         assert_eq!(table.drain(Duration::from_millis(50)).await, 1);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
@@ -478,7 +818,7 @@ mod tests {
                 serve(
                     vec![Listening {
                         kind: (),
-                        key: "test.listen",
+                        key: KEY,
                         listener,
                     }],
                     &table,
@@ -493,7 +833,7 @@ mod tests {
         };
         let _first = TcpStream::connect(addr).await.unwrap();
         let (key, _stream, _admitted) = rx.recv().await.unwrap();
-        assert_eq!(key, "test.listen");
+        assert_eq!(key, KEY);
         let mut second = TcpStream::connect(addr).await.unwrap();
         let mut words = String::new();
         second.read_to_string(&mut words).await.unwrap();

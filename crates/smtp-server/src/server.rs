@@ -106,16 +106,23 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         next_id: AtomicU64::new(1),
     });
 
-    let connections = Connections::new(ConnectionLimits {
-        total: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
-        per_address: usize::try_from(s.max_connections_per_ip).unwrap_or(usize::MAX),
-        per_user: usize::MAX,
-    });
     let keys = [
         ListenerKind::Mx,
         ListenerKind::Submission,
         ListenerKind::Submissions,
     ];
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    // Each role has its own budget: a flood on port 25 leaves the
+    // submission ports their room.
+    let connections = Connections::new(ConnectionLimits {
+        per_listener: vec![
+            (keys[0].config_key(), count(s.max_connections)),
+            (keys[1].config_key(), count(s.submission_max_connections)),
+            (keys[2].config_key(), count(s.submissions_max_connections)),
+        ],
+        per_address: count(s.max_connections_per_ip),
+        per_user: usize::MAX,
+    });
     let listeners = accept::bind(&[
         (keys[0], keys[0].config_key(), &s.listen[..]),
         (keys[1], keys[1].config_key(), &s.submission[..]),
