@@ -7,7 +7,7 @@
 //! before the call returns.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,17 +97,45 @@ impl Mailbox {
         flags: Flags,
         internal_date: i64,
     ) -> Result<MessageEntry> {
-        if bytes.is_empty() {
+        let mut reader = bytes;
+        self.append_from(
+            folder,
+            &mut reader,
+            bytes.len() as u64,
+            flags,
+            internal_date,
+        )
+    }
+
+    /// Like [`Mailbox::append`], with the message copied from `message`, which holds
+    /// exactly `len` octets (a message spooled to a file is copied, never read whole
+    /// into memory). A reader that gives fewer or more octets stores nothing.
+    pub fn append_from(
+        &self,
+        folder: &Folder,
+        message: &mut dyn Read,
+        len: u64,
+        flags: Flags,
+        internal_date: i64,
+    ) -> Result<MessageEntry> {
+        if len == 0 {
             return Err(StoreError::InvalidDelivery {
                 path: folder.path().to_owned(),
                 reason: "empty message",
             });
         }
-        let id = new_base_name(self.hostname(), bytes.len() as u64);
+        let id = new_base_name(self.hostname(), len);
         let temp = folder.path().join("tmp").join(id.as_str());
-        let write = || -> io::Result<()> {
+        let mut write = || -> io::Result<()> {
             let mut file = write_options().create_new(true).open(&temp)?;
-            file.write_all(bytes)?;
+            // One octet more than announced tells a reader that is too long.
+            let copied = io::copy(&mut message.take(len.saturating_add(1)), &mut file)?;
+            if copied != len {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the message has {copied} octets, not the {len} announced"),
+                ));
+            }
             file.set_modified(time_of(internal_date))?;
             file.sync_all()
         };
@@ -115,7 +143,7 @@ impl Mailbox {
             let _ = fs::remove_file(&temp);
             return Err(folder_error(folder, &temp, e));
         }
-        self.enter_cur(folder, &temp, id, Some(bytes.len() as u64), flags)
+        self.enter_cur(folder, &temp, id, Some(len), flags)
     }
 
     /// Copies a message into `dest` with `flags` (IMAP COPY): a hard link when the file
@@ -407,6 +435,37 @@ mod tests {
         mailbox.delete_folder(gone.name()).unwrap();
         let err = mailbox.append(&gone, b"x", Flags::new(), 0).unwrap_err();
         assert!(matches!(err, StoreError::FolderNotFound { .. }), "{err}");
+    }
+
+    #[test]
+    fn append_from_copies_exactly_the_announced_octets() {
+        let (_tmp, mailbox) = mailbox();
+        let inbox = mailbox.inbox();
+        let message: Vec<u8> = b"Subject: big\r\n\r\n"
+            .iter()
+            .copied()
+            .chain((0..200_000u32).map(|i| b'a' + (i % 26) as u8))
+            .collect();
+        let entry = mailbox
+            .append_from(
+                &inbox,
+                &mut &message[..],
+                message.len() as u64,
+                Flags::new(),
+                1000,
+            )
+            .unwrap();
+        assert_eq!(entry.size, Some(message.len() as u64));
+        assert!(inbox.read(&entry.id).unwrap() == message);
+        // A reader shorter or longer than announced stores nothing.
+        for len in [message.len() as u64 + 1, message.len() as u64 - 1] {
+            let err = mailbox
+                .append_from(&inbox, &mut &message[..], len, Flags::new(), 1000)
+                .unwrap_err();
+            assert!(err.to_string().contains("announced"), "{err}");
+        }
+        assert_eq!(inbox.messages().unwrap().len(), 1);
+        assert_eq!(fs::read_dir(inbox.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]
