@@ -316,6 +316,9 @@ impl Selected {
             self.seen_modseq = view.modseq;
         }
         self.told.clear();
+        // Keywords first: a FETCH may name a keyword only once FLAGS and
+        // PERMANENTFLAGS have announced it.
+        self.announce_keywords(out);
         if !flag_changes.is_empty() {
             let index = self.state.index();
             for (i, uid, flags) in flag_changes {
@@ -329,11 +332,6 @@ impl Selected {
         if expunges {
             self.report_expunges(out);
         }
-        let known = self.state.index().keywords().len();
-        if known > self.keywords_told {
-            self.keywords_told = known;
-            self.write_flags_responses(out);
-        }
         if changes.new > 0 {
             out.extend_from_slice(b"* ");
             number(out, u64::from(self.exists()));
@@ -342,6 +340,17 @@ impl Selected {
             out.extend_from_slice(b" RECENT\r\n");
         }
         Ok(changes)
+    }
+
+    /// `* FLAGS` and `* OK [PERMANENTFLAGS]` when the folder has keywords the
+    /// client has not been told of; to be called before any response that may
+    /// name them.
+    pub fn announce_keywords(&mut self, out: &mut Vec<u8>) {
+        let known = self.state.index().keywords().len();
+        if known > self.keywords_told {
+            self.keywords_told = known;
+            self.write_flags_responses(out);
+        }
     }
 
     /// `* FLAGS` and `* OK [PERMANENTFLAGS]` for the folder as it is.

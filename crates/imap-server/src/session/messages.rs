@@ -191,6 +191,8 @@ impl Session {
                 }
             }
         };
+        // A keyword this STORE defined is announced before a FETCH names it.
+        sel.announce_keywords(&mut self.out);
         let letters: Vec<char> = given.to_string().chars().collect();
         let mut missing = 0;
         let mut changed: Vec<(usize, crate::selected::Msg)> = Vec::new();

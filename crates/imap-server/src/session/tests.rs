@@ -419,6 +419,27 @@ fn idle_reports_new_mail_and_ends_with_done() {
     let h = Harness::new();
     let mut c = h.logged_in();
     c.ok("s SELECT INBOX");
+#[test]
+fn a_new_keyword_is_announced_before_a_fetch_names_it() {
+    let h = Harness::new();
+    h.deliver("one");
+    let mut a = h.logged_in();
+    let mut b = h.logged_in();
+    a.ok("a1 SELECT INBOX");
+    b.ok("b1 SELECT INBOX");
+    let announced_first = |out: &str| {
+        let flags = out.find("* FLAGS (").expect(out);
+        let permanent = out.find("* OK [PERMANENTFLAGS (").expect(out);
+        let fetch = out.find("* 1 FETCH (FLAGS (").expect(out);
+        assert!(flags < fetch && permanent < fetch, "{out}");
+        assert!(out[flags..permanent].contains("$Label3"), "{out}");
+    };
+    // The session that defines it, in its own STORE's answer.
+    announced_first(&a.ok("a2 STORE 1 +FLAGS ($Label3)"));
+    // Another session, when it learns of the change.
+    announced_first(&b.ok("b2 NOOP"));
+}
+
     let out = c.cmd("i IDLE");
     assert_eq!(out, "+ idling\r\n");
     assert_eq!(c.state, Step::Idle);
