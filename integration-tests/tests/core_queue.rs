@@ -642,7 +642,10 @@ fn loops_of_unauthenticated_smtp_mail_are_reported_to_the_postmaster_alone() {
         .iter()
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .collect();
-    assert!(all.contains("mail loop (already delivered to this address)"), "{all}");
+    assert!(
+        all.contains("mail loop (already delivered to this address)"),
+        "{all}"
+    );
     assert!(all.contains("alias loop"), "{all}");
     assert!(!all.contains("attacker text"), "{all}");
     // Once the queue is empty, no report went to the sender.
@@ -651,7 +654,15 @@ fn loops_of_unauthenticated_smtp_mail_are_reported_to_the_postmaster_alone() {
         assert!(start.elapsed() < WAIT, "the queue never emptied");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(inst.inbox("sender@example.test").is_empty(), "{}", daemon.log());
+    assert!(
+        inst.inbox("sender@example.test").is_empty(),
+        "{}",
+        daemon.log()
+    );
     assert_eq!(inst.inbox("postmaster@example.test").len(), 2);
-    assert!(daemon.log().contains("no report to the sender"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("no report to the sender"),
+        "{}",
+        daemon.log()
+    );
 }

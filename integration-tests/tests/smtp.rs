@@ -440,3 +440,250 @@ fn auth_plain(login: &str, password: &str) -> String {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{login}\0{password}"));
     format!("AUTH PLAIN {token}")
 }
+
+/// `qsctl queue stats`' message count.
+fn queued_messages(inst: &Installation) -> usize {
+    let stats = inst.ok(&["queue", "stats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("messages:\t"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no message count in {stats}"))
+}
+
+/// Waits until the queue is empty: every message and report is settled.
+fn wait_for_empty_queue(inst: &Installation) {
+    let start = std::time::Instant::now();
+    while queued_messages(inst) > 0 {
+        assert!(start.elapsed() < WAIT, "the queue never emptied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One message on the port-25 listener, unauthenticated, from a forged
+/// `sender`; returns the reply to the end of DATA.
+fn send_mx(s: &Server, sender: &str, rcpts: &[&str], message: &str) -> String {
+    let mut raw = Raw::connect(s.mx);
+    raw.cmd("EHLO spammer.example", "250");
+    raw.cmd(&format!("MAIL FROM:<{sender}>"), "250");
+    for rcpt in rcpts {
+        raw.cmd(&format!("RCPT TO:<{rcpt}>"), "250");
+    }
+    raw.cmd("DATA", "354");
+    raw.send(message.as_bytes());
+    raw.send(b".\r\n");
+    let reply = raw.reply();
+    raw.cmd("QUIT", "221");
+    reply
+}
+
+#[test]
+fn a_delivered_to_loop_is_refused_at_the_end_of_data_and_nothing_is_queued() {
+    let s = server();
+    let reply = send_mx(
+        &s,
+        "victim@remote.example",
+        &["alice@example.test"],
+        "Delivered-To: alice@example.test\r\nSubject: cheap pills\r\n\r\nBuy at spam.example\r\n",
+    );
+    assert!(reply.starts_with("554 5.4.6 "), "{reply}");
+    // Refused before the queue was asked: nothing to deliver, nothing to
+    // bounce to victim@remote.example, nothing for the postmaster.
+    assert_eq!(queued_messages(&s.inst), 0);
+    assert!(s.inst.inbox("alice@example.test").is_empty());
+    assert!(s.inst.inbox("postmaster@example.test").is_empty());
+}
+
+/// Completes every leased `outbound` recipient with the reply `for_address` gives it.
+fn fail_outbound(inst: &Installation, expected: usize, for_address: impl Fn(&str) -> String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = inst.client(WAIT);
+    let outbound = qs_queue::JobClass::outbound();
+    let start = std::time::Instant::now();
+    let job = loop {
+        let leased = rt
+            .block_on(client.lease(&outbound, "test-relay", Duration::from_secs(60)))
+            .unwrap();
+        if let Some(job) = leased {
+            break job;
+        }
+        assert!(start.elapsed() < WAIT, "no outbound job");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(job.recipients.len(), expected, "{job:?}");
+    assert_eq!(job.origin.module, "smtp-server");
+    assert_eq!(job.origin.auth_user, None);
+    let results = job
+        .recipients
+        .iter()
+        .map(|r| qs_queue::RecipientResult {
+            index: r.index,
+            outcome: qs_queue::Outcome::PermanentFailure {
+                reply: for_address(&r.address),
+            },
+        })
+        .collect();
+    rt.block_on(client.complete(&job.id, &outbound, job.token, results))
+        .unwrap();
+}
+
+#[test]
+fn a_port_25_message_that_bounces_later_returns_its_header_and_never_its_body() {
+    let s = server();
+    s.inst.add_users(&["carol@example.test"]);
+    s.inst.ok(&[
+        "alias",
+        "add",
+        "friends@example.test",
+        "gone@remote.example",
+        "picky@remote.example",
+    ]);
+    // carol is the forged sender: the report lands where the test can read it.
+    let reply = send_mx(
+        &s,
+        "carol@example.test",
+        &["friends@example.test"],
+        "From: carol@example.test\r\nSubject: see attached\r\nMessage-ID: <b1@spammer.example>\r\n\r\nAttacker text: visit spam.example now\r\n",
+    );
+    assert!(reply.starts_with("250 "), "{reply}");
+    // The remote side refuses one recipient as unknown, the other by policy.
+    fail_outbound(&s.inst, 2, |address| {
+        if address.starts_with("gone@") {
+            format!("550 5.1.1 <{address}>: no such user")
+        } else {
+            format!("550 5.7.1 <{address}>: refused as spam")
+        }
+    });
+    let dsn = s.inst.wait_for_mail("carol@example.test", 1, WAIT);
+    let text = String::from_utf8_lossy(&dsn[0]);
+    assert!(
+        text.contains("Final-Recipient: rfc822; gone@remote.example"),
+        "{text}"
+    );
+    assert!(text.contains("Content-Type: text/rfc822-headers"), "{text}");
+    assert!(text.contains("Subject: see attached\r\n"), "{text}");
+    assert!(!text.contains("spam.example"), "the body came back: {text}");
+    assert!(!text.contains("Attacker text"), "{text}");
+    // The policy refusal is the postmaster's alone.
+    assert!(!text.contains("picky@remote.example"), "{text}");
+    let copies = s.inst.wait_for_mail("postmaster@example.test", 2, WAIT);
+    let copies: String = copies
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert!(
+        copies.contains("Final-Recipient: rfc822; picky@remote.example"),
+        "{copies}"
+    );
+    assert!(
+        copies.contains("Final-Recipient: rfc822; gone@remote.example"),
+        "{copies}"
+    );
+    assert!(!copies.contains("Attacker text"), "{copies}");
+    wait_for_empty_queue(&s.inst);
+    assert_eq!(s.inst.inbox("carol@example.test").len(), 1);
+}
+
+#[test]
+fn a_loop_found_after_acceptance_is_reported_to_the_postmaster_and_not_to_the_sender() {
+    let s = server();
+    s.inst.add_users(&["carol@example.test"]);
+    s.inst.ok(&[
+        "alias",
+        "add",
+        "team@example.test",
+        "alice@example.test",
+        "bob@example.test",
+    ]);
+    s.inst
+        .ok(&["alias", "add", "loop1@example.test", "alice@example.test"]);
+    s.inst
+        .ok(&["alias", "add", "loop2@example.test", "loop1@example.test"]);
+    let dir =
+        qs_directory::Directory::open(s.inst.data_dir().join("directory.json"), Default::default())
+            .unwrap();
+    dir.set_alias_targets("loop1@example.test", ["loop2@example.test"])
+        .unwrap();
+    // Aliases are not expanded by smtp-server, so these loops are found
+    // later: loop1 is an alias loop at routing, and team's copy for alice
+    // meets its Delivered-To at local delivery. bob's copy is delivered.
+    let reply = send_mx(
+        &s,
+        "carol@example.test",
+        &["loop1@example.test", "team@example.test"],
+        "Delivered-To: alice@example.test\r\nSubject: around again\r\n\r\nloop body\r\n",
+    );
+    assert!(reply.starts_with("250 "), "{reply}");
+    s.inst.wait_for_mail("bob@example.test", 1, WAIT);
+    let reports = s.inst.wait_for_mail("postmaster@example.test", 2, WAIT);
+    let reports: String = reports
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert!(reports.contains("alias loop"), "{reports}");
+    assert!(
+        reports.contains("Final-Recipient: rfc822; alice@example.test"),
+        "{reports}"
+    );
+    assert!(
+        reports.contains("mail loop (already delivered to this address)"),
+        "{reports}"
+    );
+    assert!(!reports.contains("loop body"), "{reports}");
+    // Once everything is settled, carol has had nothing.
+    wait_for_empty_queue(&s.inst);
+    assert!(s.inst.inbox("carol@example.test").is_empty());
+    assert!(s.inst.inbox("alice@example.test").is_empty());
+    assert_eq!(s.inst.inbox("postmaster@example.test").len(), 2);
+}
+
+#[test]
+fn python_smtplib_sends_recipients_over_the_limit_in_a_second_transaction() {
+    // max_recipients is 100 (the default). 120 sub-addresses of alice: the
+    // last 20 are told 452, which is no error, and go in a second
+    // transaction on the same connection.
+    let s = server();
+    let script = r#"
+import smtplib, sys
+host, port = sys.argv[1], int(sys.argv[2])
+rcpts = ["alice+%d@example.test" % i for i in range(120)]
+with smtplib.SMTP(host, port, timeout=20) as s:
+    s.ehlo("python.example")
+    refused = s.sendmail("someone@far.example", rcpts, b"Subject: first\r\n\r\nx\r\n")
+    assert sorted(refused) == sorted(rcpts[100:]), sorted(refused)
+    assert all(code == 452 for code, _ in refused.values()), refused
+    again = s.sendmail("someone@far.example", list(refused), b"Subject: second\r\n\r\nx\r\n")
+    assert again == {}, again
+    # RFC 3207: STARTTLS takes no parameters.
+    code, text = s.docmd("STARTTLS", "foo")
+    assert code == 501, (code, text)
+    assert s.noop()[0] == 250
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &s.mx.ip().to_string(),
+            &s.mx.port().to_string(),
+        ])
+        .output()
+        .expect("python3 is installed by .ci/setup");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.smtp.log()
+    );
+    // One copy per transaction for alice, however many of her addresses.
+    let mail = s.inst.wait_for_mail("alice@example.test", 2, WAIT);
+    let all: String = mail
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert!(all.contains("Subject: first\r\n"), "{all}");
+    assert!(all.contains("Subject: second\r\n"), "{all}");
+}

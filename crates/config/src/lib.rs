@@ -236,6 +236,9 @@ pub struct SmtpServerConfig {
     pub allow_plaintext_auth: bool,
     /// Recipients per message.
     pub max_recipients: u64,
+    /// Recipients past `max_recipients` refused with 452 in one transaction
+    /// before each further one counts as an error.
+    pub max_recipient_overshoot: u64,
     /// Connections at once on the port-25 role listeners (`listen`).
     pub max_connections: u64,
     /// Connections at once on the submission listeners.
@@ -736,6 +739,7 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         max_line_length: i.number("max_line_length", 65_536, 1024, 1 << 24),
         max_literal_size: i.number(
             "max_literal_size",
+        max_recipient_overshoot: s.number("max_recipient_overshoot", 1000, 0, 1_000_000),
             26_214_400,
             1024,
             u64::from(u32::MAX >> 2),

@@ -15,13 +15,18 @@
 //!    failure or when the retry period ends, sends a delivery status notification
 //!    (RFC 3464) from `<>` to the sender with a copy to the postmaster. A message
 //!    from `<>` never causes a bounce: its failures go to the postmaster alone. A
-//!    delay warning is sent once after `delay_warning_secs`.
+//!    delay warning is sent once after `delay_warning_secs`. A report returns
+//!    the original's header, never its body.
 //!
 //! It also takes files from the application drop folder ([`maildrop`]).
 //!
 //! # Loops
 //! An alias chain deeper than 10, an alias loop, a recipient already named in a
-//! `Delivered-To` field, or more than 100 `Received` fields fail permanently.
+//! `Delivered-To` field, or more than 100 `Received` fields fail permanently
+//! (`qs_queue::message::LoopTrace`, which smtp-server applies at the end of
+//! DATA too). A loop or a policy refusal (`X.4.6`, `X.7.*`) of mail from an
+//! unauthenticated SMTP client is reported to the postmaster alone, never to a
+//! sender who may be forged (backscatter).
 //!
 //! # Durability
 //! Local delivery is Maildir tmp → fsync → rename → fsync, idempotent per

@@ -22,8 +22,12 @@
 //!   not advertised. A failed AUTH gets 535 5.7.8 after a delay that grows with
 //!   each failure; an address with `max_auth_failures` failures is refused for a
 //!   while. Passwords are never logged.
-//! - Local recipients are checked at RCPT (550 5.1.1), so nothing is accepted
-//!   and then bounced (no backscatter). VRFY answers 252 for everyone.
+//! - Local recipients are checked at RCPT (550 5.1.1), and at the end of DATA
+//!   a `Delivered-To` naming the mailbox of a recipient, or more than 100
+//!   Received fields, is a loop (554 5.4.6): what can be known here is refused
+//!   here, not accepted and bounced to a sender who may be forged
+//!   (backscatter). VRFY answers 252 for everyone.
+//! - STARTTLS with parameters is 501 5.5.4 (RFC 3207).
 //! - An authenticated user sends only as one of their addresses (553 5.7.1)
 //!   when `enforce_sender`.
 //! - A bare CR or LF or a NUL in commands or data is refused (SMTP smuggling,
@@ -32,7 +36,9 @@
 //!
 //! # Limits
 //! Command lines 512 octets, text lines 1000, `max_message_size` (excess data
-//! is drained, not kept), `max_recipients` (452 4.5.3), `max_errors` (then 421),
+//! is drained, not kept), `max_recipients` (452 4.5.3; the client sends the
+//! others in a new transaction, RFC 5321 §4.5.3.1.10, so they count as errors
+//! only past `max_recipient_overshoot` in one transaction), `max_errors` (then 421),
 //! `idle_timeout_secs`, `session_timeout_secs`, `max_connections`,
 //! `max_connections_per_ip`; more than 100 Received fields is a loop (554 5.4.6).
 //!

@@ -42,7 +42,13 @@ impl Policy for DirectoryPolicy {
             return RecipientCheck::Local;
         }
         match snapshot.resolve_address(&parsed) {
-            Resolution::User(_) | Resolution::Alias(_) => RecipientCheck::Local,
+            // As core-queue routes it: a forward without a copy leaves the
+            // user's own INBOX out, so only the targets are delivered to.
+            Resolution::User(user) if user.forward.is_active() && !user.forward.keep_copy => {
+                RecipientCheck::Local
+            }
+            Resolution::User(user) => RecipientCheck::Mailbox(user.address),
+            Resolution::Alias(_) => RecipientCheck::Local,
             Resolution::NotLocal => RecipientCheck::Remote,
             _ => RecipientCheck::Unknown,
         }

@@ -84,6 +84,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
             hostname: config.hostname.clone(),
             max_message_size: usize::try_from(s.max_message_size).unwrap_or(usize::MAX),
             max_recipients: usize::try_from(s.max_recipients).unwrap_or(usize::MAX),
+            max_recipient_overshoot: usize::try_from(s.max_recipient_overshoot)
+                .unwrap_or(usize::MAX),
             max_errors: s.max_errors,
             allow_plaintext_auth: s.allow_plaintext_auth,
             enforce_sender: s.enforce_sender,
@@ -255,7 +257,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Action::Enqueue(envelope) => {
                     let origin = Origin {
-                        module: "smtp-server".into(),
+                        module: Origin::SMTP_SERVER.into(),
                         peer: Some(session_peer_ip(&session).to_string()),
                         auth_user: envelope.auth_user.clone(),
                     };

@@ -26,8 +26,6 @@ use crate::reply::Reply;
 
 /// The longest command line, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
-/// More Received fields than this is a loop (RFC 5321 §6.3).
-pub const MAX_RECEIVED: usize = 100;
 
 /// Which listener the session came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +52,12 @@ impl ListenerKind {
 /// What a recipient address is to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecipientCheck {
-    /// A local user, alias or list: accepted from anyone.
+    /// A local user whose own INBOX gets the mail: accepted from anyone. The
+    /// user's canonical address is what core-queue's local delivery writes in
+    /// `Delivered-To` and checks for loops.
+    Mailbox(String),
+    /// Another local address (an alias, a list, a user who forwards without
+    /// keeping a copy): accepted from anyone.
     Local,
     /// Another domain: relayed only for authenticated or trusted clients.
     Remote,
@@ -81,6 +84,9 @@ pub struct SessionConfig {
     pub max_message_size: usize,
     /// Recipients per message.
     pub max_recipients: usize,
+    /// Recipients past `max_recipients` refused in one transaction before
+    /// each further one counts as an error.
+    pub max_recipient_overshoot: usize,
     /// Errors before 421.
     pub max_errors: u64,
     /// AUTH without TLS.
@@ -181,6 +187,11 @@ enum State {
 struct Transaction {
     sender: Option<String>,
     recipients: Vec<String>,
+    /// The canonical addresses of the local mailboxes among the recipients,
+    /// checked against the message's Delivered-To fields at its end.
+    mailboxes: Vec<String>,
+    /// Recipients refused for being over `max_recipients`.
+    overshoot: usize,
     smtputf8: bool,
     chunks: Option<ChunkReader>,
     /// Why BDAT was refused: the chunk is read and dropped, then this is the answer.
@@ -489,6 +500,13 @@ impl<P: Policy> Session<P> {
             self.rcpt("postmaster".to_string());
             return true;
         }
+        // RFC 3207 §4: STARTTLS takes no parameters; smtp-proto ignores them.
+        if let Some(rest) = strip_verb(&line, b"STARTTLS")
+            && rest.iter().any(|b| *b != b' ')
+        {
+            self.error(501, "5.5.4", "Syntax: STARTTLS (no parameters)");
+            return true;
+        }
         line.extend_from_slice(b"\r\n");
         let parsed = Request::parse(&mut line.iter()).map(|r| r.into_owned());
         match parsed {
@@ -558,6 +576,11 @@ impl<P: Policy> Session<P> {
             Request::Mail { from } => {
                 let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
                 let _eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
+                // RET=FULL/HDRS (RFC 3461) is parsed but not kept: DSN is not
+                // offered, and a report returns the header only. From an
+                // unauthenticated port-25 client RET=FULL must stay HDRS
+                // even if DSN is offered one day: its sender may be forged,
+                // and the body would carry its own text to that address.
                 self.mail(from.address, from.size, smtputf8)
             }
             Request::Rcpt { to } => self.rcpt(to.address),
@@ -763,6 +786,13 @@ impl<P: Policy> Session<P> {
             return self.error(503, "5.5.1", "Need MAIL before RCPT");
         }
         if self.tx.recipients.len() >= self.config.max_recipients {
+            // RFC 5321 §4.5.3.1.10: a client told 452 for too many recipients
+            // sends the others in a new transaction, so this is no error;
+            // only a client that goes on far past the limit is counted.
+            if self.tx.overshoot < self.config.max_recipient_overshoot {
+                self.tx.overshoot += 1;
+                return self.reply(452, "4.5.3", "Too many recipients");
+            }
             return self.error(452, "4.5.3", "Too many recipients");
         }
         // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
@@ -780,8 +810,9 @@ impl<P: Policy> Session<P> {
         if qs_directory::parse_address(&address).is_err() {
             return self.error(501, "5.1.3", "Malformed recipient address");
         }
-        match self.policy.recipient(&address) {
-            RecipientCheck::Local => {}
+        let mailbox = match self.policy.recipient(&address) {
+            RecipientCheck::Mailbox(mailbox) => Some(mailbox),
+            RecipientCheck::Local => None,
             RecipientCheck::Unknown => {
                 let text = format!("<{address}>: no such user here");
                 return self.error(550, "5.1.1", &text);
@@ -791,8 +822,9 @@ impl<P: Policy> Session<P> {
                     let text = format!("<{address}>: relay access denied");
                     return self.error(554, "5.7.1", &text);
                 }
+                None
             }
-        }
+        };
         if !self
             .tx
             .recipients
@@ -800,6 +832,11 @@ impl<P: Policy> Session<P> {
             .any(|r| r.eq_ignore_ascii_case(&address))
         {
             self.tx.recipients.push(address);
+        }
+        if let Some(mailbox) = mailbox
+            && !self.tx.mailboxes.contains(&mailbox)
+        {
+            self.tx.mailboxes.push(mailbox);
         }
         self.reply(250, "2.1.5", "OK");
     }
@@ -889,12 +926,29 @@ impl<P: Policy> Session<P> {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the spooled message");
                 self.tx = Transaction::default();
-                return self.reply(451, "4.3.0", "Temporary failure storing the message, try again later");
+                return self.reply(
+                    451,
+                    "4.3.0",
+                    "Temporary failure storing the message, try again later",
+                );
             }
         };
-        if qs_queue::message::count(&header, "Received") > MAX_RECEIVED {
+        // The loop checks of core-queue's local delivery, made here for the
+        // mailboxes the session knows of: a loop refused now is the client's
+        // to report, not bounced by us later to a sender who may be forged.
+        let trace = qs_queue::message::LoopTrace::read(&header);
+        if trace.too_many_received() {
             self.tx = Transaction::default();
             return self.error(554, "5.4.6", "Too many Received header fields: mail loop");
+        }
+        if let Some(mailbox) = self.tx.mailboxes.iter().find(|m| trace.delivered_to(m)) {
+            tracing::info!(%mailbox, "refused: a Delivered-To field names a recipient's mailbox");
+            self.tx = Transaction::default();
+            return self.error(
+                554,
+                "5.4.6",
+                "Mail loop: the message was already delivered to a recipient",
+            );
         }
         let sender = self.tx.sender.clone().unwrap_or_default();
         let recipients = std::mem::take(&mut self.tx.recipients);
@@ -939,6 +993,14 @@ impl<P: Policy> Session<P> {
             qs_queue::message::rfc5322_date(qs_queue::unix_now())
         )
     }
+}
+
+/// What follows `verb` (any case) and a space in `line`, when the line is that
+/// command.
+fn strip_verb<'a>(line: &'a [u8], verb: &[u8]) -> Option<&'a [u8]> {
+    let head = line.get(..verb.len())?;
+    let rest = &line[verb.len()..];
+    (head.eq_ignore_ascii_case(verb) && (rest.is_empty() || rest[0] == b' ')).then_some(rest)
 }
 
 fn decode64(bytes: &[u8]) -> Option<Vec<u8>> {

@@ -9,8 +9,13 @@ impl Policy for FakeDirectory {
     fn recipient(&self, address: &str) -> RecipientCheck {
         let lower = address.to_ascii_lowercase();
         match lower.rsplit_once('@') {
-            Some((local, "example.test")) => match local {
-                "alice" | "bob" | "postmaster" | "team" => RecipientCheck::Local,
+            // A local part in capitals or with +tag still reaches the mailbox.
+            Some((local, "example.test")) => match local.split('+').next().unwrap_or("") {
+                "alice" | "bob" => RecipientCheck::Mailbox(format!(
+                    "{}@example.test",
+                    local.split('+').next().unwrap_or("")
+                )),
+                "postmaster" | "team" => RecipientCheck::Local,
                 _ => RecipientCheck::Unknown,
             },
             _ => RecipientCheck::Remote,
@@ -83,6 +88,7 @@ fn config() -> Arc<SessionConfig> {
         hostname: "mx.example.test".into(),
         max_message_size: 10_000,
         max_recipients: 3,
+        max_recipient_overshoot: 1000,
         max_errors: 10,
         allow_plaintext_auth: false,
         enforce_sender: true,
@@ -143,6 +149,34 @@ fn drive(mut s: Session<FakeDirectory>, input: &[u8], chunk: usize) -> Run {
 /// Runs in every chunking and checks they agree; returns the run.
 fn transcript(kind: ListenerKind, tls: bool, input: &str) -> Run {
     transcript_with(|| session(kind, tls, false), input.as_bytes())
+}
+
+/// Like [`transcript`], with `change` made to the config first.
+fn transcript_configured(
+    kind: ListenerKind,
+    may_relay: bool,
+    change: impl Fn(&mut SessionConfig),
+    input: &str,
+) -> Run {
+    let mut c = (*config()).clone();
+    change(&mut c);
+    let config = Arc::new(c);
+    transcript_with(
+        || {
+            Session::new(
+                config.clone(),
+                Arc::new(FakeDirectory),
+                kind,
+                Peer {
+                    ip: "192.0.2.1".parse().unwrap(),
+                    may_relay,
+                },
+                false,
+                "S1".into(),
+            )
+        },
+        input.as_bytes(),
+    )
 }
 
 fn transcript_with(make: impl Fn() -> Session<FakeDirectory>, input: &[u8]) -> Run {
@@ -358,6 +392,76 @@ fn too_many_recipients_get_452() {
     assert!(run.out.contains("452 4.5.3"));
 }
 
+/// `MAIL FROM` and `count` recipients r0, r1, ... from `first` on, at a remote domain.
+fn recipients(first: usize, count: usize) -> String {
+    let mut out = String::from("MAIL FROM:<a@far.example>\r\n");
+    for i in first..first + count {
+        out.push_str(&format!("RCPT TO:<r{i}@far.example>\r\n"));
+    }
+    out
+}
+
+#[test]
+fn recipients_over_the_limit_are_no_error_and_go_in_the_next_transaction() {
+    // 120 recipients with a limit of 100: 100 accepted, 20 told 452, and the
+    // client sends those 20 in a second transaction on the same connection.
+    let input = format!(
+        "EHLO x\r\n{}DATA\r\nSubject: 1\r\n\r\nx\r\n.\r\n{}DATA\r\nSubject: 2\r\n\r\nx\r\n.\r\nQUIT\r\n",
+        recipients(0, 120),
+        recipients(100, 20)
+    );
+    let run = transcript_configured(ListenerKind::Mx, true, |c| c.max_recipients = 100, &input);
+    let codes = run.codes();
+    assert_eq!(
+        codes.iter().filter(|c| **c == 452).count(),
+        20,
+        "{}",
+        run.out
+    );
+    assert!(!codes.contains(&421), "{}", run.out);
+    assert!(run.out.contains("452 4.5.3 Too many recipients\r\n"));
+    assert_eq!(run.queued.len(), 2, "{}", run.out);
+    let first: Vec<String> = (0..100).map(|i| format!("r{i}@far.example")).collect();
+    let second: Vec<String> = (100..120).map(|i| format!("r{i}@far.example")).collect();
+    assert_eq!(run.queued[0].recipients, first);
+    assert_eq!(run.queued[1].recipients, second);
+    assert_eq!(*codes.last().unwrap(), 221);
+}
+
+#[test]
+fn recipients_far_over_the_limit_count_as_errors() {
+    // Limit 3, overshoot 2, 3 errors allowed: recipients 4 and 5 are free,
+    // 6, 7 and 8 are errors, and the third closes the session.
+    let run = transcript_configured(
+        ListenerKind::Mx,
+        true,
+        |c| {
+            c.max_recipient_overshoot = 2;
+            c.max_errors = 3;
+        },
+        &format!("EHLO x\r\n{}", recipients(0, 10)),
+    );
+    assert_eq!(
+        run.codes(),
+        [250, 250, 250, 250, 250, 452, 452, 452, 452, 452, 421],
+        "{}",
+        run.out
+    );
+    assert!(run.closed);
+    // Each transaction has its own allowance.
+    let again = transcript_configured(
+        ListenerKind::Mx,
+        true,
+        |c| {
+            c.max_recipient_overshoot = 2;
+            c.max_errors = 3;
+        },
+        &format!("EHLO x\r\n{}RSET\r\n{}", recipients(0, 5), recipients(0, 5)),
+    );
+    assert!(!again.closed, "{}", again.out);
+    assert_eq!(again.codes().iter().filter(|c| **c == 452).count(), 4);
+}
+
 #[test]
 fn smuggling_attempts_are_refused_and_nothing_is_queued() {
     for smuggled in ["\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\0"] {
@@ -386,6 +490,29 @@ fn starttls_discards_pipelined_plaintext() {
     assert!(run.starttls);
     let twice = transcript(ListenerKind::Mx, true, "EHLO x\r\nSTARTTLS\r\n");
     assert_eq!(twice.codes(), [250, 503]);
+}
+
+#[test]
+fn starttls_with_parameters_is_a_syntax_error() {
+    // RFC 3207 §4: "STARTTLS" CRLF, nothing more; 501 and no TLS.
+    for command in [
+        "STARTTLS foo",
+        "starttls x y",
+        "STARTTLS =",
+        "STARTTLS  foo",
+    ] {
+        let run = transcript(
+            ListenerKind::Mx,
+            false,
+            &format!("EHLO x\r\n{command}\r\nNOOP\r\n"),
+        );
+        assert_eq!(run.codes(), [250, 501, 250], "{command}: {}", run.out);
+        assert!(run.out.contains("501 5.5.4 "), "{}", run.out);
+        assert!(!run.starttls, "{command}");
+    }
+    let lower = transcript(ListenerKind::Submission, false, "EHLO x\r\nstarttls\r\n");
+    assert_eq!(lower.codes(), [250, 220]);
+    assert!(lower.starttls);
 }
 
 #[test]
@@ -504,6 +631,65 @@ fn a_message_with_too_many_received_fields_is_a_loop() {
     );
     assert_eq!(run.codes(), [250, 250, 250, 354, 554]);
     assert!(run.out.contains("554 5.4.6"));
+}
+
+#[test]
+fn a_delivered_to_naming_a_recipients_mailbox_is_a_loop_refused_at_the_end_of_data() {
+    let tx = |rcpt: &str, header: &str| {
+        format!(
+            "EHLO x\r\nMAIL FROM:<victim@remote.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n{header}Subject: x\r\n\r\nbuy now\r\n.\r\nQUIT\r\n"
+        )
+    };
+    // The mailbox's canonical address, in any case and however the recipient
+    // was written (a +tag, capitals): the loop core-queue's delivery would find.
+    for (rcpt, header) in [
+        ("alice@example.test", "Delivered-To: alice@example.test\r\n"),
+        (
+            "Alice+news@example.test",
+            "DELIVERED-TO: <ALICE@example.test>\r\n",
+        ),
+        (
+            "alice@example.test",
+            "Received: x\r\nDelivered-To: bob@example.test\r\nDelivered-To: Alice@Example.Test\r\n",
+        ),
+    ] {
+        let run = transcript(ListenerKind::Mx, false, &tx(rcpt, header));
+        assert_eq!(
+            run.codes(),
+            [250, 250, 250, 354, 554, 221],
+            "{rcpt}: {}",
+            run.out
+        );
+        assert!(run.out.contains("554 5.4.6 Mail loop"), "{}", run.out);
+        assert!(run.queued.is_empty());
+    }
+    // One looping recipient refuses the whole message.
+    let both = transcript(
+        ListenerKind::Mx,
+        false,
+        "EHLO x\r\nMAIL FROM:<a@far.example>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nDelivered-To: alice@example.test\r\n\r\nx\r\n.\r\n",
+    );
+    assert_eq!(both.codes(), [250, 250, 250, 250, 354, 554], "{}", both.out);
+    assert!(both.queued.is_empty());
+    // Not a loop: another mailbox, a Delivered-To in the body, an alias
+    // (its targets are checked as it is delivered).
+    for (rcpt, header) in [
+        ("alice@example.test", "Delivered-To: bob@example.test\r\n"),
+        (
+            "alice@example.test",
+            "Subject: y\r\n\r\nDelivered-To: alice@example.test\r\n",
+        ),
+        ("team@example.test", "Delivered-To: team@example.test\r\n"),
+    ] {
+        let run = transcript(ListenerKind::Mx, false, &tx(rcpt, header));
+        assert_eq!(
+            run.codes(),
+            [250, 250, 250, 354, 250, 221],
+            "{rcpt}: {}",
+            run.out
+        );
+        assert_eq!(run.queued.len(), 1);
+    }
 }
 
 #[test]
