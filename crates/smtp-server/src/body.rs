@@ -125,8 +125,10 @@ impl DataReader {
                 if b != b'\n' {
                     // A CR not followed by LF.
                     self.flaw(Flaw::BadLineEnding);
-                    // Treat the octet after the bare CR as starting afresh.
+                    // No line end, so no line start either: a dot after it
+                    // must not end the body (`<CRLF><CR>.<CRLF>` is no end).
                     self.line_is_dot = false;
+                    self.at_line_start = false;
                 } else {
                     // CRLF: end of line.
                     if self.line_is_dot {
@@ -338,6 +340,9 @@ impl qs_queue::BodySource for Message {
         qs_queue::BodySource::read_at(self.trace.as_slice(), offset, buf)
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
