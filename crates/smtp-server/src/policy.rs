@@ -62,3 +62,49 @@ impl Policy for DirectoryPolicy {
         self.directory.snapshot().postmaster().map(str::to_string)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use qs_directory::{Options, Secret};
+
+    use super::*;
+
+    #[test]
+    fn a_user_given_directly_names_the_mailbox_that_local_delivery_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::create(dir.path().join("directory.json"), Options::default()).unwrap();
+        d.add_domain("example.test").unwrap();
+        d.add_domain_alias("company.example", "example.test")
+            .unwrap();
+        let pw = Secret::new(&b"pw"[..]);
+        for u in ["alice", "carol", "dave"] {
+            d.add_user(&format!("{u}@example.test"), "", &pw).unwrap();
+        }
+        d.add_alias("team@example.test", ["alice@example.test"])
+            .unwrap();
+        d.set_forward("carol@example.test", ["alice@example.test"], false)
+            .unwrap();
+        d.set_forward("dave@example.test", ["alice@example.test"], true)
+            .unwrap();
+        let policy = DirectoryPolicy::new(d, ListIndex::new(dir.path().join("lists")));
+        let alice = RecipientCheck::Mailbox("alice@example.test".into());
+        assert_eq!(policy.recipient("alice@example.test"), alice);
+        assert_eq!(policy.recipient("Alice+news@Company.Example"), alice);
+        // A forward that keeps a copy still delivers into dave's INBOX.
+        assert_eq!(
+            policy.recipient("dave@example.test"),
+            RecipientCheck::Mailbox("dave@example.test".into())
+        );
+        // Mail for carol or team goes to other mailboxes, checked as delivered.
+        assert_eq!(
+            policy.recipient("carol@example.test"),
+            RecipientCheck::Local
+        );
+        assert_eq!(policy.recipient("team@example.test"), RecipientCheck::Local);
+        assert_eq!(
+            policy.recipient("nobody@example.test"),
+            RecipientCheck::Unknown
+        );
+        assert_eq!(policy.recipient("x@far.example"), RecipientCheck::Remote);
+    }
+}
