@@ -714,6 +714,7 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         relay_networks: s.networks("relay_networks"),
         allow_plaintext_auth: s.bool("allow_plaintext_auth", false),
         max_recipients: s.number("max_recipients", 100, 1, 100_000),
+        max_recipient_overshoot: s.number("max_recipient_overshoot", 1000, 0, 1_000_000),
         max_connections: s.number("max_connections", 200, 1, 1_000_000),
         submission_max_connections: s.number("submission_max_connections", 100, 1, 1_000_000),
         submissions_max_connections: s.number("submissions_max_connections", 100, 1, 1_000_000),
@@ -739,7 +740,6 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         max_line_length: i.number("max_line_length", 65_536, 1024, 1 << 24),
         max_literal_size: i.number(
             "max_literal_size",
-        max_recipient_overshoot: s.number("max_recipient_overshoot", 1000, 0, 1_000_000),
             26_214_400,
             1024,
             u64::from(u32::MAX >> 2),
