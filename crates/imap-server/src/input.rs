@@ -14,6 +14,14 @@
 //! The guard hands over bytes up to the end of one command at a time, so the limits
 //! that apply to a command are those of the state it starts in (a login pipelined with
 //! the next command is judged before the next one is).
+//!
+//! Once logged in, the literal of an APPEND larger than the spool threshold never
+//! reaches the parser, which would hold it in memory: its bytes are handed out to be
+//! spooled ([`Verdict::Spool`]) and the parser is told of an empty literal instead
+//! (`{0}`, `{0+}`), so it still answers a synchronizing literal with its continuation
+//! request. For that, the announcement of a literal in an APPEND is held back from its
+//! brace to its line end; one that turns out to be no announcement goes on unchanged.
+//! A guard made by [`InputGuard::new`] never spools.
 
 use std::ops::Range;
 
@@ -59,6 +67,31 @@ pub enum Verdict {
     Fatal(&'static str),
 }
 
+/// What to do with a stretch of input when APPEND literals are spooled
+/// ([`InputGuard::admit_spooling`]): a [`Verdict`], or one of the steps of spooling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// As without spooling.
+    Verdict(Verdict),
+    /// Give these bytes to the parser (an announcement held back, or the one that
+    /// stands for a spooled literal).
+    PassBytes(Vec<u8>),
+    /// A literal of `length` octets of an APPEND is spooled, not parsed: its bytes
+    /// follow as [`Step::Spool`]; the parser gets an empty literal in its place.
+    SpoolStart {
+        /// The announced length.
+        length: u32,
+    },
+    /// These bytes (of the chunk) belong to the spooled literal.
+    Spool(Range<usize>),
+}
+
+impl From<Verdict> for Step {
+    fn from(verdict: Verdict) -> Step {
+        Step::Verdict(verdict)
+    }
+}
+
 /// The line scanner's memory of the last byte, as imap-codec's fragmentizer keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Latest {
@@ -68,6 +101,20 @@ enum Latest {
     Plus(u32),
     Close(u32, bool),
     Cr(Option<(u32, bool)>),
+}
+
+impl Latest {
+    /// Within what may still become a literal announcement.
+    fn announcing(self) -> bool {
+        matches!(
+            self,
+            Latest::Open
+                | Latest::Digit(_)
+                | Latest::Plus(_)
+                | Latest::Close(..)
+                | Latest::Cr(Some(_))
+        )
+    }
 }
 
 /// The guard of one connection.
@@ -87,14 +134,32 @@ pub struct InputGuard {
     dropping: bool,
     /// Bytes received before login.
     before_login: usize,
+    /// APPEND literals larger than this are spooled.
+    spool_above: u32,
+    /// Words of the command's first line seen: 0 in the tag, 1 in the name, 2 past it.
+    word: u8,
+    /// The start of the command's name.
+    name: Vec<u8>,
+    /// An announcement held back from an earlier chunk.
+    held: Vec<u8>,
+    /// The current literal is spooled.
+    spooling: bool,
 }
 
 /// Bytes of a command kept for its tag.
 const HEAD: usize = 64;
+/// Bytes of a command's name kept, enough for `APPEND`.
+const NAME: usize = 8;
 
 impl InputGuard {
     /// A guard at the start of a connection.
     pub fn new(limits: InputLimits) -> InputGuard {
+        InputGuard::with_spooling(limits, u32::MAX)
+    }
+
+    /// A guard at the start of a connection that has APPEND literals larger than
+    /// `spool_above` spooled once logged in ([`InputGuard::admit_spooling`]).
+    pub fn with_spooling(limits: InputLimits, spool_above: u32) -> InputGuard {
         InputGuard {
             limits,
             latest: Latest::Other,
@@ -104,6 +169,11 @@ impl InputGuard {
             started: false,
             dropping: false,
             before_login: 0,
+            spool_above,
+            word: 0,
+            name: Vec::new(),
+            held: Vec::new(),
+            spooling: false,
         }
     }
 
@@ -111,40 +181,84 @@ impl InputGuard {
     /// to do with it. Returns how many bytes of `chunk` were looked at (the rest waits
     /// for the next call) and the verdicts, in order.
     pub fn admit(&mut self, chunk: &[u8], logged_in: bool) -> (usize, Vec<Verdict>) {
+        let (used, steps) = self.admit_spooling(chunk, logged_in);
+        let verdicts = steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Verdict(verdict) => Some(verdict),
+                // Only a guard made by `with_spooling` takes these steps.
+                Step::PassBytes(_) | Step::SpoolStart { .. } | Step::Spool(_) => None,
+            })
+            .collect();
+        (used, verdicts)
+    }
+
+    /// Like [`InputGuard::admit`], with the steps of spooling an APPEND literal.
+    pub fn admit_spooling(&mut self, chunk: &[u8], logged_in: bool) -> (usize, Vec<Step>) {
         let mut verdicts = Vec::new();
         let mut pos = 0;
         let mut pass_from = 0;
-        let flush = |verdicts: &mut Vec<Verdict>, from: usize, to: usize, dropping: bool| {
+        // Where the announcement held back starts in this chunk (0: in an earlier one).
+        let mut hold_from = (!self.held.is_empty()).then_some(0);
+        let flush = |verdicts: &mut Vec<Step>, from: usize, to: usize, dropping: bool| {
             if to > from && !dropping {
-                verdicts.push(Verdict::Pass(from..to));
+                verdicts.push(Verdict::Pass(from..to).into());
             }
         };
         while pos < chunk.len() {
             if self.literal_left > 0 {
                 let take = (chunk.len() - pos).min(self.literal_left as usize);
                 if !logged_in && !self.spend(take) {
-                    verdicts.push(Verdict::Fatal("too much data before login"));
+                    verdicts.push(Verdict::Fatal("too much data before login").into());
                     return (chunk.len(), verdicts);
+                }
+                if self.spooling {
+                    verdicts.push(Step::Spool(pos..pos + take));
+                    pass_from = pos + take;
                 }
                 pos += take;
                 self.literal_left -= take as u32;
+                if self.literal_left == 0 {
+                    self.spooling = false;
+                }
                 continue;
             }
             let byte = chunk[pos];
             pos += 1;
             if !logged_in && !self.spend(1) {
-                verdicts.push(Verdict::Fatal("too much data before login"));
+                verdicts.push(Verdict::Fatal("too much data before login").into());
                 return (chunk.len(), verdicts);
             }
             if self.head.len() < HEAD {
                 self.head.push(byte);
             }
+            if self.word < 2 {
+                if byte == b' ' {
+                    self.word += 1;
+                } else if self.word == 1 && self.name.len() < NAME {
+                    self.name.push(byte);
+                }
+            }
             self.line_len += 1;
             if self.line_len > self.limits.max_line {
-                verdicts.push(Verdict::Fatal("command line too long"));
+                verdicts.push(Verdict::Fatal("command line too long").into());
                 return (chunk.len(), verdicts);
             }
-            let Some(announcement) = self.scan(byte) else {
+            let ended = self.scan(byte);
+            if self.may_spool(logged_in) {
+                if byte == b'{' {
+                    // A brace starts what may be an announcement; one held before was none.
+                    self.release(&mut verdicts);
+                    hold_from = Some(pos - 1);
+                } else if hold_from.is_some()
+                    && !matches!(ended, Some(Some(_)))
+                    && !self.latest.announcing()
+                {
+                    self.release(&mut verdicts);
+                    hold_from = None;
+                }
+            }
+            let Some(announcement) = ended else {
                 continue;
             };
             // A line ended.
@@ -154,10 +268,13 @@ impl InputGuard {
                     // The command is complete.
                     flush(&mut verdicts, pass_from, pos, self.dropping);
                     if self.dropping {
-                        verdicts.push(Verdict::DroppedCommand {
-                            tag: self.tag(),
-                            reset: self.started,
-                        });
+                        verdicts.push(
+                            Verdict::DroppedCommand {
+                                tag: self.tag(),
+                                reset: self.started,
+                            }
+                            .into(),
+                        );
                     }
                     self.end_command();
                     return (pos, verdicts);
@@ -171,14 +288,17 @@ impl InputGuard {
                     if sync {
                         if self.dropping {
                             // The client waits for a continuation we will not send.
-                            verdicts.push(Verdict::Fatal("literal after a refused literal"));
+                            verdicts.push(Verdict::Fatal("literal after a refused literal").into());
                             return (chunk.len(), verdicts);
                         }
                         if length > limit {
-                            verdicts.push(Verdict::RefuseLiteral {
-                                tag: self.tag(),
-                                reset: self.started,
-                            });
+                            verdicts.push(
+                                Verdict::RefuseLiteral {
+                                    tag: self.tag(),
+                                    reset: self.started,
+                                }
+                                .into(),
+                            );
                             self.end_command();
                             return (pos, verdicts);
                         }
@@ -186,17 +306,61 @@ impl InputGuard {
                         // Drop this command: what of it is in this chunk goes nowhere;
                         // what went to the parser before is undone by a reset.
                         self.dropping = true;
+                        self.held.clear();
+                        hold_from = None;
                         pass_from = pos;
                     }
                     self.literal_left = length;
+                    match hold_from.take() {
+                        Some(from) if length > self.spool_above && self.may_spool(logged_in) => {
+                            // The parser gets an empty literal; the bytes go to the spool.
+                            flush(&mut verdicts, pass_from, from, false);
+                            let mut announced = std::mem::take(&mut self.held);
+                            announced.extend_from_slice(&chunk[from..pos]);
+                            verdicts.push(Step::PassBytes(empty_literal(&announced)));
+                            verdicts.push(Step::SpoolStart { length });
+                            self.started = true;
+                            self.spooling = true;
+                            pass_from = pos;
+                        }
+                        Some(_) => self.release(&mut verdicts),
+                        None => {}
+                    }
                 }
             }
         }
-        flush(&mut verdicts, pass_from, pos, self.dropping);
-        if pos > pass_from && !self.dropping {
+        // What is held back waits for the rest of its line.
+        let pass_to = match hold_from {
+            Some(from) => {
+                self.held.extend_from_slice(&chunk[from..pos]);
+                from
+            }
+            None => pos,
+        };
+        flush(&mut verdicts, pass_from, pass_to, self.dropping);
+        if pass_to > pass_from && !self.dropping {
             self.started = true;
         }
         (pos, verdicts)
+    }
+
+    /// Whether an announcement in the current command may be spooled: an APPEND of a
+    /// logged-in session that is not being dropped.
+    fn may_spool(&self, logged_in: bool) -> bool {
+        self.spool_above < u32::MAX
+            && logged_in
+            && !self.dropping
+            && self.word == 2
+            && self.name.eq_ignore_ascii_case(b"APPEND")
+    }
+
+    /// Gives the parser what was held back from an earlier chunk (what is held in the
+    /// current one simply stays in its range).
+    fn release(&mut self, verdicts: &mut Vec<Step>) {
+        if !self.held.is_empty() {
+            verdicts.push(Step::PassBytes(std::mem::take(&mut self.held)));
+            self.started = true;
+        }
     }
 
     /// True when no part of a command is pending (everything passed so far ended a
@@ -250,12 +414,28 @@ impl InputGuard {
 
     fn end_command(&mut self) {
         self.head.clear();
+        self.word = 0;
+        self.name.clear();
+        self.held.clear();
+        self.spooling = false;
         self.started = false;
         self.dropping = false;
         self.latest = Latest::Other;
         self.line_len = 0;
         self.literal_left = 0;
     }
+}
+
+/// The announcement `{N}` or `{N+}` (with its line end) as one of an empty literal.
+fn empty_literal(announced: &[u8]) -> Vec<u8> {
+    let digits = announced
+        .iter()
+        .skip(1)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let mut out = b"{0".to_vec();
+    out.extend_from_slice(&announced[(1 + digits).min(announced.len())..]);
+    out
 }
 
 #[cfg(test)]
@@ -271,29 +451,108 @@ mod tests {
         }
     }
 
+    /// APPEND literals over this many octets are spooled.
+    const SPOOL_ABOVE: u32 = 20;
+
     /// Feeds `input` in chunks of `size`, as a session would (each call up to one
     /// command end), and collects what the parser would get and the other verdicts.
     fn run(input: &[u8], size: usize, logged_in: bool) -> (Vec<u8>, Vec<Verdict>) {
-        let mut guard = InputGuard::new(limits());
+        let run = run_spooling(input, size, logged_in);
+        assert!(run.spooled.is_empty() && run.starts.is_empty());
+        (run.parser, run.others)
+    }
+
+    /// What a run gave the parser and the spool.
+    struct Spooling {
+        parser: Vec<u8>,
+        others: Vec<Verdict>,
+        spooled: Vec<u8>,
+        /// The lengths of spooled literals.
+        starts: Vec<u32>,
+    }
+
+    /// Like `run`, and what went to the spool.
+    fn run_spooling(input: &[u8], size: usize, logged_in: bool) -> Spooling {
+        let mut guard = InputGuard::with_spooling(limits(), SPOOL_ABOVE);
         let mut parser = Vec::new();
         let mut others = Vec::new();
-        for chunk in input.chunks(size) {
+        let mut spooled = Vec::new();
+        let mut starts = Vec::new();
+        'read: for chunk in input.chunks(size) {
             let mut rest = chunk;
             while !rest.is_empty() {
-                let (used, verdicts) = guard.admit(rest, logged_in);
-                for v in verdicts {
-                    match v {
-                        Verdict::Pass(r) => parser.extend_from_slice(&rest[r]),
-                        other => others.push(other),
+                let (used, steps) = guard.admit_spooling(rest, logged_in);
+                for step in steps {
+                    match step {
+                        Step::Verdict(Verdict::Pass(r)) => parser.extend_from_slice(&rest[r]),
+                        Step::PassBytes(bytes) => parser.extend_from_slice(&bytes),
+                        Step::Spool(r) => spooled.extend_from_slice(&rest[r]),
+                        Step::Verdict(other) => others.push(other),
+                        Step::SpoolStart { length } => starts.push(length),
                     }
                 }
                 if others.iter().any(|v| matches!(v, Verdict::Fatal(_))) {
-                    return (parser, others);
+                    break 'read;
                 }
                 rest = &rest[used..];
             }
         }
-        (parser, others)
+        Spooling {
+            parser,
+            others,
+            spooled,
+            starts,
+        }
+    }
+
+    #[test]
+    fn a_large_append_literal_goes_to_the_spool_and_the_parser_gets_an_empty_one() {
+        let message = b"Subject: x\r\n\r\nmore than twenty octets\r\n";
+        for (announce, stands_for) in [
+            (&b"{39}"[..], &b"{0}"[..]),
+            (b"{39+}", b"{0+}"),
+            (b"~{39}", b"~{0}"),
+            (b"{00039}", b"{0}"),
+        ] {
+            let mut input = b"a append \"x{5}y\" (\\Seen) ".to_vec();
+            input.extend_from_slice(announce);
+            input.extend_from_slice(b"\r\n");
+            input.extend_from_slice(message);
+            input.extend_from_slice(b"\r\nb NOOP\r\n");
+            let mut expected = b"a append \"x{5}y\" (\\Seen) ".to_vec();
+            expected.extend_from_slice(stands_for);
+            expected.extend_from_slice(b"\r\n\r\nb NOOP\r\n");
+            for size in [1, 2, 3, 5, 8, 13, 100] {
+                let run = run_spooling(&input, size, true);
+                let shown = String::from_utf8_lossy(&run.parser);
+                assert_eq!(
+                    run.parser, expected,
+                    "{announce:?} in chunks of {size}: {shown}"
+                );
+                assert_eq!(run.spooled, message);
+                assert_eq!(run.starts, [39]);
+                assert!(run.others.is_empty(), "{:?}", run.others);
+            }
+        }
+    }
+
+    #[test]
+    fn small_append_literals_other_commands_and_logins_are_not_spooled() {
+        for (input, logged_in) in [
+            (
+                &b"a APPEND INBOX {20}\r\n01234567890123456789\r\n"[..],
+                true,
+            ),
+            (b"a SEARCH TEXT {21}\r\n012345678901234567890\r\n", true),
+            (b"a APPEND INBOX {21}\r\n012345678901234567890\r\n", false),
+            (b"a APPENDX INBOX {21}\r\n012345678901234567890\r\n", true),
+        ] {
+            for size in [1, 4, 100] {
+                let (parser, others) = run(input, size, logged_in);
+                assert_eq!(parser, input);
+                assert!(others.is_empty(), "{others:?}");
+            }
+        }
     }
 
     #[test]

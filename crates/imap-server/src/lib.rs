@@ -53,6 +53,9 @@
 //! logged in (APPENDLIMIT) and 8 KiB before; non-synchronizing literals of at most 4096
 //! octets (LITERAL-); `login_byte_budget` bytes before login. So an unauthenticated
 //! client cannot make a session hold more than about that budget, whatever it sends.
+//! An APPEND message over `spool_threshold` (1 MiB) never reaches the parser: it goes
+//! to an unlinked 0600 file under `<data_dir>/spool/imap-server/` while it arrives and
+//! is copied from there into the Maildir, so an upload costs disk, not memory.
 //! Autologout after `idle_timeout_secs` (at least 30 minutes; also ends an IDLE),
 //! 60 s before login; `max_errors` protocol errors close the session; connections
 //! are limited per listener (each of `listen` and `tls_listen` has its own budget),
@@ -92,7 +95,16 @@ pub use server::{LISTENER_KEYS, Limits, Listeners, ServerConfig, serve};
 pub const MODULE: &str = "imap-server";
 
 /// Why imap-server cannot start.
-pub type ImapError = qs_service::accept::MailboxServerError;
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImapError {
+    /// The directory, the certificate, a listener or the run file.
+    #[error(transparent)]
+    Open(#[from] qs_service::accept::MailboxServerError),
+    /// The spool folder cannot be made or cleaned.
+    #[error("cannot set up the spool folder: {0}")]
+    Spool(std::io::Error),
+}
 
 /// The limits `[imap_server]` asks for.
 pub fn limits(config: &Config) -> Limits {
@@ -122,6 +134,9 @@ pub fn limits(config: &Config) -> Limits {
 /// the run file, and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
     let access = &config.imap_server;
+    let threshold = usize::try_from(config.imap_limits.spool_threshold).unwrap_or(usize::MAX);
+    let spool = qs_service::spool::SpoolDir::for_module(&config.data_dir, MODULE, threshold)
+        .map_err(ImapError::Spool)?;
     let parts =
         qs_service::accept::open_mailbox_server(&config, MODULE, LISTENER_KEYS, access).await?;
     if !access.allow_plaintext_auth {
@@ -134,6 +149,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
         tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
         limits: limits(&config),
+        spool,
     };
     serve(server, parts.listeners, shutdown).await;
     qs_service::runfile::remove(&config.data_dir, MODULE);

@@ -15,6 +15,7 @@ use qs_directory::Directory;
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
+use qs_service::spool::SpoolDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -116,6 +117,8 @@ pub struct ServerConfig {
     pub allow_plaintext_auth: bool,
     /// The limits.
     pub limits: Limits,
+    /// Where large APPEND literals go while they arrive.
+    pub spool: Arc<SpoolDir>,
 }
 
 /// The config keys of the listeners: plaintext (STARTTLS or STLS offered),
@@ -407,6 +410,7 @@ impl Shared {
             input: limits.input,
             max_errors: limits.max_errors,
             max_login_failures: limits.max_login_failures,
+            spool: self.config.spool.clone(),
             shared: self.store.clone(),
         }
     }

@@ -28,11 +28,12 @@ use imap_next::server::{Event, Options, Server};
 use imap_next::{Interrupt, Io, State as _};
 use qs_directory::Secret;
 use qs_mailstore::{Flag, Flags, FolderName, Mailbox, MessageEntry, StoreError, UidIndex};
+use qs_service::spool::{Spool, SpoolDir};
 use tracing::{debug, info, warn};
 
 use crate::encode::{number, string};
 use crate::fetch::{self, Item};
-use crate::input::{InputGuard, InputLimits, Verdict};
+use crate::input::{InputGuard, InputLimits, Step, Verdict};
 use crate::message::SearchText;
 use crate::mutf7;
 use crate::search::{self, Candidate, Context};
@@ -61,6 +62,8 @@ pub struct Settings {
     pub max_errors: u32,
     /// Failed logins before the session is closed.
     pub max_login_failures: u32,
+    /// Where APPEND literals over its threshold go while they arrive.
+    pub spool: Arc<SpoolDir>,
     /// What the sessions of this process share.
     pub shared: Arc<Shared>,
 }
@@ -175,6 +178,9 @@ pub struct Session {
     /// A big command went through the parser: start a fresh one (its buffers keep
     /// the size of the biggest command) once it is idle.
     fresh_parser: bool,
+    /// The message literal of the APPEND being read, which the parser never sees
+    /// (it gets an empty literal); `Err` says why it could not be kept.
+    spooled: Option<Result<Spool, String>>,
 }
 
 mod auth;
@@ -235,7 +241,10 @@ impl Session {
 
     fn with_server(settings: Settings, server: Server) -> Session {
         Session {
-            guard: InputGuard::new(settings.input),
+            guard: InputGuard::with_spooling(
+                settings.input,
+                u32::try_from(settings.spool.threshold()).unwrap_or(u32::MAX),
+            ),
             settings,
             server,
             pending: Vec::new(),
@@ -250,6 +259,7 @@ impl Session {
             starttls: false,
             logged_out: false,
             fresh_parser: false,
+            spooled: None,
         }
     }
 
@@ -353,21 +363,47 @@ impl Session {
     /// Gives pending input to the guard, and what passes to the parser.
     fn admit(&mut self) {
         let logged_in = self.user.is_some();
-        let (used, verdicts) = self.guard.admit(&self.pending, logged_in);
+        let (used, steps) = self.guard.admit_spooling(&self.pending, logged_in);
         let chunk: Vec<u8> = self.pending.drain(..used).collect();
-        for verdict in verdicts {
+        for step in steps {
+            let verdict = match step {
+                Step::Verdict(verdict) => verdict,
+                Step::PassBytes(bytes) => {
+                    self.server.enqueue_input(&bytes);
+                    continue;
+                }
+                Step::SpoolStart { length } => {
+                    debug!(length, "APPEND literal spooled");
+                    self.spooled = Some(match self.spooled {
+                        // Only the message may be this large.
+                        Some(_) => Err("more than one large literal".into()),
+                        None => Ok(self.settings.spool.spool()),
+                    });
+                    continue;
+                }
+                Step::Spool(range) => {
+                    if let Some(Ok(spool)) = &mut self.spooled
+                        && let Err(e) = spool.append(&chunk[range])
+                    {
+                        self.spooled = Some(Err(format!("cannot spool the message: {e}")));
+                    }
+                    continue;
+                }
+            };
             match verdict {
                 Verdict::Pass(range) => self.server.enqueue_input(&chunk[range]),
                 Verdict::RefuseLiteral { tag, reset } => {
                     if reset {
                         self.server = silent_server(&self.settings);
                     }
+                    self.spooled = None;
                     self.refuse_literal(tag, "NO", "literal too big");
                 }
                 Verdict::DroppedCommand { tag, reset } => {
                     if reset {
                         self.server = silent_server(&self.settings);
                     }
+                    self.spooled = None;
                     self.refuse_literal(tag, "BAD", "non-synchronizing literal too big (LITERAL-)");
                 }
                 Verdict::Fatal(reason) => {
@@ -398,6 +434,8 @@ impl Session {
 
     fn parse_error(&mut self, e: imap_next::server::Error) {
         use imap_next::server::Error;
+        // A spooled literal belonged to the command that failed.
+        self.spooled = None;
         let (discarded, text) = match &e {
             Error::ExpectedCrlfGotLf { discarded_bytes } => (discarded_bytes, "expected CRLF"),
             Error::MalformedMessage { discarded_bytes } => (discarded_bytes, "syntax error"),
@@ -506,6 +544,8 @@ impl Session {
     fn command(&mut self, command: Command<'static>) {
         let tag = command.tag;
         let name = command.body.name();
+        // Only an APPEND has its literal spooled; any other command drops it.
+        let spooled = self.spooled.take();
         debug!(command = name, "command");
         let logged_in = self.user.is_some();
         let selected = self.selected.is_some();
@@ -602,7 +642,7 @@ impl Session {
                 message,
             } => {
                 self.fresh_parser = true;
-                self.append(tag, &mailbox, &flags, date, message)
+                self.append(tag, &mailbox, &flags, date, message, spooled)
             }
             _ if !selected => self.bad(&tag, "select a folder first"),
             CommandBody::Close => {

@@ -440,6 +440,7 @@ impl Session {
         flags: &[ImapFlag<'_>],
         date: Option<imap_next::imap_types::datetime::DateTime>,
         message: LiteralOrLiteral8<'_>,
+        spooled: Option<Result<Spool, String>>,
     ) {
         let Some(name) = self.named(&tag, mailbox) else {
             return;
@@ -451,7 +452,26 @@ impl Session {
             LiteralOrLiteral8::Literal(l) => l.as_ref(),
             LiteralOrLiteral8::Literal8(l) => &l.data,
         };
-        if bytes.is_empty() {
+        // A spooled message stands where the parser saw an empty literal.
+        let spool = match spooled {
+            None => None,
+            Some(Ok(spool)) if bytes.is_empty() => Some(spool),
+            Some(Ok(_)) => {
+                self.bad(&tag, "only the message may be a literal this large");
+                return;
+            }
+            Some(Err(reason)) => {
+                warn!(user = self.user(), %reason, "APPEND failed");
+                self.no(
+                    &tag,
+                    Some("SERVERBUG"),
+                    "the server could not do that; try again",
+                );
+                return;
+            }
+        };
+        let size = spool.as_ref().map_or(bytes.len() as u64, Spool::len);
+        if size == 0 {
             self.no(&tag, None, "empty message");
             return;
         }
@@ -477,7 +497,16 @@ impl Session {
                 Some(d) => d.as_ref().timestamp(),
                 None => crate::encode::now_secs(),
             };
-            let entry = user_mailbox.append(&folder, bytes, maildir_flags, secs)?;
+            let entry = match &spool {
+                Some(spool) => user_mailbox.append_from(
+                    &folder,
+                    &mut spool.reader(),
+                    size,
+                    maildir_flags,
+                    secs,
+                )?,
+                None => user_mailbox.append(&folder, bytes, maildir_flags, secs)?,
+            };
             let uids = index.add(&[(entry.id.clone(), secs)])?;
             Ok(Ok((
                 index.uid_validity(),
@@ -486,7 +515,7 @@ impl Session {
         })();
         match result {
             Ok(Ok((validity, uid))) => {
-                info!(user = self.user(), folder = %name, uid, size = bytes.len(), "message appended");
+                info!(user = self.user(), folder = %name, uid, size, "message appended");
                 self.sync(true);
                 self.ok(
                     &tag,

@@ -33,6 +33,9 @@ impl Harness {
             },
             max_errors: 5,
             max_login_failures: 3,
+            // Messages over 64 octets are spooled, so APPENDs here are read back
+            // from a file.
+            spool: SpoolDir::open(tmp.path().join("spool"), 64).unwrap(),
             shared: Arc::new(Shared::default()),
         };
         change(&mut settings);
@@ -455,6 +458,60 @@ fn a_new_keyword_is_announced_before_a_fetch_names_it() {
     // IDLE before login is refused.
     let mut d = h.session();
     assert!(d.cmd("x IDLE").starts_with("x BAD"));
+}
+
+#[test]
+fn a_large_append_is_spooled_and_stored_whole() {
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    let body: String = (0..2000).map(|i| format!("line {i}\r\n")).collect();
+    let message = format!("Subject: big\r\n\r\n{body}");
+    let len = message.len();
+    // The parser is told of an empty literal and asks for it as for any other.
+    assert_eq!(c.cmd(&format!("ap APPEND INBOX {{{len}}}")), "+ ...\r\n");
+    let mut out = String::new();
+    for piece in message.as_bytes().chunks(1000) {
+        out.push_str(&c.send(std::str::from_utf8(piece).unwrap()));
+    }
+    assert_eq!(out, "");
+    let out = c.send("\r\n");
+    assert!(out.starts_with("ap OK [APPENDUID "), "{out}");
+    // Non-synchronizing (LITERAL-, within its limit when the threshold is low) and
+    // literal8.
+    let small = format!("Subject: small\r\n\r\n{}\r\n", "x".repeat(100));
+    let out = c.send(&format!(
+        "ap2 APPEND INBOX {{{}+}}\r\n{small}\r\n",
+        small.len()
+    ));
+    assert!(out.starts_with("ap2 OK [APPENDUID "), "{out}");
+    assert_eq!(c.cmd(&format!("ap3 APPEND INBOX ~{{{len}}}")), "+ ...\r\n");
+    let out = c.send(&format!("{message}\r\n"));
+    assert!(out.starts_with("ap3 OK [APPENDUID "), "{out}");
+
+    c.ok("s SELECT INBOX");
+    let out = c.ok("f FETCH 1:3 (RFC822.SIZE BODY.PEEK[])");
+    assert!(
+        out.contains(&format!("1 FETCH (RFC822.SIZE {len} ")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("3 FETCH (RFC822.SIZE {len} ")),
+        "{out}"
+    );
+    assert_eq!(out.matches(message.as_str()).count(), 2);
+    assert!(out.contains(&small));
+
+    // A large literal that is not the message is refused; the session goes on.
+    let name = "x".repeat(100);
+    assert_eq!(c.cmd("ap4 APPEND {100}"), "+ ...\r\n");
+    assert_eq!(c.send(&format!("{name} {{5}}\r\n")), "+ ...\r\n");
+    let out = c.send("hello\r\n");
+    assert!(
+        out.starts_with("ap4 BAD") || out.starts_with("ap4 NO"),
+        "{out}"
+    );
+    let out = c.ok("n NOOP");
+    assert!(!out.contains("EXISTS"), "{out}");
 }
 
 #[test]
