@@ -402,3 +402,52 @@ fn imap_a_flooded_plain_port_leaves_the_tls_port_its_room() {
 fn pop3_a_flooded_plain_port_leaves_the_tls_port_its_room() {
     a_flooded_listener_leaves_the_others_their_room(Server::Pop3, &["pop3_server.tls_listen"]);
 }
+
+/// A client that opens sessions one after the other, each ended properly
+/// (QUIT or LOGOUT, its answer read) and closed at once, is never refused,
+/// even with one connection allowed per address: a session's address count
+/// is given back as the session ends, before its last answer is sent, not
+/// once its socket is gone.
+fn sessions_in_sequence_are_never_refused(server: Server) {
+    let (inst, daemon) = start(server, |inst| {
+        inst.set(server.section(), "max_connections_per_ip", "1")
+    });
+    let plain = address(&inst, server, &format!("{}.listen", server.section()));
+    let (quit, bye) = match server {
+        Server::Smtp => ("QUIT", "221 "),
+        Server::Imap => ("a LOGOUT", "a OK"),
+        Server::Pop3 => ("QUIT", "+OK"),
+    };
+    for n in 0..300 {
+        let mut client = Client::connect(plain);
+        let greeting = client.line();
+        assert!(
+            greeting.starts_with(server.greeting()),
+            "session {n}: {greeting}\n{}",
+            daemon.log()
+        );
+        client.send(quit);
+        loop {
+            let line = client.line();
+            assert!(!line.is_empty(), "session {n}: closed before {bye}");
+            if line.starts_with(bye) {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn smtp_sessions_in_sequence_are_never_refused() {
+    sessions_in_sequence_are_never_refused(Server::Smtp);
+}
+
+#[test]
+fn imap_sessions_in_sequence_are_never_refused() {
+    sessions_in_sequence_are_never_refused(Server::Imap);
+}
+
+#[test]
+fn pop3_sessions_in_sequence_are_never_refused() {
+    sessions_in_sequence_are_never_refused(Server::Pop3);
+}

@@ -270,6 +270,11 @@ where
     loop {
         let (s, action) = blocking(session, Session::progress).await?;
         session = s;
+        if matches!(action, Action::Close) {
+            // Given back before the last answer (LOGOUT's OK) is sent, so a
+            // client that read it may connect again at once.
+            guard.end_session();
+        }
         write_out(&mut stream, session.output(), limits.idle_timeout).await?;
         match action {
             Action::Flush => {}

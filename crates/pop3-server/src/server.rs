@@ -169,21 +169,30 @@ async fn connection(
     peer: SocketAddr,
     kind: Security,
     shutdown: Shutdown,
-    _admitted: Admitted,
+    mut admitted: Admitted,
 ) {
     debug!("connected");
     let handshake = shared.config.limits.tls_handshake_timeout;
     let result: io::Result<()> = match kind {
         Security::Plain => {
             let session = Session::new(shared.settings(false, true));
-            match run_session(&shared, stream, session, peer, shutdown.clone()).await {
+            match run_session(
+                &shared,
+                stream,
+                session,
+                peer,
+                shutdown.clone(),
+                &mut admitted,
+            )
+            .await
+            {
                 // STLS: a new session over TLS; nothing of the old one survives.
                 Ok(Some(stream)) => {
                     match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
                         Some(tls) => {
                             debug!("TLS started (STLS)");
                             let session = Session::after_stls(shared.settings(true, false));
-                            run_session(&shared, tls, session, peer, shutdown)
+                            run_session(&shared, tls, session, peer, shutdown, &mut admitted)
                                 .await
                                 .map(drop)
                         }
@@ -197,7 +206,7 @@ async fn connection(
         Security::Tls => match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
             Some(tls) => {
                 let session = Session::new(shared.settings(true, false));
-                run_session(&shared, tls, session, peer, shutdown)
+                run_session(&shared, tls, session, peer, shutdown, &mut admitted)
                     .await
                     .map(drop)
             }
@@ -226,6 +235,7 @@ async fn run_session<S>(
     mut session: Session,
     peer: SocketAddr,
     mut shutdown: Shutdown,
+    admitted: &mut Admitted,
 ) -> io::Result<Option<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -289,6 +299,9 @@ where
                     session.update_done(report);
                 }
                 Action::Close => {
+                    // Given back before the last answer (QUIT's +OK) is sent,
+                    // so a client that read it may connect again at once.
+                    admitted.end_session();
                     write_out(&mut stream, &mut conn.out, idle).await?;
                     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
                     return Ok(None);

@@ -129,6 +129,7 @@ impl Connections {
             listener,
             ip,
             user: None,
+            session_ended: false,
         })
     }
 
@@ -153,13 +154,15 @@ impl Connections {
 }
 
 /// One admitted connection, and the user it logged in as; counted until
-/// dropped.
+/// dropped (by address and user only until [`Admitted::end_session`]).
 #[derive(Debug)]
 pub struct Admitted {
     connections: Arc<Connections>,
     listener: &'static str,
     ip: IpAddr,
     user: Option<String>,
+    /// The address and user counts are given back already.
+    session_ended: bool,
 }
 
 impl Admitted {
@@ -177,17 +180,30 @@ impl Admitted {
         }
         true
     }
+
+    /// The session is over (its last answer is about to be sent): its
+    /// address and user counts are given back now, so that a client that
+    /// read that answer and connects again at once is not refused while
+    /// this connection is still being closed. The listener's budget stays
+    /// taken until the connection is dropped (its socket is still open).
+    pub fn end_session(&mut self) {
+        if std::mem::replace(&mut self.session_ended, true) {
+            return;
+        }
+        let mut table = self.connections.lock();
+        release(&mut table.by_address, &self.ip);
+        if let Some(user) = self.user.take() {
+            release(&mut table.by_user, &user);
+        }
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.end_session();
         let mut table = self.connections.lock();
         table.total = table.total.saturating_sub(1);
         release(&mut table.by_listener, &self.listener);
-        release(&mut table.by_address, &self.ip);
-        if let Some(user) = &self.user {
-            release(&mut table.by_user, user);
-        }
     }
 }
 
@@ -669,6 +685,31 @@ mod tests {
         assert_eq!(table.open(), 0);
         let t = table.lock();
         assert!(t.by_address.is_empty() && t.by_user.is_empty() && t.by_listener.is_empty());
+    }
+
+    #[test]
+    fn an_ended_session_frees_its_address_and_user_but_not_its_listener() {
+        let table = Connections::new(limits(2, 1, 1));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut first = table.admit(KEY, a).unwrap();
+        assert!(first.add_user("u@example.test"));
+        assert_eq!(table.admit(KEY, a).unwrap_err(), Refused::AddressFull);
+        first.end_session();
+        first.end_session();
+        let mut second = table.admit(KEY, a).unwrap();
+        assert!(second.add_user("u@example.test"));
+        assert_eq!(table.open(), 2, "the first is still open");
+        assert_eq!(
+            table.admit(KEY, "192.0.2.2".parse().unwrap()).unwrap_err(),
+            Refused::ListenerFull,
+            "its socket still takes room on the listener"
+        );
+        drop(first);
+        assert_eq!(table.lock().by_address.get(&a), Some(&1));
+        drop(second);
+        let t = table.lock();
+        assert!(t.by_address.is_empty() && t.by_user.is_empty() && t.by_listener.is_empty());
+        assert_eq!(t.total, 0);
     }
 
     #[test]

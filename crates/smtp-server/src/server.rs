@@ -10,7 +10,7 @@ use qs_config::Config;
 use qs_directory::Directory;
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
-use qs_service::accept::{self, ConnectionLimits, Connections};
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use qs_service::spool::SpoolDir;
@@ -148,10 +148,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
             let (shared, shutdown) = (accepted.clone(), sessions_shutdown.clone());
             tokio::spawn(
                 async move {
-                    // Counted until the session's last line is logged.
-                    let _admitted = admitted;
+                    // Its listener's budget is taken until the session's
+                    // last line is logged.
+                    let mut admitted = admitted;
                     info!("connected");
-                    match connection(shared, kind, stream, peer, id, shutdown).await {
+                    match connection(shared, kind, stream, peer, id, shutdown, &mut admitted).await
+                    {
                         Ok(()) => info!("disconnected"),
                         Err(e) => info!(error = %e, "connection ended with an error"),
                     }
@@ -183,6 +185,7 @@ async fn connection(
     peer: SocketAddr,
     id: String,
     shutdown: Shutdown,
+    admitted: &mut Admitted,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + shared.session_timeout;
     let may_relay = shared.relay_networks.iter().any(|n| n.contains(peer.ip()));
@@ -204,7 +207,8 @@ async fn connection(
         else {
             return Ok(());
         };
-        serve(&shared, new_session(true), tls, true, deadline, shutdown).await?;
+        let session = new_session(true);
+        serve(&shared, session, tls, true, deadline, shutdown, admitted).await?;
         return Ok(());
     }
     let upgraded = serve(
@@ -214,6 +218,7 @@ async fn connection(
         true,
         deadline,
         shutdown.clone(),
+        admitted,
     )
     .await?;
     if let Some(plain) = upgraded {
@@ -223,7 +228,8 @@ async fn connection(
         };
         info!("TLS started");
         // A fresh session: nothing from before the handshake survives it.
-        serve(&shared, new_session(true), tls, false, deadline, shutdown).await?;
+        let session = new_session(true);
+        serve(&shared, session, tls, false, deadline, shutdown, admitted).await?;
     }
     Ok(())
 }
@@ -236,6 +242,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     greet: bool,
     deadline: Instant,
     mut shutdown: Shutdown,
+    admitted: &mut Admitted,
 ) -> std::io::Result<Option<S>> {
     if greet {
         stream.write_all(&session.greeting()).await?;
@@ -282,6 +289,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     return Ok(Some(stream));
                 }
                 Action::Close => {
+                    // The session is over: its address may connect again
+                    // while this connection is still being closed.
+                    admitted.end_session();
                     stream.flush().await?;
                     let _ = stream.shutdown().await;
                     return Ok(None);
