@@ -1008,4 +1008,6 @@ fn decode64(bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
