@@ -5,9 +5,10 @@
 //! `single_server_main`: logging set-up ([`logging`]), the TLS acceptor built from
 //! `[tls]` and the self-signed default certificate ([`tls`]), listener binding
 //! with errors that name the address and the config key ([`listen`]), the
-//! accept loops, connection limits and TLS handshakes of the servers
-//! ([`accept`]), failed
-//! logins per client address ([`login_limit`]), the
+//! accept loops, connection limits (a budget per listener role, per address,
+//! per user), the log of refused connections and TLS handshakes of the servers
+//! ([`accept`]), failed logins per client address, counted as each attempt
+//! starts ([`login_limit`]), the
 //! shutdown signal ([`shutdown`]), restart without downtime ([`restart`]: socket
 //! hand-over to a successor, or an in-place `exec` after a graceful stop), the
 //! run file that says a daemon is ready ([`runfile`], [`notify`] for systemd),

@@ -39,8 +39,10 @@
 //! is drained, not kept), `max_recipients` (452 4.5.3; the client sends the
 //! others in a new transaction, RFC 5321 §4.5.3.1.10, so they count as errors
 //! only past `max_recipient_overshoot` in one transaction), `max_errors` (then 421),
-//! `idle_timeout_secs`, `session_timeout_secs`, `max_connections`,
-//! `max_connections_per_ip`; more than 100 Received fields is a loop (554 5.4.6).
+//! `idle_timeout_secs`, `session_timeout_secs`, `max_connections` (port 25),
+//! `submission_max_connections`, `submissions_max_connections` (each listener
+//! role a budget of its own), `max_connections_per_ip`; more than 100 Received
+//! fields is a loop (554 5.4.6).
 //!
 //! # Config
 //! `hostname`, `[tls]`, `[directory]`, `[queue]` (the client), and every key of
