@@ -720,3 +720,192 @@ p.quit()
     assert!(out.contains("* 1 FETCH (UID 2 FLAGS (\\Seen))"), "{out}");
     assert!(out.contains("* 2 FETCH (UID 3 FLAGS ())"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_patterns_built_to_backtrack_and_searches_with_many_ors() {
+    let (inst, daemon) = setup(true);
+    for s in ["one", "two", "three"] {
+        deliver(&inst, ALICE, &message(s));
+    }
+    let (plain, _) = addrs(&inst, &daemon);
+    let mut imap = login(plain, ALICE).await;
+    let long_name = "a".repeat(200);
+    imap.create(&long_name).await.unwrap();
+
+    // A backtracking matcher took 20.9 s for five stars and never ended at six (the
+    // time-out only turns such a hang into a failure).
+    let pattern = format!("{}b", "*a".repeat(30));
+    let listed: Vec<_> = tokio::time::timeout(Duration::from_secs(60), async {
+        imap.list(Some(""), Some(&pattern))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("LIST with 30 stars never answered");
+    assert!(listed.is_empty(), "{listed:?}");
+    let listed: Vec<_> = imap
+        .list(Some(""), Some(&"*a".repeat(30)))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.iter().map(|n| n.name()).collect();
+    assert_eq!(names, [long_name.as_str()]);
+
+    // "From, to, cc, subject or body contains": ten keys, nested ten deep, which
+    // imap-codec alone refuses.
+    imap.select("INBOX").await.unwrap();
+    let keys = ["FROM", "TO", "CC", "SUBJECT", "BODY"]
+        .iter()
+        .flat_map(|k| [format!("{k} nobody"), format!("{k} \"is two\"")])
+        .collect::<Vec<_>>();
+    let query = format!("{}{}", "OR ".repeat(keys.len() - 1), keys.join(" "));
+    let found = imap.uid_search(&query).await.unwrap();
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), [2]);
+    let query = format!("NOT ({query})");
+    let mut found: Vec<u32> = imap.search(&query).await.unwrap().into_iter().collect();
+    found.sort_unstable();
+    assert_eq!(found, [1, 3]);
+    imap.logout().await.unwrap();
+
+    let (mut c, _) = Raw::connect(plain);
+    c.cmd("a LOGIN alice@example.test pw");
+    c.cmd("b SELECT INBOX");
+    let out = c.cmd(&format!("c SEARCH {}ALL", "(".repeat(60_000)));
+    assert!(
+        out.starts_with("c NO [LIMIT] SEARCH takes at most 1000 search keys\r\n"),
+        "{out}"
+    );
+    let out = c.cmd(&format!("d SEARCH {}ALL", "OR SEEN (FLAGGED ".repeat(40)));
+    assert!(out.starts_with("d BAD "), "unbalanced: {out}");
+    let out = c.cmd(&format!(
+        "e SEARCH {}ALL{}",
+        "OR SEEN (FLAGGED ".repeat(40),
+        ")".repeat(40)
+    ));
+    assert!(
+        out.starts_with("e NO [LIMIT] SEARCH keys may nest at most 64 levels deep\r\n"),
+        "{out}"
+    );
+    let out = c.cmd(&format!("f LIST \"\" \"{}\"", "*".repeat(1100)));
+    assert!(
+        out.starts_with(
+            "f NO [LIMIT] LIST takes a reference and pattern of at most 1024 bytes\r\n"
+        ),
+        "{out}"
+    );
+    // The session goes on.
+    let out = c.cmd("g SEARCH OR SUBJECT one SUBJECT three");
+    assert!(out.contains("* SEARCH 1 3\r\ng OK"), "{out}");
+}
+
+/// Leaves a session of `daemon` stuck in a command: a FETCH reading a message file
+/// that never ends (a FIFO, as a hung network file system would give). Returns the
+/// client and the FIFO's writing end, held open and never written to.
+fn session_stuck_in_a_fetch(inst: &Installation, daemon: &Daemon) -> (Raw, std::fs::File) {
+    use std::os::unix::fs::OpenOptionsExt;
+    deliver(inst, ALICE, &message("one"));
+    let fifo = mailbox(inst, ALICE)
+        .root()
+        .join("cur/1751364000.M1P1.mx.test:2,S");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (plain, _) = addrs(inst, daemon);
+    let (mut c, _) = Raw::connect(plain);
+    c.cmd("a LOGIN alice@example.test pw");
+    let out = c.cmd("b SELECT INBOX");
+    assert!(out.contains("* 2 EXISTS"), "{out}");
+    c.send(b"c FETCH 1:* (BODY[])\r\n");
+    // Opening the FIFO for writing without blocking succeeds once the server is
+    // opening it for reading: the FETCH is under way, and stays in read() as long as
+    // the writing end is open.
+    const O_NONBLOCK: i32 = 0o4000; // Linux
+    let started = Instant::now();
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(writer) => return (c, writer),
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the FETCH never opened the message: {e}; log:\n{}",
+                daemon.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A session stuck in a command does not keep a stopped imap-server alive: it is
+/// dropped after the drain time and the process exits.
+#[test]
+fn a_stop_ends_a_session_stuck_in_a_command() {
+    let (inst, mut daemon) = setup(true);
+    let (mut c, _writer) = session_stuck_in_a_fetch(&inst, &daemon);
+    // The drain time at a stop (5 s), the wait for blocking work (2 s), and room.
+    let status = daemon.terminate(Duration::from_secs(20));
+    let log = daemon.log();
+    let status = status.unwrap_or_else(|| panic!("still running after SIGTERM; log:\n{log}"));
+    assert!(status.success(), "{status:?}; log:\n{log}");
+    assert!(log.contains("stopping with sessions still open"), "{log}");
+    assert!(c.closed(), "the client's connection was left open");
+}
+
+/// Whether process `pid` is gone (or only a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// After a restart without downtime, the old process ends a session stuck in a
+/// command once the grace period and the drain time are over, and exits.
+#[test]
+fn the_old_process_of_a_restart_ends_a_session_stuck_in_a_command() {
+    let (inst, mut daemon) = setup(true);
+    inst.set("restart", "grace_secs", "1");
+    let (mut c, _writer) = session_stuck_in_a_fetch(&inst, &daemon);
+    let old = daemon.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    // The grace period (1 s), the drain time (5 s), the wait for blocking work (2 s),
+    // and room.
+    let status = daemon.wait_exit(Duration::from_secs(25));
+    let successor = std::fs::read_to_string(inst.data_dir().join("run/imap-server.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| json["pid"].as_u64())
+        .map(|pid| pid as u32)
+        .filter(|&pid| pid != old);
+    if let Some(pid) = successor {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let log = daemon.log();
+    let status = status.unwrap_or_else(|| panic!("the old process still runs; log:\n{log}"));
+    assert!(status.success(), "{status:?}; log:\n{log}");
+    assert!(c.closed(), "the client's connection was left open");
+    let successor = successor.unwrap_or_else(|| panic!("no new process; log:\n{log}"));
+    let start = Instant::now();
+    while !gone(successor) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the new process still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -301,6 +301,12 @@ pub struct ImapLimits {
     /// An APPEND message literal larger than this, in octets, goes to a file
     /// in `<data_dir>/spool/imap-server/` instead of memory while it arrives.
     pub spool_threshold: u64,
+    /// The longest LIST or LSUB reference and pattern together, in octets.
+    pub max_list_pattern_length: u64,
+    /// Search keys in one SEARCH (each OR, NOT and parenthesised list counts).
+    pub max_search_keys: u64,
+    /// How deep a SEARCH's groups may nest (a chain of ORs is one level).
+    pub max_search_depth: u64,
 }
 
 /// How outgoing mail leaves.
@@ -747,6 +753,10 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         login_byte_budget: i.number("login_byte_budget", 65_536, 1024, 1 << 24),
         max_connections_per_user: i.number("max_connections_per_user", 20, 1, 1_000_000),
         spool_threshold: i.number("spool_threshold", 1_048_576, 0, 1 << 30),
+        max_list_pattern_length: i.number("max_list_pattern_length", 1024, 64, 65_536),
+        max_search_keys: i.number("max_search_keys", 1000, 16, 100_000),
+        // The search is evaluated recursively, one stack frame per level.
+        max_search_depth: i.number("max_search_depth", 64, 8, 1000),
     };
     i.finish();
     let (pop3_server, p3) =

@@ -60,20 +60,26 @@
 //! 60 s before login; `max_errors` protocol errors close the session; connections
 //! are limited per listener (each of `listen` and `tls_listen` has its own budget),
 //! per address and per user. Output is written in 64 KiB steps
-//! (a FETCH of many messages never sits in memory whole).
+//! (a FETCH of many messages never sits in memory whole). LIST and LSUB patterns
+//! ([`list_pattern`]) are at most `max_list_pattern_length` bytes and match in at
+//! most name × pattern steps. A SEARCH has at most `max_search_keys` keys nested at
+//! most `max_search_depth` levels ([`search`]); deeper nesting than imap-codec
+//! follows is parsed without recursion ([`search::deep`]). Over a limit: `NO [LIMIT]`.
 //!
 //! # Config
 //! `hostname`, `data_dir`, `[tls] cert` and `key`, `[directory] file` and
 //! `subaddress_separator`, `[log] level`, and `[imap_server]`: `listen`, `tls_listen`,
 //! `allow_plaintext_auth`, `max_connections`, `tls_max_connections`, `max_connections_per_ip`,
 //! `max_connections_per_user`, `idle_timeout_secs`, `max_auth_failures`, `max_errors`,
-//! `max_line_length`, `max_literal_size`, `login_byte_budget`. The bound addresses are
+//! `max_line_length`, `max_literal_size`, `login_byte_budget`,
+//! `max_list_pattern_length`, `max_search_keys`, `max_search_depth`. The bound addresses are
 //! written to `<data_dir>/run/imap-server.json` under `imap_server.listen` and
 //! `imap_server.tls_listen`.
 
 pub mod encode;
 pub mod fetch;
 pub mod input;
+pub mod list_pattern;
 pub mod message;
 pub mod mutf7;
 pub mod search;
@@ -125,6 +131,11 @@ pub fn limits(config: &Config) -> Limits {
             max_literal: u32::try_from(imap.max_literal_size).unwrap_or(u32::MAX),
             login_budget: count(imap.login_byte_budget),
             ..defaults.input
+        },
+        max_list_pattern: count(imap.max_list_pattern_length),
+        search: search::SearchLimits {
+            max_keys: count(imap.max_search_keys),
+            max_depth: count(imap.max_search_depth),
         },
         ..defaults
     }

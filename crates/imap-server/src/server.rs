@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::input::InputLimits;
+use crate::search::SearchLimits;
 use crate::session::{Action, Credentials, LoginResult, Session, Settings};
 use crate::store::Shared as StoreShared;
 
@@ -71,6 +72,10 @@ pub struct Limits {
     pub max_errors: u32,
     /// What the input guard allows (line, literals, bytes before login).
     pub input: InputLimits,
+    /// The longest LIST or LSUB reference and pattern together, in bytes.
+    pub max_list_pattern: usize,
+    /// How big a SEARCH may be.
+    pub search: SearchLimits,
     /// At shutdown, how long sessions in the middle of a command may finish.
     pub drain_timeout: Duration,
 }
@@ -97,6 +102,11 @@ impl Default for Limits {
                 max_literal: 26_214_400,
                 max_literal_before_login: 8192,
                 login_budget: 65_536,
+            },
+            max_list_pattern: 1024,
+            search: SearchLimits {
+                max_keys: 1000,
+                max_depth: 64,
             },
             drain_timeout: Duration::from_secs(5),
         }
@@ -416,6 +426,8 @@ impl Shared {
             max_errors: limits.max_errors,
             max_login_failures: limits.max_login_failures,
             spool: self.config.spool.clone(),
+            max_list_pattern: limits.max_list_pattern,
+            search: limits.search,
             shared: self.store.clone(),
         }
     }

@@ -21,7 +21,6 @@ use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
 use imap_next::imap_types::response::{
     Capability, Code, CommandContinuationRequest, Greeting, GreetingKind, Status,
 };
-use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::sequence::SequenceSet;
 use imap_next::imap_types::status::StatusDataItemName;
 use imap_next::server::{Event, Options, Server};
@@ -34,9 +33,10 @@ use tracing::{debug, info, warn};
 use crate::encode::{number, string};
 use crate::fetch::{self, Item};
 use crate::input::{InputGuard, InputLimits, Step, Verdict};
+use crate::list_pattern::ListPattern;
 use crate::message::SearchText;
 use crate::mutf7;
-use crate::search::{self, Candidate, Context};
+use crate::search::{self, Candidate, Context, Query, SearchError, SearchLimits};
 use crate::selected::Selected;
 use crate::store::{Shared, Subscriptions, letter_of, write_flags};
 
@@ -64,6 +64,10 @@ pub struct Settings {
     pub max_login_failures: u32,
     /// Where APPEND literals over its threshold go while they arrive.
     pub spool: Arc<SpoolDir>,
+    /// The longest LIST or LSUB reference and pattern together, in bytes.
+    pub max_list_pattern: usize,
+    /// How big a SEARCH may be.
+    pub search: SearchLimits,
     /// What the sessions of this process share.
     pub shared: Arc<Shared>,
 }
@@ -436,6 +440,15 @@ impl Session {
         use imap_next::server::Error;
         // A spooled literal belonged to the command that failed.
         self.spooled = None;
+        if let Error::MalformedMessage { discarded_bytes } = &e
+            && let Some((tag, search)) =
+                search::deep::parse(discarded_bytes.declassify(), self.settings.search)
+            && !matches!(search, Err(SearchError::Syntax))
+        {
+            // Nested deeper than imap-codec follows, or over the limits.
+            self.deep_search(tag, search);
+            return;
+        }
         let (discarded, text) = match &e {
             Error::ExpectedCrlfGotLf { discarded_bytes } => (discarded_bytes, "expected CRLF"),
             Error::MalformedMessage { discarded_bytes } => (discarded_bytes, "syntax error"),
@@ -464,6 +477,36 @@ impl Session {
             }
         }
         self.count_error();
+    }
+
+    /// A SEARCH that only [`search::deep`] could read.
+    fn deep_search(
+        &mut self,
+        tag: Tag<'static>,
+        search: Result<search::deep::DeepSearch, SearchError>,
+    ) {
+        debug!(command = "SEARCH", "command (deeply nested)");
+        if self.user.is_none() {
+            self.bad(&tag, "log in first");
+        } else if self.selected.is_none() {
+            self.bad(&tag, "select a folder first");
+        } else {
+            match search {
+                Ok(s) => self.search(tag, s.charset, s.query, s.uid),
+                Err(e) => self.search_refused(&tag, &e),
+            }
+        }
+    }
+
+    /// A SEARCH over the limits gets `NO [LIMIT]` (RFC 5530) naming the limit.
+    fn search_refused(&mut self, tag: &Tag<'_>, e: &SearchError) {
+        match e {
+            SearchError::Syntax => self.bad(tag, "syntax error"),
+            e => {
+                info!(user = self.user(), reason = %e, "SEARCH refused");
+                self.no(tag, Some("LIMIT"), &e.to_string());
+            }
+        }
     }
 
     fn count_error(&mut self) {
@@ -669,7 +712,10 @@ impl Session {
                 uid,
             } => {
                 let charset = charset.map(|c| c.as_ref().to_owned());
-                self.search(tag, charset, criteria, uid)
+                match Query::from_criteria(criteria.as_ref(), self.settings.search) {
+                    Ok(query) => self.search(tag, charset, query, uid),
+                    Err(e) => self.search_refused(&tag, &e),
+                }
             }
             CommandBody::Fetch {
                 sequence_set,

@@ -34,23 +34,6 @@ pub(super) fn wire_name(name: &FolderName) -> String {
     }
 }
 
-/// True if `name` matches a LIST pattern (`*` anything, `%` anything but the
-/// delimiter). INBOX matches without regard to case.
-pub(super) fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| pattern_matches(rest, &name[i..])),
-        Some((b'%', rest)) => {
-            let limit = name.iter().position(|&b| b == b'.').unwrap_or(name.len());
-            (0..=limit).any(|i| pattern_matches(rest, &name[i..]))
-        }
-        Some((&p, rest)) => match name.split_first() {
-            Some((&n, name_rest)) => p == n && pattern_matches(rest, name_rest),
-            None => false,
-        },
-    }
-}
-
 impl Session {
     fn user_mailbox(&self) -> Option<Mailbox> {
         self.user.as_ref().map(|u| u.mailbox.clone())
@@ -266,6 +249,18 @@ impl Session {
             return;
         }
         let full: Vec<u8> = [reference.as_slice(), pattern].concat();
+        let max_pattern = self.settings.max_list_pattern;
+        if full.len() > max_pattern {
+            self.no(
+                &tag,
+                Some("LIMIT"),
+                &format!("{verb} takes a reference and pattern of at most {max_pattern} bytes"),
+            );
+            return;
+        }
+        let pattern = ListPattern::new(&full, FolderName::DELIMITER as u8);
+        let inbox_pattern =
+            ListPattern::new(&full.to_ascii_uppercase(), FolderName::DELIMITER as u8);
         let folders = match user_mailbox.folders() {
             Ok(f) => f,
             Err(e) => {
@@ -315,9 +310,9 @@ impl Session {
             };
             let wire = wire_name(&folder);
             let matched = if folder.is_inbox() {
-                pattern_matches(&full.to_ascii_uppercase(), b"INBOX")
+                inbox_pattern.matches(b"INBOX")
             } else {
-                pattern_matches(&full, wire.as_bytes())
+                pattern.matches(wire.as_bytes())
             };
             if !matched {
                 continue;
@@ -332,7 +327,7 @@ impl Session {
                     .filter(|n| !parents.contains(n))
                     .filter_map(|n| FolderName::new(n).ok())
                     .map(|f| wire_name(&f))
-                    .any(|w| w.starts_with(&prefix) && pattern_matches(&full, w.as_bytes()));
+                    .any(|w| w.starts_with(&prefix) && pattern.matches(w.as_bytes()));
                 if descendant_matches {
                     continue;
                 }
@@ -566,23 +561,4 @@ fn rename_inbox(mailbox: &Mailbox, to: &FolderName) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_patterns() {
-        assert!(pattern_matches(b"*", b"A.B.C"));
-        assert!(pattern_matches(b"%", b"A"));
-        assert!(!pattern_matches(b"%", b"A.B"));
-        assert!(pattern_matches(b"A.%", b"A.B"));
-        assert!(!pattern_matches(b"A.%", b"A.B.C"));
-        assert!(pattern_matches(b"A*", b"A.B.C"));
-        assert!(pattern_matches(b"*B", b"A.B"));
-        assert!(pattern_matches(b"%.%", b"A.B"));
-        assert!(!pattern_matches(b"B", b"A"));
-        assert!(pattern_matches(b"", b""));
-    }
 }

@@ -268,7 +268,7 @@ impl Session {
         &mut self,
         tag: Tag<'static>,
         charset: Option<String>,
-        criteria: Vec1<SearchKey<'static>>,
+        mut query: Query,
         uid: bool,
     ) {
         if let Some(charset) = &charset
@@ -289,17 +289,14 @@ impl Session {
         let Some(sel) = self.selected.as_ref() else {
             return;
         };
-        let key = match criteria.as_ref() {
-            [one] => one.clone(),
-            _ => SearchKey::And(criteria.clone()),
-        };
-        let needs = search::needs(&key);
+        let needs = query.needs();
         let keywords = sel.state.index().keywords().to_vec();
         let ctx = Context {
             keywords: &keywords,
             exists: sel.exists(),
             max_uid: sel.max_uid(),
         };
+        query.resolve_sets(&ctx);
         let mut found: Vec<u32> = Vec::new();
         for (i, msg) in sel.all().iter().enumerate() {
             let Some(msg) = msg else {
@@ -353,7 +350,7 @@ impl Session {
                 sent,
                 text: text.as_ref(),
             };
-            if search::matches(&key, &candidate, &ctx) {
+            if query.matches(&candidate, &ctx) {
                 found.push(if uid { msg.uid } else { i as u32 + 1 });
             }
         }

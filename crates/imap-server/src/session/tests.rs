@@ -36,6 +36,11 @@ impl Harness {
             // Messages over 64 octets are spooled, so APPENDs here are read back
             // from a file.
             spool: SpoolDir::open(tmp.path().join("spool"), 64).unwrap(),
+            max_list_pattern: 1024,
+            search: SearchLimits {
+                max_keys: 1000,
+                max_depth: 64,
+            },
             shared: Arc::new(Shared::default()),
         };
         change(&mut settings);
