@@ -423,11 +423,6 @@ fn two_sessions_see_each_other() {
 }
 
 #[test]
-fn idle_reports_new_mail_and_ends_with_done() {
-    let h = Harness::new();
-    let mut c = h.logged_in();
-    c.ok("s SELECT INBOX");
-#[test]
 fn a_new_keyword_is_announced_before_a_fetch_names_it() {
     let h = Harness::new();
     h.deliver("one");
@@ -448,6 +443,11 @@ fn a_new_keyword_is_announced_before_a_fetch_names_it() {
     announced_first(&b.ok("b2 NOOP"));
 }
 
+#[test]
+fn idle_reports_new_mail_and_ends_with_done() {
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    c.ok("s SELECT INBOX");
     let out = c.cmd("i IDLE");
     assert_eq!(out, "+ idling\r\n");
     assert_eq!(c.state, Step::Idle);
