@@ -89,6 +89,9 @@ pub mod server;
 pub mod session;
 pub mod store;
 
+#[cfg(test)]
+mod proptests;
+
 use std::time::Duration;
 
 use qs_config::Config;
