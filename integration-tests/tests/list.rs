@@ -265,25 +265,73 @@ impl Site {
 
     /// One HTTP/1.1 request to the web page: (status, headers, body).
     fn http(&self, method: &str, path: &str, form: &str) -> (u16, String, String) {
+        self.http_with(method, path, "", form)
+    }
+
+    /// The same with more header lines (each ending in CRLF).
+    fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        more_headers: &str,
+        form: &str,
+    ) -> (u16, String, String) {
         let mut stream = TcpStream::connect(self.web).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: lists.example.test\r\nConnection: close\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{more_headers}\r\n{form}",
             form.len()
         )
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, head.to_string(), body.to_string())
+        split_response(&response)
     }
+
+    /// The list page's form token and the cookie it is tied to, as a
+    /// browser keeps them: (token, `Cookie:` value).
+    fn form(&self, list: &str) -> (String, String) {
+        let (status, head, body) = self.http("GET", &format!("/list/{list}"), "");
+        assert_eq!(status, 200, "{body}");
+        let token = body
+            .split_once("name=\"token\" value=\"")
+            .and_then(|(_, rest)| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no token in the form: {body}"))
+            .to_string();
+        let cookie = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("set-cookie")
+                    .then(|| value.trim().split(';').next().unwrap_or("").to_string())
+            })
+            .unwrap_or_else(|| panic!("the list page set no cookie: {head}"));
+        (token, cookie)
+    }
+
+    /// Sends the list's subscription form as a browser on its page does.
+    fn subscribe(&self, list: &str, email: &str, action: &str) -> (u16, String, String) {
+        let (token, cookie) = self.form(list);
+        self.http_with(
+            "POST",
+            &format!("/list/{list}"),
+            &format!("Cookie: {cookie}\r\nOrigin: http://{}\r\n", self.web),
+            &format!("token={token}&email={email}&action={action}"),
+        )
+    }
+}
+
+/// An HTTP response as (status, head, body).
+fn split_response(response: &str) -> (u16, String, String) {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
 }
 
 /// The token in a `confirm TOKEN` / `approve TOKEN` subject.
@@ -616,11 +664,7 @@ fn the_web_page_lists_subscribes_and_confirms_once() {
     let (status, _, _) = s.http("GET", "/list/nothing@example.test", "");
     assert_eq!(status, 404);
 
-    let (status, _, body) = s.http(
-        "POST",
-        "/list/team@example.test",
-        "email=bob%40example.test&action=subscribe",
-    );
+    let (status, _, body) = s.subscribe("team@example.test", "bob%40example.test", "subscribe");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Check your mail"));
     let mail = s.wait_subject("bob@example.test", "confirm ", 1);
@@ -654,12 +698,8 @@ fn the_web_page_lists_subscribes_and_confirms_once() {
     assert_eq!(status, 400);
 
     // Bad input changes nothing and says why.
-    let (status, _, _) = s.http(
-        "POST",
-        "/list/team@example.test",
-        "email=not-an-address&action=subscribe",
-    );
-    assert_eq!(status, 400);
+    let (status, _, body) = s.subscribe("team@example.test", "not-an-address", "subscribe");
+    assert_eq!(status, 400, "{body}");
     let out = s
         .inst
         .qsctl(&["list", "set", "team@example.test", "posting", "everyone"]);
@@ -669,6 +709,303 @@ fn the_web_page_lists_subscribes_and_confirms_once() {
         .inst
         .qsctl(&["list", "create", "team-request@example.test"]);
     assert!(!out.status.success());
+}
+
+/// A POST to the subscription form must come from the list's page: with its
+/// token, the cookie the token is tied to, and no other site's Origin or
+/// Sec-Fetch-Site. One that does not gets 403 and queues nothing.
+#[test]
+fn the_web_page_refuses_posts_without_its_token_or_from_another_site() {
+    let s = site(|_| {});
+    s.list("team@example.test", &[], &[]);
+    s.list("other@example.test", &[], &[]);
+    let path = "/list/team@example.test";
+    let fields = "email=bob%40example.test&action=subscribe";
+    let (token, cookie) = s.form("team@example.test");
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let refusals = [
+        ("no token", String::new(), fields.to_string()),
+        (
+            "no cookie",
+            String::new(),
+            format!("token={token}&{fields}"),
+        ),
+        (
+            "another browser's cookie",
+            "Cookie: qs_form=0123456789abcdef0123456789abcdef\r\n".to_string(),
+            format!("token={token}&{fields}"),
+        ),
+        (
+            "a forged token",
+            with_cookie.clone(),
+            format!("token={}x&{fields}", token),
+        ),
+        (
+            "a foreign Origin",
+            format!("{with_cookie}Origin: https://attacker.example\r\n"),
+            format!("token={token}&{fields}"),
+        ),
+        (
+            "a cross-site fetch",
+            format!("{with_cookie}Sec-Fetch-Site: cross-site\r\n"),
+            format!("token={token}&{fields}"),
+        ),
+    ];
+    for (what, headers, form) in &refusals {
+        let (status, _, body) = s.http_with("POST", path, headers, form);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(body.contains("Nothing was changed."), "{what}: {body}");
+    }
+    // The token of one list's page does not work for another list.
+    let (status, _, body) = s.http_with(
+        "POST",
+        "/list/other@example.test",
+        &with_cookie,
+        &format!("token={token}&{fields}"),
+    );
+    assert_eq!(status, 403, "{body}");
+
+    // None of those asked for anything: the first real request is answered
+    // as the first, and its mail is the only one.
+    let (status, _, body) = s.subscribe("team@example.test", "bob%40example.test", "subscribe");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Check your mail"), "{body}");
+    assert_eq!(s.wait_subject("bob@example.test", "confirm ", 1).len(), 1);
+}
+
+/// One confirmation per address and list within `confirm_window_secs`, and
+/// `web_requests_per_ip_per_hour` requests per client address.
+#[test]
+fn the_web_page_mails_an_address_once_and_limits_requests_per_client() {
+    let s = site(|inst| inst.set("list_server", "web_requests_per_ip_per_hour", "3"));
+    s.list("team@example.test", &[], &[]);
+    let (status, _, body) = s.subscribe("team@example.test", "bob%40example.test", "subscribe");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Check your mail"), "{body}");
+    let (status, _, body) = s.subscribe("team@example.test", "bob%40example.test", "subscribe");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Already asked"), "{body}");
+    assert!(body.contains("no other is sent now"), "{body}");
+    // The answer to a mail command says the same, without another request.
+    s.send(
+        "bob@example.test",
+        "team-request@example.test",
+        "subscribe",
+        "",
+    );
+    let answer = s.wait_subject("bob@example.test", "Re: subscribe", 1);
+    assert!(
+        String::from_utf8_lossy(&answer[0]).contains("was sent a short while ago"),
+        "{}",
+        String::from_utf8_lossy(&answer[0])
+    );
+    assert_eq!(s.wait_subject("bob@example.test", "confirm ", 1).len(), 1);
+
+    // The third request from this address is the last this hour.
+    let (status, _, body) = s.subscribe("team@example.test", "carol%40example.test", "subscribe");
+    assert_eq!(status, 200, "{body}");
+    s.wait_subject("carol@example.test", "confirm ", 1);
+    let (status, head, body) =
+        s.subscribe("team@example.test", "alice%40example.test", "subscribe");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("Too many subscription requests"), "{body}");
+    assert!(head.to_lowercase().contains("retry-after:"), "{head}");
+    // Bob still has his one confirmation, and alice none.
+    assert!(s.inst.inbox("alice@example.test").is_empty());
+    let confirmations = s
+        .inst
+        .inbox("bob@example.test")
+        .iter()
+        .filter(|m| message::values(m, "Subject")[0].starts_with("confirm "))
+        .count();
+    assert_eq!(confirmations, 1);
+}
+
+/// A list address no list can have is a client's mistake (400), not the
+/// server's (503); a body over `web_max_body_bytes` gets 413; each with a
+/// sentence.
+#[test]
+fn the_web_page_refuses_long_names_and_large_bodies_with_a_sentence() {
+    let s = site(|_| {});
+    s.list("team@example.test", &[], &[]);
+    let long = "a".repeat(5000);
+    for (method, path) in [
+        ("GET", format!("/list/{long}")),
+        ("POST", format!("/list/{long}")),
+        ("GET", format!("/list/{long}@example.test")),
+    ] {
+        let (status, _, body) = s.http(method, &path, "email=bob%40example.test&action=subscribe");
+        assert_eq!(status, 400, "{method} {body}");
+        assert!(
+            body.contains("A list address has at most 254 characters."),
+            "{method} {body}"
+        );
+    }
+    // The head announces a body over the limit: refused before it is sent.
+    let mut stream = TcpStream::connect(s.web).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "POST /list/team@example.test HTTP/1.1\r\nHost: lists.example.test\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (status, _, body) = split_response(&response);
+    assert_eq!(status, 413, "{response}");
+    assert!(
+        body.contains("larger than this page accepts (16384 bytes at most)"),
+        "{body}"
+    );
+}
+
+/// Connects to the web page from `from` (any 127.0.0.0/8 address).
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        socket.connect(to).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// `GET /healthz` on a kept-alive connection; true when answered `ok`.
+fn healthz(stream: &mut TcpStream) -> bool {
+    let sent = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: lists.example.test\r\n\r\n");
+    if sent.is_err() {
+        return false;
+    }
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\nok") {
+        match stream.read(&mut byte) {
+            Ok(1) => response.push(byte[0]),
+            _ => return false,
+        }
+    }
+    response.starts_with(b"HTTP/1.1 200")
+}
+
+/// What a connection gets before the server closes it.
+fn until_closed(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let closed = stream.read_to_end(&mut got);
+    assert!(
+        closed.is_ok(),
+        "the connection is still open ({closed:?}); it got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Idle connections beyond `web_max_connections` (all clients) or
+/// `web_max_connections_per_ip` (one client) are answered 503 and closed;
+/// those within stay open.
+#[test]
+fn the_web_page_holds_no_more_connections_than_its_limits() {
+    let s = site(|inst| {
+        inst.set("list_server", "web_max_connections", "3");
+        inst.set("list_server", "web_max_connections_per_ip", "2");
+        // Long enough that the held connections outlive the test.
+        inst.set("list_server", "web_idle_timeout_secs", "300");
+        inst.set("list_server", "web_head_timeout_secs", "300");
+    });
+    let mut first = connect_from([127, 0, 0, 1], s.web);
+    let mut second = connect_from([127, 0, 0, 1], s.web);
+    assert!(healthz(&mut first) && healthz(&mut second));
+    let mut third = connect_from([127, 0, 0, 1], s.web);
+    let refused = until_closed(&mut third);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("Too many connections"), "{refused}");
+
+    // Another client has room, until all three places are taken.
+    let mut other = connect_from([127, 0, 0, 2], s.web);
+    assert!(healthz(&mut other));
+    let mut fourth = connect_from([127, 0, 0, 3], s.web);
+    let refused = until_closed(&mut fourth);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+
+    // The idle ones were kept, and a place given back is taken again.
+    assert!(healthz(&mut first) && healthz(&mut second) && healthz(&mut other));
+    drop(first);
+    let start = Instant::now();
+    loop {
+        let mut again = connect_from([127, 0, 0, 3], s.web);
+        if healthz(&mut again) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the place was never given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `start`, then `more` every 200 ms, until the server closes the
+/// connection; true when it did (within WAIT).
+fn trickle_until_closed(web: SocketAddr, start: &str, more: &str) -> bool {
+    let mut stream = TcpStream::connect(web).unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+        let _ = done.send(());
+    });
+    let began = Instant::now();
+    let _ = stream.write_all(start.as_bytes());
+    while began.elapsed() < WAIT {
+        if closed.recv_timeout(Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        let _ = stream.write_all(more.as_bytes());
+    }
+    false
+}
+
+/// A connection idle longer than `web_idle_timeout_secs`, before its first
+/// request or after an answer, is closed; so is one whose request head takes
+/// longer than `web_head_timeout_secs`, however steadily it trickles in.
+#[test]
+fn the_web_page_closes_idle_connections_and_cuts_trickled_heads() {
+    let idle = site(|inst| {
+        inst.set("list_server", "web_idle_timeout_secs", "1");
+        inst.set("list_server", "web_head_timeout_secs", "300");
+    });
+    let mut silent = TcpStream::connect(idle.web).unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(until_closed(&mut silent), "");
+    let mut kept = TcpStream::connect(idle.web).unwrap();
+    kept.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(healthz(&mut kept));
+    assert_eq!(until_closed(&mut kept), "");
+    drop(idle);
+
+    let slow = site(|inst| {
+        inst.set("list_server", "web_idle_timeout_secs", "300");
+        inst.set("list_server", "web_head_timeout_secs", "1");
+    });
+    // A header field a byte every 200 ms: the connection is never idle,
+    // but its head never ends (nor grows past any size or count limit).
+    assert!(
+        trickle_until_closed(
+            slow.web,
+            "GET /healthz HTTP/1.1\r\nHost: lists.example.test\r\nX-Slow: ",
+            "a"
+        ),
+        "a head trickled in was never cut off"
+    );
+    // Half a request line, then a byte now and then.
+    assert!(
+        trickle_until_closed(slow.web, "GET /heal", "t"),
+        "half a request line was never cut off"
+    );
 }
 
 // ---------------------------------------------------------------------------

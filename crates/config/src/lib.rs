@@ -478,6 +478,25 @@ pub struct ListServerConfig {
     pub confirm_expiry_days: u64,
     /// Days the one-click unsubscribe link of a post stays valid.
     pub unsubscribe_link_days: u64,
+    /// Open connections to the web page at once, from everyone.
+    pub web_max_connections: u64,
+    /// Open connections to the web page at once from one client address.
+    pub web_max_connections_per_ip: u64,
+    /// Seconds a request's line and header fields may take to arrive, all of them.
+    pub web_head_timeout_secs: u64,
+    /// Seconds a connection may wait for its next request.
+    pub web_idle_timeout_secs: u64,
+    /// Seconds a request may take from its head to the answer (its body included).
+    pub web_request_timeout_secs: u64,
+    /// The largest request body, in bytes.
+    pub web_max_body_bytes: u64,
+    /// Seconds a subscription form stays valid after it was shown.
+    pub web_form_expiry_secs: u64,
+    /// Seconds after a confirmation mail during which no other goes to the
+    /// same address for the same list.
+    pub confirm_window_secs: u64,
+    /// Subscription requests on the web page per client address per hour.
+    pub web_requests_per_ip_per_hour: u64,
 }
 
 /// An IP network in CIDR notation, e.g. `192.168.1.0/24`.
@@ -825,6 +844,15 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         hold_expiry_days: l.number("hold_expiry_days", 14, 1, 365),
         confirm_expiry_days: l.number("confirm_expiry_days", 7, 1, 90),
         unsubscribe_link_days: l.number("unsubscribe_link_days", 90, 1, 3650),
+        web_max_connections: l.number("web_max_connections", 256, 1, 1_000_000),
+        web_max_connections_per_ip: l.number("web_max_connections_per_ip", 16, 1, 1_000_000),
+        web_head_timeout_secs: l.number("web_head_timeout_secs", 10, 1, 300),
+        web_idle_timeout_secs: l.number("web_idle_timeout_secs", 10, 1, 3600),
+        web_request_timeout_secs: l.number("web_request_timeout_secs", 30, 1, 3600),
+        web_max_body_bytes: l.number("web_max_body_bytes", 16_384, 1024, 1 << 20),
+        web_form_expiry_secs: l.number("web_form_expiry_secs", 86_400, 60, 30 * day),
+        confirm_window_secs: l.number("confirm_window_secs", 3600, 1, 30 * day),
+        web_requests_per_ip_per_hour: l.number("web_requests_per_ip_per_hour", 20, 1, 1_000_000),
     };
     if !(list_server.web_url.starts_with("http://") || list_server.web_url.starts_with("https://"))
     {

@@ -43,6 +43,9 @@ const WORKERS: usize = 4;
 const FANOUT_CONCURRENCY: usize = 16;
 /// The queue's state namespace where used tokens are recorded.
 const USED_TOKENS: &str = "list-tokens";
+/// The queue's state namespace where the time of the last confirmation
+/// request of each list and address (`LIST/ADDRESS`) is recorded.
+const CONFIRMATIONS_ASKED: &str = "list-confirmations";
 /// A bounce older than this many days no longer adds to a member's score.
 const BOUNCE_MEMORY_DAYS: u64 = 30;
 
@@ -62,8 +65,14 @@ pub struct Shared {
     hold_expiry_secs: u64,
     confirm_expiry_secs: u64,
     unsubscribe_secs: u64,
+    /// After a confirmation request, no other for the same list and address.
+    confirm_window_secs: u64,
+    /// How long the web page's subscription form stays valid.
+    pub form_expiry_secs: u64,
     /// Serialises the check-then-record of used tokens.
     claims: Mutex<()>,
+    /// Serialises the check-then-record of confirmation requests.
+    confirmations: Mutex<()>,
     /// Wakes the held-posts loop when a decision is taken.
     pub held_changed: Notify,
 }
@@ -93,6 +102,20 @@ impl ActionError {
     }
 }
 
+/// What asking for a confirmation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// The confirmation request is queued, or nothing needed confirming (the
+    /// answer is the same, so it tells nothing of membership).
+    Sent,
+    /// One was asked for this list and address within `confirm_window_secs`:
+    /// nothing was sent.
+    AlreadySent {
+        /// Seconds until another may be asked for.
+        retry_after_secs: u64,
+    },
+}
+
 /// What an address of a list is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
@@ -119,7 +142,10 @@ impl Shared {
             hold_expiry_secs: l.hold_expiry_days * 86_400,
             confirm_expiry_secs: l.confirm_expiry_days * 86_400,
             unsubscribe_secs: l.unsubscribe_link_days * 86_400,
+            confirm_window_secs: l.confirm_window_secs,
+            form_expiry_secs: l.web_form_expiry_secs,
             claims: Mutex::new(()),
+            confirmations: Mutex::new(()),
             held_changed: Notify::new(),
         })
     }
@@ -240,14 +266,49 @@ impl Shared {
     /// Sends a confirmation request for `action` on `address`, or nothing
     /// when there is nothing to confirm (already a member, or not one); the
     /// answer is the same either way, so the page reveals no membership.
+    /// At most one request per list and address is sent within
+    /// `confirm_window_secs`, so nobody can have the list mail an address
+    /// over and over; the window starts even when nothing was sent, for the
+    /// same reason as the answer.
     pub async fn request_confirmation(
         &self,
         list: &MailingList,
         address: &str,
         action: Action,
-    ) -> Result<(), ActionError> {
+    ) -> Result<Requested, ActionError> {
         let address = qs_directory::mailing_list::check_address(address)?;
-        let member = list.member(&address).is_some();
+        let _guard = self.confirmations.lock().await;
+        let now = qs_queue::unix_now();
+        let asked_key = format!("{}/{address}", list.address);
+        if let Some(asked) = self
+            .queue
+            .state_get(CONFIRMATIONS_ASKED, &asked_key)
+            .await?
+        {
+            let asked: u64 = String::from_utf8_lossy(&asked).parse().unwrap_or(0);
+            let window_end = asked.saturating_add(self.confirm_window_secs);
+            if now < window_end {
+                info!(list = %list.address, member = %address, "confirmation asked again within the window: nothing sent");
+                return Ok(Requested::AlreadySent {
+                    retry_after_secs: window_end - now,
+                });
+            }
+        }
+        self.send_confirmation(list, &address, action).await?;
+        self.queue
+            .state_put(CONFIRMATIONS_ASKED, &asked_key, now.to_string().as_bytes())
+            .await?;
+        Ok(Requested::Sent)
+    }
+
+    /// Queues the confirmation request itself, when there is something to confirm.
+    async fn send_confirmation(
+        &self,
+        list: &MailingList,
+        address: &str,
+        action: Action,
+    ) -> Result<(), ActionError> {
+        let member = list.member(address).is_some();
         let (verb, needed) = match action {
             Action::Subscribe => ("subscribe", !member),
             _ => ("unsubscribe", member),
@@ -256,7 +317,7 @@ impl Shared {
             return Ok(());
         }
         let expires = qs_queue::unix_now() + self.confirm_expiry_secs;
-        let token = self.signer.make(action, &list.address, &address, expires);
+        let token = self.signer.make(action, &list.address, address, expires);
         let body = format!(
             "Someone, perhaps you, asked to {verb} {address} {} the list {} ({}).\n\n\
              To confirm, reply to this message without changing its subject,\n\
@@ -272,8 +333,14 @@ impl Shared {
             self.web_url,
         );
         let key = format!("list-confirm:{}", token_key(&token));
-        self.reply(&key, list, &[address], &format!("confirm {token}"), &body)
-            .await?;
+        self.reply(
+            &key,
+            list,
+            &[address.to_string()],
+            &format!("confirm {token}"),
+            &body,
+        )
+        .await?;
         Ok(())
     }
 
@@ -283,7 +350,7 @@ impl Shared {
         let t = self.check(token, list)?;
         match t.action {
             Action::Subscribe | Action::Unsubscribe | Action::OneClick => {}
-            Action::Moderate => return Err(TokenError::Invalid.into()),
+            Action::Moderate | Action::Form => return Err(TokenError::Invalid.into()),
         }
         self.claim(&t).await?;
         let key = format!("list-token:{}", t.nonce);
@@ -520,6 +587,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ListServerErr
     tasks.spawn(crate::web::serve(
         listener,
         shared.clone(),
+        crate::web::WebLimits::from_config(&config.list_server),
         shutdown.clone(),
     ));
     while tasks.join_next().await.is_some() {}
@@ -860,7 +928,12 @@ async fn request(
                     };
                     match shared.request_confirmation(list, &target, action).await {
                         // The confirmation request is the answer.
-                        Ok(()) => None,
+                        Ok(Requested::Sent) => None,
+                        Ok(Requested::AlreadySent { retry_after_secs }) => Some(format!(
+                            "{verb} {target}: a confirmation request was sent a short while ago; \
+                             reply to it, or ask again in {} minutes.",
+                            retry_after_secs.div_ceil(60)
+                        )),
                         Err(e) if e.is_temporary() => return Err(e.into()),
                         Err(e) => Some(format!("{verb} {target}: {e}")),
                     }

@@ -7,7 +7,9 @@
 //! the key (`<data_dir>/lists/.secret`, 32 random bytes, mode 0600, made on
 //! first start) nobody can make one, and changing any byte breaks the
 //! signature. The nonce makes each token single-use: the server records it
-//! when the token is used (see [`crate::server`]) and refuses it afterwards.
+//! when the token is used (see [`crate::server`]) and refuses it afterwards;
+//! a form token ([`Action::Form`]) is not recorded, since sending the form
+//! again only asks for the same confirmation, which the server sends once.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -32,6 +34,9 @@ pub enum Action {
     OneClick,
     /// Approve or reject a held post (the subject is its id).
     Moderate,
+    /// Send the web page's subscription form (the subject is the browser's
+    /// form cookie): the form's CSRF token, which changes nothing by itself.
+    Form,
 }
 
 impl Action {
@@ -41,6 +46,7 @@ impl Action {
             Action::Unsubscribe => "u",
             Action::OneClick => "o",
             Action::Moderate => "m",
+            Action::Form => "f",
         }
     }
 
@@ -50,6 +56,7 @@ impl Action {
             "u" => Action::Unsubscribe,
             "o" => Action::OneClick,
             "m" => Action::Moderate,
+            "f" => Action::Form,
             _ => return None,
         })
     }
