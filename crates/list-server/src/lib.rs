@@ -39,7 +39,11 @@
 //!   (in the queue's state area), so they cannot be forged or replayed.
 //!   Bounce tags are signed with the same key.
 //! - The web page answers a subscription request the same way whether or
-//!   not the address is a member, and changes nothing on a GET.
+//!   not the address is a member, and changes nothing on a GET. It refuses
+//!   POSTs from other sites and subscription forms without their CSRF
+//!   token, sends one confirmation per address and list per
+//!   `confirm_window_secs`, and bounds connections, request heads, idle
+//!   time, request time and bodies ([`web`]).
 //!
 //! # Durability
 //! A job is completed only once every copy and notice it caused is in the
@@ -50,7 +54,11 @@
 //! # Config
 //! `hostname`, `[queue]` (the client), and `[list_server]`: `web_listen`,
 //! `web_url`, `bounce_threshold`, `hold_expiry_days`, `confirm_expiry_days`,
-//! `unsubscribe_link_days`.
+//! `unsubscribe_link_days`, `confirm_window_secs`, and the web page's limits
+//! (see [`web`]): `web_max_connections`, `web_max_connections_per_ip`,
+//! `web_head_timeout_secs`, `web_idle_timeout_secs`,
+//! `web_request_timeout_secs`, `web_max_body_bytes`, `web_form_expiry_secs`,
+//! `web_requests_per_ip_per_hour`.
 
 pub mod bounce;
 pub mod commands;
