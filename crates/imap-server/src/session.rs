@@ -381,7 +381,8 @@ impl Session {
                     self.spooled = Some(match self.spooled {
                         // Only the message may be this large.
                         Some(_) => Err("more than one large literal".into()),
-                        None => Ok(self.settings.spool.spool()),
+                        // Known to be over the threshold: straight to a file.
+                        None => Ok(self.settings.spool.file_spool()),
                     });
                     continue;
                 }

@@ -87,8 +87,19 @@ impl SpoolDir {
     pub fn spool(self: &Arc<Self>) -> Spool {
         Spool {
             dir: Arc::clone(self),
+            threshold: self.threshold,
             len: 0,
             store: Store::Memory(Vec::new()),
+        }
+    }
+
+    /// An empty spool that goes to a file with its first octet: for what is
+    /// known to be larger than the threshold (memory given back by a spool that
+    /// moved to its file mostly stays with the process).
+    pub fn file_spool(self: &Arc<Self>) -> Spool {
+        Spool {
+            threshold: 0,
+            ..self.spool()
         }
     }
 
@@ -139,6 +150,8 @@ fn annotate(path: &Path, e: io::Error) -> io::Error {
 /// then in an unlinked file. Dropping it gives the space back.
 pub struct Spool {
     dir: Arc<SpoolDir>,
+    /// Octets kept in memory before the file.
+    threshold: usize,
     len: u64,
     store: Store,
 }
@@ -169,7 +182,7 @@ impl Spool {
             return Ok(());
         }
         match &mut self.store {
-            Store::Memory(data) if data.len() + bytes.len() <= self.dir.threshold => {
+            Store::Memory(data) if data.len() + bytes.len() <= self.threshold => {
                 data.extend_from_slice(bytes);
             }
             Store::Memory(data) => {
@@ -215,9 +228,15 @@ impl Spool {
         matches!(self.store, Store::File { .. })
     }
 
-    /// What is held, leaving this spool empty (its folder is the same).
+    /// What is held, leaving this spool empty (its folder and threshold are the
+    /// same).
     pub fn take(&mut self) -> Spool {
-        let empty = self.dir.spool();
+        let empty = Spool {
+            dir: Arc::clone(&self.dir),
+            threshold: self.threshold,
+            len: 0,
+            store: Store::Memory(Vec::new()),
+        };
         std::mem::replace(self, empty)
     }
 
@@ -358,6 +377,22 @@ mod tests {
             assert_eq!(spool.head(5).unwrap(), &bytes[..5]);
             assert_eq!(spool.to_vec().unwrap(), bytes);
         }
+    }
+
+    #[test]
+    fn a_file_spool_starts_in_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SpoolDir::for_module(tmp.path(), "test", 1 << 20).unwrap();
+        let mut spool = dir.file_spool();
+        spool.append(b"x").unwrap();
+        assert!(spool.in_file());
+        assert_eq!(contents(&spool), b"x");
+        let mut taken = spool.take();
+        assert!(taken.in_file() && spool.is_empty());
+        spool.append(b"y").unwrap();
+        assert!(spool.in_file(), "take keeps the threshold");
+        taken.clear();
+        assert!(!taken.in_file());
     }
 
     #[test]
