@@ -11,35 +11,12 @@ use imap_codec::imap_types::core::LiteralMode;
 use proptest::prelude::*;
 use qs_mailstore::{FolderName, Mailbox};
 use qs_service::spool::SpoolDir;
+use qs_testkit::{config, piece_sizes, pieces};
 
 use crate::input::{InputGuard, InputLimits, MAX_NON_SYNC_LITERAL, Step, Verdict};
 use crate::search::SearchLimits;
 use crate::session::{Action, LoginResult, Session, Settings};
 use crate::store::Shared;
-
-/// Bounded, and no failure files written into the source tree.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Cuts `input` into pieces whose sizes cycle through `sizes`.
-fn pieces<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = input;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(size.min(rest.len()));
-        out.push(piece);
-        rest = tail;
-    }
-    out
-}
 
 /// Small limits, so that random input reaches them.
 const LIMITS: InputLimits = InputLimits {
@@ -268,11 +245,6 @@ impl Client {
     }
 }
 
-/// Sizes of the pieces the input is read in.
-fn sizes() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1..4usize, 1..32usize, 1..600usize], 1..8)
-}
-
 /// A command line without its line end (and without literals), as a client
 /// writes it: a tag, a command and its arguments.
 fn command_line() -> impl Strategy<Value = Vec<u8>> {
@@ -343,21 +315,7 @@ fn command_line() -> impl Strategy<Value = Vec<u8>> {
 
 /// A command line with some of its bytes changed, inserted or removed.
 fn mutated_line() -> impl Strategy<Value = Vec<u8>> {
-    let edit = (any::<prop::sample::Index>(), any::<u8>(), 0..3u8);
-    (command_line(), prop::collection::vec(edit, 0..3)).prop_map(|(mut line, edits)| {
-        for (at, byte, kind) in edits {
-            let i = at.index(line.len() + 1);
-            match kind {
-                0 => line.insert(i, byte),
-                1 if i < line.len() => line[i] = byte,
-                _ if i < line.len() => {
-                    line.remove(i);
-                }
-                _ => {}
-            }
-        }
-        line
-    })
+    qs_testkit::mutated(command_line(), 2)
 }
 
 /// A complete line: a command, mutated or not, or random bytes; with no LF
@@ -411,7 +369,7 @@ proptest! {
     #[test]
     fn the_guard_never_passes_over_its_limits_random_bytes(
         input in prop::collection::vec(any::<u8>(), 0..4000),
-        sizes in sizes(),
+        sizes in piece_sizes(600),
         logged_in in any::<bool>(),
         spool_above in spool_above(),
     ) {
@@ -433,7 +391,7 @@ proptest! {
     #[test]
     fn the_guard_never_passes_over_its_limits_literals_and_commands(
         input in steered_input(),
-        sizes in sizes(),
+        sizes in piece_sizes(600),
         logged_in in any::<bool>(),
         spool_above in spool_above(),
     ) {
@@ -441,7 +399,7 @@ proptest! {
     }
 
     #[test]
-    fn a_session_survives_any_bytes(input in steered_input(), sizes in sizes()) {
+    fn a_session_survives_any_bytes(input in steered_input(), sizes in piece_sizes(600)) {
         let mut client = Client::new();
         client.run();
         for piece in pieces(&input, &sizes) {
@@ -456,7 +414,7 @@ proptest! {
     fn every_complete_line_is_answered(
         logged_in in any::<bool>(),
         lines in prop::collection::vec(complete_line(), 1..12),
-        sizes in sizes(),
+        sizes in piece_sizes(600),
     ) {
         let mut client = Client::new();
         client.run();

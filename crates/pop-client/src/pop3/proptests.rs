@@ -4,32 +4,9 @@
 //! comes out, and no credential leaves before STLS when it is required.
 
 use proptest::prelude::*;
+use qs_testkit::{config, piece_sizes, pieces};
 
 use super::*;
-
-/// Bounded, and no failure files written into the source tree.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Cuts `input` into pieces whose sizes cycle through `sizes`.
-fn pieces<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = input;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(size.min(rest.len()));
-        out.push(piece);
-        rest = tail;
-    }
-    out
-}
 
 /// Status lines as a connection reads them: every one taken before the next
 /// read, nothing read after an error.
@@ -134,11 +111,6 @@ fn only_crlf(data: &[u8]) -> bool {
     })
 }
 
-/// Sizes of the pieces the input is read in.
-fn sizes() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1..4usize, 1..64usize, 1..6000usize], 1..8)
-}
-
 /// Bytes that steer the decoder: line ends of every kind, dots at line
 /// starts, the ways a data end is faked, and status words.
 fn steering_piece() -> impl Strategy<Value = Vec<u8>> {
@@ -195,13 +167,13 @@ proptest! {
     #[test]
     fn random_status_bytes_in_any_pieces_decode_as_in_one_piece(
         input in prop::collection::vec(any::<u8>(), 0..6000),
-        sizes in sizes(),
+        sizes in piece_sizes(6000),
     ) {
         prop_assert_eq!(statuses(&input, &sizes), statuses(&input, &[input.len().max(1)]));
     }
 
     #[test]
-    fn every_complete_status_line_comes_out(input in steered_input(), sizes in sizes()) {
+    fn every_complete_status_line_comes_out(input in steered_input(), sizes in piece_sizes(6000)) {
         let got = statuses(&input, &sizes);
         prop_assert_eq!(&got, &statuses(&input, &[input.len().max(1)]));
         // Every LF ends a reply until the first error ends the connection.
@@ -214,7 +186,7 @@ proptest! {
     #[test]
     fn random_data_in_any_pieces_decodes_as_in_one_piece(
         input in steered_input(),
-        sizes in sizes(),
+        sizes in piece_sizes(6000),
         limit in prop_oneof![Just(MAX_LISTING), 0..200usize],
     ) {
         let mut wire = b"+OK data follows\r\n".to_vec();
@@ -230,7 +202,7 @@ proptest! {
     #[test]
     fn stuffed_data_comes_back_whole_whatever_the_pieces(
         lines in text_lines(),
-        sizes in sizes(),
+        sizes in piece_sizes(6000),
     ) {
         let mut wire = b"+OK message follows\r\n".to_vec();
         let mut expected = Vec::new();

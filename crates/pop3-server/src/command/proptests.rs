@@ -3,32 +3,9 @@
 //! plus one read, and every line end yields a line (or its refusal).
 
 use proptest::prelude::*;
+use qs_testkit::{config, piece_sizes, pieces};
 
 use super::*;
-
-/// Bounded, and no failure files written into the source tree.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Cuts `input` into pieces whose sizes cycle through `sizes`.
-fn pieces<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = input;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(size.min(rest.len()));
-        out.push(piece);
-        rest = tail;
-    }
-    out
-}
 
 /// The lines `input` holds, worked out without the buffer: each LF ends a
 /// line, which is refused when longer than `max`; a last line without LF that
@@ -81,11 +58,6 @@ fn feed_all(input: &[u8], sizes: &[usize], max: usize) -> Vec<Line> {
     lines
 }
 
-/// Sizes of the pieces the input is read in.
-fn sizes() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1..8usize, 1..300usize, 1..5000usize], 1..8)
-}
-
 /// The line limit: the real one, or small ones so that random input hits it.
 fn max_line() -> impl Strategy<Value = usize> {
     prop_oneof![Just(MAX_LINE), 1..64usize]
@@ -122,21 +94,7 @@ fn command_line() -> impl Strategy<Value = Vec<u8>> {
 
 /// A command line with some of its bytes changed, inserted or removed.
 fn mutated_line() -> impl Strategy<Value = Vec<u8>> {
-    let edit = (any::<prop::sample::Index>(), any::<u8>(), 0..3u8);
-    (command_line(), prop::collection::vec(edit, 0..4)).prop_map(|(mut line, edits)| {
-        for (at, byte, kind) in edits {
-            let i = at.index(line.len() + 1);
-            match kind {
-                0 => line.insert(i, byte),
-                1 if i < line.len() => line[i] = byte,
-                _ if i < line.len() => {
-                    line.remove(i);
-                }
-                _ => {}
-            }
-        }
-        line
-    })
+    qs_testkit::mutated(command_line(), 3)
 }
 
 /// A stream built from the pieces that matter: commands, every kind of line
@@ -164,7 +122,7 @@ proptest! {
     #[test]
     fn random_bytes_in_any_pieces_frame_exactly_and_stay_bounded(
         input in prop::collection::vec(any::<u8>(), 0..3000),
-        sizes in sizes(),
+        sizes in piece_sizes(5000),
         max in max_line(),
     ) {
         prop_assert_eq!(feed_all(&input, &sizes, max), expected_lines(&input, max));
@@ -173,7 +131,7 @@ proptest! {
     #[test]
     fn command_streams_in_any_pieces_frame_exactly_and_stay_bounded(
         input in structured_input(),
-        sizes in sizes(),
+        sizes in piece_sizes(5000),
         max in max_line(),
     ) {
         prop_assert_eq!(feed_all(&input, &sizes, max), expected_lines(&input, max));

@@ -3,33 +3,10 @@
 //! frame always comes out (or the connection's error).
 
 use proptest::prelude::*;
+use qs_testkit::{config, piece_sizes, pieces};
 
 use super::*;
 use crate::envelope::Origin;
-
-/// Bounded, and no failure files written into the source tree.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Cuts `input` into pieces whose sizes cycle through `sizes`.
-fn pieces<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = input;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(size.min(rest.len()));
-        out.push(piece);
-        rest = tail;
-    }
-    out
-}
 
 /// What a connection reads from `input`: the frames, then whether it ended on
 /// an error (after which it reads nothing more) or the bytes left buffered.
@@ -90,11 +67,6 @@ fn limits() -> impl Strategy<Value = Limits> {
         }),
         Just(Limits::default()),
     ]
-}
-
-/// Sizes of the pieces the input is read in.
-fn sizes() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1..4usize, 1..64usize, 1..2000usize], 1..8)
 }
 
 /// Text with the characters JSON must escape.
@@ -163,7 +135,7 @@ proptest! {
     #[test]
     fn random_bytes_in_any_pieces_decode_as_in_one_piece(
         input in prop::collection::vec(any::<u8>(), 0..3000),
-        sizes in sizes(),
+        sizes in piece_sizes(2000),
         limits in limits(),
     ) {
         let whole = decode_all(&input, &[input.len().max(1)], limits);
@@ -173,7 +145,7 @@ proptest! {
     #[test]
     fn frames_in_any_pieces_come_out_whole_and_in_order(
         frames in frames(),
-        sizes in sizes(),
+        sizes in piece_sizes(2000),
     ) {
         let input = encoded(&frames);
         let outcome = decode_all(&input, &sizes, Limits::default());
@@ -192,7 +164,7 @@ proptest! {
         frames in frames(),
         damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
         cut in any::<prop::sample::Index>(),
-        sizes in sizes(),
+        sizes in piece_sizes(2000),
         limits in limits(),
     ) {
         let mut input = encoded(&frames);

@@ -8,32 +8,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use qs_service::spool::SpoolDir;
+use qs_testkit::{config, piece_sizes, pieces};
 
 use super::*;
-
-/// Bounded, and no failure files written into the source tree.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Cuts `input` into pieces whose sizes cycle through `sizes`.
-fn pieces<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = input;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(size.min(rest.len()));
-        out.push(piece);
-        rest = tail;
-    }
-    out
-}
 
 /// A spool folder of its own, keeping `threshold` octets in memory.
 fn spool_dir(threshold: usize) -> (tempfile::TempDir, Arc<SpoolDir>) {
@@ -101,11 +78,6 @@ fn expected_end(input: &[u8]) -> Option<usize> {
         .map(|at| at + 5)
 }
 
-/// Sizes of the pieces the input is read in.
-fn sizes() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1..4usize, 1..64usize, 1..3000usize], 1..8)
-}
-
 /// Bytes that steer the reader: every kind of line end, the ways an end of
 /// data is faked (SMTP smuggling), stuffed dots, NULs and long lines.
 fn steering_piece() -> impl Strategy<Value = Vec<u8>> {
@@ -148,7 +120,7 @@ proptest! {
     #[test]
     fn random_data_ends_exactly_at_crlf_dot_crlf_in_any_pieces(
         input in prop::collection::vec(any::<u8>(), 0..3000),
-        sizes in sizes(),
+        sizes in piece_sizes(3000),
         limit in limit(),
         threshold in 0..300usize,
     ) {
@@ -161,7 +133,7 @@ proptest! {
     #[test]
     fn smuggling_shaped_data_ends_exactly_at_crlf_dot_crlf_in_any_pieces(
         input in steered_input(),
-        sizes in sizes(),
+        sizes in piece_sizes(3000),
         limit in limit(),
         threshold in 0..300usize,
     ) {
@@ -189,7 +161,7 @@ proptest! {
     #[test]
     fn clean_data_comes_back_unstuffed_in_any_pieces(
         lines in text_lines(),
-        sizes in sizes(),
+        sizes in piece_sizes(3000),
         threshold in 0..300usize,
     ) {
         let mut input = Vec::new();
@@ -212,7 +184,7 @@ proptest! {
     #[test]
     fn chunks_in_any_pieces_are_judged_as_in_one(
         input in prop_oneof![steered_input(), prop::collection::vec(any::<u8>(), 0..3000)],
-        sizes in sizes(),
+        sizes in piece_sizes(3000),
         limit in limit(),
         threshold in 0..300usize,
     ) {

@@ -5,32 +5,9 @@
 //! were cut.
 
 use proptest::prelude::*;
+use qs_testkit::{config, piece_sizes, pieces};
 
 use super::*;
-
-/// Bounded, and no failure files written into the source tree.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Cuts `input` into pieces whose sizes cycle through `sizes`.
-fn pieces<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = input;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(size.min(rest.len()));
-        out.push(piece);
-        rest = tail;
-    }
-    out
-}
 
 /// `example.test` is ours, with alice and postmaster; anything else is remote.
 struct Directory;
@@ -145,11 +122,6 @@ fn run(kind: ListenerKind, input: &[u8], sizes: &[usize]) -> Transcript {
     transcript
 }
 
-/// Sizes of the pieces the input is read in.
-fn sizes() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1..4usize, 1..64usize, 1..2000usize], 1..8)
-}
-
 fn listener() -> impl Strategy<Value = ListenerKind> {
     prop::sample::select(vec![ListenerKind::Mx, ListenerKind::Submission])
 }
@@ -195,21 +167,7 @@ fn command_line() -> impl Strategy<Value = Vec<u8>> {
 
 /// A command line with some of its bytes changed, inserted or removed.
 fn mutated_line() -> impl Strategy<Value = Vec<u8>> {
-    let edit = (any::<prop::sample::Index>(), any::<u8>(), 0..3u8);
-    (command_line(), prop::collection::vec(edit, 0..3)).prop_map(|(mut line, edits)| {
-        for (at, byte, kind) in edits {
-            let i = at.index(line.len() + 1);
-            match kind {
-                0 => line.insert(i, byte),
-                1 if i < line.len() => line[i] = byte,
-                _ if i < line.len() => {
-                    line.remove(i);
-                }
-                _ => {}
-            }
-        }
-        line
-    })
+    qs_testkit::mutated(command_line(), 2)
 }
 
 /// A complete line that is a command (no DATA or BDAT, whose bytes that follow
@@ -272,7 +230,7 @@ proptest! {
     #[test]
     fn random_bytes_in_any_pieces_give_the_same_session(
         input in prop::collection::vec(any::<u8>(), 0..3000),
-        sizes in sizes(),
+        sizes in piece_sizes(2000),
         kind in listener(),
     ) {
         prop_assert_eq!(run(kind, &input, &sizes), run(kind, &input, &[input.len().max(1)]));
@@ -281,7 +239,7 @@ proptest! {
     #[test]
     fn sessions_in_any_pieces_give_the_same_replies_and_mail(
         input in steered_input(),
-        sizes in sizes(),
+        sizes in piece_sizes(2000),
         kind in listener(),
     ) {
         prop_assert_eq!(run(kind, &input, &sizes), run(kind, &input, &[input.len().max(1)]));
@@ -290,7 +248,7 @@ proptest! {
     #[test]
     fn every_complete_command_line_is_answered(
         lines in prop::collection::vec(complete_line(), 1..16),
-        sizes in sizes(),
+        sizes in piece_sizes(2000),
         kind in listener(),
     ) {
         let mut client = Client::new(kind);
