@@ -453,6 +453,8 @@ pub async fn serve<K, R, C>(
         })
     };
     while accepting.join_next().await.is_some() {}
+    // Also when no listener was bound, and so nothing waits for the stop.
+    summing_up.abort();
     let _ = summing_up.await;
     log_summaries(lock(&refusals).flush());
 }
@@ -881,5 +883,24 @@ mod tests {
         assert_eq!(words, "busy\r\n");
         trigger.fire();
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_no_listener_serve_returns_at_once() {
+        let table = Connections::new(limits(1, 1, 1));
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let served = serve(
+            Vec::<Listening<()>>::new(),
+            &table,
+            &shutdown,
+            |()| None,
+            |(), _, _, _, _| {},
+        );
+        // A guard against a hang, not a measure: it returns without a stop.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), served)
+                .await
+                .is_ok()
+        );
     }
 }
