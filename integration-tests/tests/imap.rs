@@ -185,7 +185,7 @@ async fn async_imap_main_flows() {
         "UIDPLUS",
         "MOVE",
         "SPECIAL-USE",
-        "LITERAL-",
+        "LITERAL+",
         "NAMESPACE",
         "CHILDREN",
     ] {
@@ -415,22 +415,40 @@ fn two_sessions_on_one_folder_see_each_other() {
 
 #[test]
 fn literals_and_bad_input_on_the_wire() {
-    let (inst, daemon) = setup(true);
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.set("imap_server", "allow_plaintext_auth", "true");
+    // APPENDLIMIT 300 KiB; messages over 64 KiB are spooled.
+    inst.set("imap_server", "max_literal_size", "307200");
+    inst.set("imap_server", "spool_threshold", "65536");
+    inst.add_users(&[ALICE]);
+    let daemon = inst.start("imap-server");
     let (plain, _) = addrs(&inst, &daemon);
     let (mut c, greeting) = Raw::connect(plain);
     assert!(greeting.starts_with("* OK [CAPABILITY IMAP4"), "{greeting}");
-    // A synchronizing literal gets "+", a non-synchronizing one (LITERAL-) does not.
+    // A synchronizing literal gets "+", a non-synchronizing one (LITERAL+) does not.
     c.send(b"a LOGIN {18}\r\n");
     assert!(c.line().starts_with("+ "));
     c.send(b"alice@example.test {2+}\r\npw\r\n");
     assert!(c.until("a ").starts_with("a OK"));
-    // Over 4096 octets non-synchronizing: read, dropped, refused; the session goes on.
-    let mut big = b"b APPEND INBOX {5000+}\r\n".to_vec();
-    big.extend(std::iter::repeat_n(b'x', 5000));
+    // A 100 KiB non-synchronizing APPEND pipelined with the next command: stored
+    // (through the spool), and the next command answered after it.
+    let body = format!("Subject: big\r\n\r\n{}", "0123456789abcde\n".repeat(6400));
+    let mut pipelined = format!("b1 APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len()).into_bytes();
+    pipelined.extend_from_slice(b"b2 STATUS INBOX (MESSAGES)\r\n");
+    c.send(&pipelined);
+    let out = c.until("b2 ");
+    assert!(out.starts_with("b1 OK [APPENDUID "), "{out}");
+    assert!(out.contains("* STATUS \"INBOX\" (MESSAGES 1)"), "{out}");
+    // Over APPENDLIMIT non-synchronizing: read, dropped, refused (RFC 7888 §4); the
+    // session goes on.
+    let mut big = b"b APPEND INBOX {400000+}\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 400_000));
     big.extend_from_slice(b"\r\n");
     c.send(&big);
     let out = c.until("b ");
     assert!(out.starts_with("b BAD [TOOBIG]"), "{out}");
+    assert!(c.cmd("b3 NOOP").starts_with("b3 OK"));
     // Bigger than APPENDLIMIT: refused before it is sent.
     let out = c.cmd("c APPEND INBOX {999999999}");
     assert!(out.starts_with("c NO [TOOBIG]"), "{out}");

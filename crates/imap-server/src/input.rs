@@ -5,9 +5,10 @@
 //! - a line (a command without its literals) longer than `max_line` ends the session;
 //! - a literal larger than the limit of the state (`max_literal` once logged in,
 //!   `max_literal_before_login` before) is refused: a synchronizing one with a tagged
-//!   `NO [TOOBIG]` before the client sends it, a non-synchronizing one (LITERAL-, RFC
-//!   7888: at most 4096 octets) by reading and dropping it and the rest of its command,
-//!   then a tagged `BAD [TOOBIG]`;
+//!   `NO [TOOBIG]` before the client sends it, a non-synchronizing one (LITERAL+, RFC
+//!   7888 §4: the client is already sending it) by reading and dropping it and the rest
+//!   of its command, then a tagged `BAD [TOOBIG]`; the bytes dropped are never held,
+//!   and before login they count against the budget like any others;
 //! - before login, every byte counts against `login_budget`; a client that exceeds it
 //!   is disconnected.
 //!
@@ -24,9 +25,6 @@
 //! A guard made by [`InputGuard::new`] never spools.
 
 use std::ops::Range;
-
-/// Non-synchronizing literals accepted (LITERAL-, RFC 7888).
-pub const MAX_NON_SYNC_LITERAL: u32 = 4096;
 
 /// The guard's limits.
 #[derive(Debug, Clone, Copy)]
@@ -302,7 +300,7 @@ impl InputGuard {
                             self.end_command();
                             return (pos, verdicts);
                         }
-                    } else if length > limit.min(MAX_NON_SYNC_LITERAL) && !self.dropping {
+                    } else if length > limit && !self.dropping {
                         // Drop this command: what of it is in this chunk goes nowhere;
                         // what went to the parser before is undone by a reset.
                         self.dropping = true;
@@ -617,9 +615,22 @@ mod tests {
     }
 
     #[test]
+    fn a_non_sync_literal_up_to_the_limit_passes() {
+        // LITERAL+: no 4096-octet cap below the state's limit.
+        let mut input = b"t1 SEARCH TEXT {10000+}\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 10_000));
+        input.extend_from_slice(b"\r\nt2 NOOP\r\n");
+        for size in [1, 1000, 20_000] {
+            let (parser, others) = run(&input, size, true);
+            assert_eq!(parser, input, "chunks of {size}");
+            assert!(others.is_empty(), "{others:?}");
+        }
+    }
+
+    #[test]
     fn a_too_big_non_sync_literal_is_dropped_with_its_command() {
-        let mut input = b"t1 APPEND INBOX {4097+}\r\n".to_vec();
-        input.extend(std::iter::repeat_n(b'x', 4097));
+        let mut input = b"t1 APPEND INBOX {10001+}\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 10_001));
         input.extend_from_slice(b" more {3+}\r\nabc\r\nt2 NOOP\r\n");
         for size in [1, 1000, 10_000] {
             let (parser, others) = run(&input, size, true);

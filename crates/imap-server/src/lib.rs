@@ -28,7 +28,7 @@
 //! RFC 3501 (IMAP4rev1), RFC 2177 (IDLE), RFC 4315 (UIDPLUS: APPENDUID, COPYUID, UID
 //! EXPUNGE), RFC 6851 (MOVE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE;
 //! nothing to enable), RFC 6154 (SPECIAL-USE: `\Sent`, `\Drafts`, `\Trash`, `\Junk` on
-//! the folders of those names, made at first login), RFC 7888 (LITERAL-), RFC 3691
+//! the folders of those names, made at first login), RFC 7888 (LITERAL+), RFC 3691
 //! (UNSELECT), RFC 3348 (CHILDREN), RFC 3516 (BINARY), RFC 4959 (SASL-IR), RFC 7889
 //! (APPENDLIMIT), RFC 4616 (AUTHENTICATE PLAIN), RFC 5530 (response codes), RFC 8314
 //! (implicit TLS on `tls_listen`). Folder names travel in modified UTF-7 and are stored in UTF-8. ENVELOPE
@@ -50,8 +50,9 @@
 //! # Limits
 //! Every client byte passes a guard ([`input`]) before the parser keeps it: command
 //! lines of at most `max_line_length`; literals of at most `max_literal_size` once
-//! logged in (APPENDLIMIT) and 8 KiB before; non-synchronizing literals of at most 4096
-//! octets (LITERAL-); `login_byte_budget` bytes before login. So an unauthenticated
+//! logged in (APPENDLIMIT) and 8 KiB before, synchronizing or not (LITERAL+: a bigger
+//! non-synchronizing one is read and dropped, never held, and its command answered `BAD
+//! [TOOBIG]`); `login_byte_budget` bytes before login. So an unauthenticated
 //! client cannot make a session hold more than about that budget, whatever it sends.
 //! An APPEND message over `spool_threshold` (1 MiB) never reaches the parser: it goes
 //! to an unlinked 0600 file under `<data_dir>/spool/imap-server/` while it arrives and

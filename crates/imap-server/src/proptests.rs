@@ -7,13 +7,12 @@
 use std::sync::Arc;
 
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
-use imap_codec::imap_types::core::LiteralMode;
 use proptest::prelude::*;
 use qs_mailstore::{FolderName, Mailbox};
 use qs_service::spool::SpoolDir;
 use qs_testkit::{config, piece_sizes, pieces};
 
-use crate::input::{InputGuard, InputLimits, MAX_NON_SYNC_LITERAL, Step, Verdict};
+use crate::input::{InputGuard, InputLimits, Step, Verdict};
 use crate::search::SearchLimits;
 use crate::session::{Action, LoginResult, Session, Settings};
 use crate::store::Shared;
@@ -61,12 +60,12 @@ impl Parser {
                     ..
                 } => {
                     assert!(end - start <= LIMITS.max_line, "a line over the limit");
-                    if let Some(LiteralAnnouncement { mode, length }) = announcement {
-                        let limit = match mode {
-                            LiteralMode::Sync => literal_limit,
-                            LiteralMode::NonSync => literal_limit.min(MAX_NON_SYNC_LITERAL),
-                        };
-                        assert!(length <= limit, "a literal of {length} octets passed");
+                    if let Some(LiteralAnnouncement { length, .. }) = announcement {
+                        // LITERAL+: the same limit for both kinds.
+                        assert!(
+                            length <= literal_limit,
+                            "a literal of {length} octets passed"
+                        );
                     }
                 }
                 FragmentInfo::Literal { .. } => {}

@@ -409,7 +409,7 @@ impl Session {
                         self.server = silent_server(&self.settings);
                     }
                     self.spooled = None;
-                    self.refuse_literal(tag, "BAD", "non-synchronizing literal too big (LITERAL-)");
+                    self.refuse_literal(tag, "BAD", "non-synchronizing literal too big");
                 }
                 Verdict::Fatal(reason) => {
                     info!(reason, "closing the connection");
@@ -766,7 +766,7 @@ pub fn capabilities(settings: &Settings, logged_in: bool) -> Vec<String> {
     caps.extend(
         [
             "SASL-IR",
-            "LITERAL-",
+            "LITERAL+",
             "ID",
             "ENABLE",
             "IDLE",

@@ -481,8 +481,7 @@ fn a_large_append_is_spooled_and_stored_whole() {
     assert_eq!(out, "");
     let out = c.send("\r\n");
     assert!(out.starts_with("ap OK [APPENDUID "), "{out}");
-    // Non-synchronizing (LITERAL-, within its limit when the threshold is low) and
-    // literal8.
+    // Non-synchronizing (LITERAL+) and literal8.
     let small = format!("Subject: small\r\n\r\n{}\r\n", "x".repeat(100));
     let out = c.send(&format!(
         "ap2 APPEND INBOX {{{}+}}\r\n{small}\r\n",
@@ -659,7 +658,7 @@ fn namespace_id_enable_unselect() {
         "UIDPLUS",
         "MOVE",
         "SPECIAL-USE",
-        "LITERAL-",
+        "LITERAL+",
         "APPENDLIMIT=100000",
         "CHILDREN",
         "UNSELECT",
@@ -687,7 +686,7 @@ fn bad_input_is_answered_and_counted() {
     // A literal too big before login is refused before it is sent.
     let out = c.cmd("2 LOGIN {5000}");
     assert!(out.starts_with("2 NO [TOOBIG]"), "{out}");
-    // A non-synchronizing literal over 4096 octets is read, dropped and refused.
+    // A non-synchronizing literal over the limit is read, dropped and refused.
     let out = c.send(&format!("3 LOGIN {{5000+}}\r\n{} x\r\n", "y".repeat(5000)));
     assert!(
         out.starts_with("* BYE") || out.contains("3 BAD [TOOBIG]"),
@@ -858,3 +857,5 @@ fn binary_fetch_decodes_parts_and_append_takes_literal8() {
         "{out:?}"
     );
 }
+
+mod compliance;
