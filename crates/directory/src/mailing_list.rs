@@ -520,7 +520,13 @@ impl ListStore {
         let file = self.folder.join(format!("{address}.json"));
         let bytes = match fs::read(&file) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A name too long for a file cannot be a list that exists.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidFilename
+                ) =>
+            {
                 return Err(ListError::UnknownList(address));
             }
             Err(e) => return Err(ListError::Store(crate::Error::io("read", &file)(e))),
@@ -833,6 +839,17 @@ mod tests {
         store.delete("team@example.test").unwrap();
         assert!(matches!(
             store.load("team@example.test"),
+            Err(ListError::UnknownList(_))
+        ));
+    }
+
+    #[test]
+    fn a_name_too_long_for_a_file_is_an_unknown_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ListStore::new(dir.path());
+        let address = format!("{}@example.test", "a".repeat(250));
+        assert!(matches!(
+            store.load(&address),
             Err(ListError::UnknownList(_))
         ));
     }
