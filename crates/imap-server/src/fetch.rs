@@ -277,6 +277,9 @@ pub fn fetch_one(
     let Some(mut msg) = sel.msg(index) else {
         return Ok(Fetched::Gone);
     };
+    // Its keywords were defined before it got them: announced now, they come
+    // before this FETCH names them.
+    sel.announce_keywords(out);
     let entry = sel.entry(&msg);
 
     let mut summary: Option<Arc<HeaderSummary>> = None;
@@ -435,7 +438,12 @@ pub fn fetch_one(
                 ..
             } => {
                 sep(out);
-                let data = message::section(&raw, spec);
+                let mut data = message::section(&raw, spec);
+                // A literal may hold any octet but NUL (RFC 3501 §4.3); BODY of a
+                // binary part shows it as 0x80, as Dovecot does (BINARY gives it).
+                for byte in data.iter_mut().filter(|b| **b == 0) {
+                    *byte = 0x80;
+                }
                 out.extend_from_slice(label.as_bytes());
                 let data = partial_of(out, &data, *partial);
                 out.push(b' ');

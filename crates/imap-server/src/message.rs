@@ -184,7 +184,9 @@ pub fn section(raw: &[u8], spec: &SectionSpec) -> Vec<u8> {
             }
         }
         SectionWhat::Text => match &node.kind {
-            Kind::Message(inner) => slice(&inner.body),
+            // Up to the end of the part: mail-parser ends an inner multipart at its
+            // closing boundary, and the epilogue after it is text of the message too.
+            Kind::Message(inner) => slice(&(inner.body.start..node.body.end.max(inner.body.start))),
             _ => Vec::new(),
         },
     }
@@ -544,7 +546,15 @@ fn address(out: &mut Vec<u8>, name: Option<&str>, addr: Option<&str>) {
     out.push(b'(');
     let name = name.filter(|n| !n.is_empty()).map(ascii_or_encoded_word);
     nstring(out, name.as_deref().map(str::as_bytes));
-    out.extend_from_slice(b" NIL ");
+    // An obsolete source route (`<@relay,@relay2:user@host>`, RFC 5322 §4.4) is the
+    // address's "at-domain-list" (RFC 3501 §7.4.2), apart from the mailbox.
+    let (route, addr) = match addr.split_once(':') {
+        Some((route, rest)) if route.starts_with('@') => (Some(route), rest),
+        _ => (None, addr),
+    };
+    out.push(b' ');
+    nstring(out, route.map(str::as_bytes));
+    out.push(b' ');
     match addr.rsplit_once('@') {
         Some((local, host)) => {
             string(out, local.as_bytes());

@@ -44,7 +44,13 @@ impl Session {
         match folder_name(mailbox) {
             Ok(name) => Some(name),
             Err(BadName::Encoding) => {
-                self.bad(tag, "folder name is not modified UTF-7");
+                // A legal atom or string (RFC 3501 §5.1.3 only asks the client to use
+                // modified UTF-7), so not a protocol error: no folder can have it.
+                self.no(
+                    tag,
+                    Some("CANNOT"),
+                    "folder names are in modified UTF-7 (RFC 3501 §5.1.3)",
+                );
                 None
             }
             Err(BadName::Invalid(reason)) => {

@@ -59,3 +59,109 @@ fn literal_plus_before_login_keeps_the_smaller_limits() {
     assert!(out.starts_with("* BYE"), "{out}");
     assert_eq!(e.state, Step::Closed);
 }
+
+/// Appends `message` to the INBOX with a literal.
+fn append(c: &mut Client, message: &str) {
+    let out = c.send(&format!(
+        "ap APPEND INBOX {{{}+}}\r\n{message}\r\n",
+        message.len()
+    ));
+    assert!(out.starts_with("ap OK"), "{out}");
+}
+
+#[test]
+fn atoms_a_legal_name_that_is_not_modified_utf7_is_no_not_bad() {
+    // imaptest's "atoms": every ATOM-CHAR but the letters.
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    let out = c.cmd("a1 SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}");
+    assert!(out.starts_with("a1 NO [CANNOT]"), "{out}");
+    c.ok("a2 LIST \"\" !#$&'+,-.0123456789:;<=>?@^_`|[}%*");
+    c.ok("a3 LIST \"\" ~foo");
+    let out = c.cmd("a4 SELECT ~foo");
+    assert!(out.starts_with("a4 NO"), "{out}");
+    // None of that was a protocol error.
+    assert_eq!(c.session.errors, 0);
+}
+
+#[test]
+fn fetch_envelope_splits_a_source_route_off_the_mailbox() {
+    // imaptest's "fetch-envelope", message 6.
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    append(
+        &mut c,
+        "Date: Thu, 15 Feb 2007 01:02:03 +0200\r\nFrom: <@route:user@domain>\r\n\r\nbody\r\n",
+    );
+    c.ok("s SELECT INBOX");
+    let out = c.ok("f FETCH 1 ENVELOPE");
+    assert!(
+        out.starts_with(
+            "* 1 FETCH (ENVELOPE (\"Thu, 15 Feb 2007 01:02:03 +0200\" NIL \
+             ((NIL \"@route\" \"user\" \"domain\")) ((NIL \"@route\" \"user\" \"domain\")) \
+             ((NIL \"@route\" \"user\" \"domain\")) NIL NIL NIL NIL NIL))\r\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn fetch_body_message_rfc822_text_runs_to_the_end_of_the_part() {
+    // imaptest's "fetch-body-message-rfc822-mime": the TEXT of a message/rfc822 part
+    // holding a multipart keeps the epilogue after its closing boundary.
+    let inner_text = "prologue\r\n\r\n--foo \r\n\r\nFrom: m1@example.com\r\nSubject: m1\r\n\r\n\
+                      m1 body\r\n\r\n--foo \r\nX-Mime: m2 header\r\n\r\nFrom: m2@example.com\r\n\
+                      Subject: m2\r\n\r\nm2 body\r\n\r\n--foo--\r\n\r\nepilogue\r\n";
+    let message = format!(
+        "From: user@domain.org\r\nDate: Sat, 24 Mar 2007 23:00:00 +0200\r\nMime-Version: 1.0\r\n\
+         Content-Type: message/rfc822\r\n\r\nFrom: sub@domain.org\r\n\
+         Date: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\
+         Content-Type: multipart/digest; boundary=\"foo\"\r\n\r\n{inner_text}"
+    );
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    append(&mut c, &message);
+    c.ok("s SELECT INBOX");
+    let out = c.ok("f FETCH 1 (BODY.PEEK[1.TEXT])");
+    assert!(
+        out.starts_with(&format!(
+            "* 1 FETCH (BODY[1.TEXT] {{{}}}\r\n{inner_text})\r\n",
+            inner_text.len()
+        )),
+        "{out}"
+    );
+    let out = c.ok("f FETCH 1 (BODY.PEEK[1.1])");
+    assert!(
+        out.starts_with(
+            "* 1 FETCH (BODY[1.1] {46}\r\nFrom: m1@example.com\r\nSubject: m1\r\n\r\nm1 body\r\n)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn append_binary_body_of_a_part_with_a_nul_is_a_plain_literal() {
+    // imaptest's "append-binary": BODY[1] of a binary part cannot carry its NUL in a
+    // literal (RFC 3501 §4.3); it shows as 0x80, and BINARY[1] gives the octets.
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    let message = "From: user@domain.org\r\nMime-Version: 1.0\r\n\
+                   Content-Type: application/octet-stream\r\n\
+                   Content-Transfer-Encoding: binary\r\n\r\n\0-x\n\r\n\n";
+    let out = c.send(&format!(
+        "ap APPEND INBOX ~{{{}+}}\r\n{message}\r\n",
+        message.len()
+    ));
+    assert!(out.starts_with("ap OK"), "{out}");
+    c.ok("s SELECT INBOX");
+    let out = c.ok("f FETCH 1 (BODY.PEEK[1])");
+    assert!(
+        out.starts_with("* 1 FETCH (BODY[1] {7}\r\n\u{fffd}-x\n\r\n\n)\r\n"),
+        "{out:?}"
+    );
+    let out = c.ok("f FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])");
+    assert!(
+        out.starts_with("* 1 FETCH (BINARY.SIZE[1] 7 BINARY[1] ~{7}\r\n\0-x\n\r\n\n)\r\n"),
+        "{out:?}"
+    );
+}
