@@ -7,7 +7,9 @@
   `restart: unless-stopped`; modules that use the queue wait for core-queue.
 - Dockerfile: parsed with Docker's own parser (the `dockerfile` package) and
   linted: multi-stage, pinned base images, apt lists removed, the binaries
-  copied from the build stage, an unprivileged USER in the final stage.
+  copied from the build stage, an unprivileged USER in the final stage; the
+  `prebuilt` stage CI runs (.ci/test-compose.py) and the final stage share one
+  runtime stage and add nothing but the binaries.
 - systemd units: every module has one, with the hardening the README promises.
 
 Prints one line per problem and exits 1 if there is any.
@@ -65,6 +67,10 @@ def check_compose():
         volumes = [str(v) for v in (services[module].get("volumes") or [])]
         if not any("/var/lib/quicksilver" in v for v in volumes):
             problem(path.name, f"{module}: the data volume is not mounted")
+        sysctls = services[module].get("sysctls")
+        if sysctls is not None and not isinstance(sysctls, list):
+            # It passes their names without values to podman, which refuses them.
+            problem(path.name, f"{module}: sysctls is a mapping; podman-compose 1.0.3 reads only a list")
         if module in USES_QUEUE:
             depends = services[module].get("depends_on") or {}
             if "core-queue" not in depends:
@@ -78,20 +84,57 @@ def check_compose():
 def check_dockerfile():
     path = DEPLOY / "Dockerfile"
     commands = dockerfile.parse_file(str(path))
-    froms = [c for c in commands if c.cmd == "FROM"]
-    if len(froms) < 2:
+    # Each stage: its name, what it is built FROM, its instructions.
+    stages = []
+    for c in commands:
+        if c.cmd == "FROM":
+            name = c.value[2] if len(c.value) == 3 and c.value[1].upper() == "AS" else None
+            stages.append({"name": name, "from": c.value[0], "body": []})
+        elif stages:
+            stages[-1]["body"].append(c)
+    if len(stages) < 2:
         problem(path.name, "not a multi-stage build")
-    for c in froms:
-        image = c.value[0]
-        if ":" not in image or image.endswith(":latest"):
+        return
+    by_name = {s["name"]: s for s in stages if s["name"]}
+    for s in stages:
+        image = s["from"]
+        if image not in by_name and (":" not in image or image.endswith(":latest")):
             problem(path.name, f"base image {image} is not pinned to a version")
-    final_start = commands.index(froms[-1])
-    final = commands[final_start:]
-    users = [c.value[0] for c in final if c.cmd == "USER"]
-    if not users or users[-1] in ("root", "0"):
+
+    def chain(stage):
+        """The stage and the stages it is built on, the stage itself last."""
+        found = [stage]
+        while found[0]["from"] in by_name:
+            found.insert(0, by_name[found[0]["from"]])
+        return found
+
+    def effective(stage, instruction):
+        values = [c.value for s in chain(stage) for c in s["body"] if c.cmd == instruction]
+        return values[-1] if values else None
+
+    final = stages[-1]
+    user = effective(final, "USER")
+    if not user or user[0] in ("root", "0"):
         problem(path.name, "the final stage runs as root")
-    if not any(c.cmd == "COPY" and any(f.startswith("--from=") for f in c.flags) for c in final):
+    if not any(c.cmd == "COPY" and any(f.startswith("--from=") for f in c.flags)
+               for c in final["body"]):
         problem(path.name, "the final stage does not copy the binaries from the build stage")
+    # CI builds `--target prebuilt` (binaries from the host): it must be the
+    # final stage but for where the binaries come from.
+    prebuilt = by_name.get("prebuilt")
+    if prebuilt is None:
+        problem(path.name, "no `prebuilt` stage (the image CI runs)")
+    else:
+        if prebuilt["from"] != final["from"]:
+            problem(path.name, "`prebuilt` and the final stage are not built on the same stage")
+        for s in (prebuilt, final):
+            for c in s["body"]:
+                if c.cmd != "COPY" or c.value[-1] != "/usr/local/bin/":
+                    problem(path.name, f"stage {s['name']}: {c.original} is more than the binaries; "
+                            "it belongs in the shared runtime stage")
+    for instruction in ("USER", "WORKDIR", "VOLUME", "CMD"):
+        if effective(final, instruction) is None:
+            problem(path.name, f"the final stage has no {instruction}")
     for c in commands:
         if c.cmd == "RUN" and "apt-get install" in c.value[0]:
             if "--no-install-recommends" not in c.value[0]:
