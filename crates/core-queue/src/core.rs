@@ -30,7 +30,8 @@ pub struct Core {
     pub data_dir: PathBuf,
     /// Copy every bounce to the postmaster.
     pub bounce_copy_to_postmaster: bool,
-    /// Wakes the local delivery workers when local work arrives.
+    /// Wakes one idle local delivery worker when local work arrives (a stored
+    /// permit when none is idle), so an arrival does not send them all leasing.
     pub local_work: Notify,
     /// Request keys of enqueues being processed now.
     pub keys_in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -58,7 +59,7 @@ impl Core {
     ) -> Result<QueueId, StoreError> {
         let id = self.insert(sender, recipients, origin, body)?;
         self.store.commit().await?;
-        self.local_work.notify_waiters();
+        self.local_work.notify_one();
         Ok(id)
     }
 
@@ -119,7 +120,7 @@ impl Core {
         }
         let id = self.insert_keyed(sender, recipients, origin, body, Some(key))?;
         self.store.commit().await?;
-        self.local_work.notify_waiters();
+        self.local_work.notify_one();
         Ok(id)
     }
 
@@ -376,7 +377,7 @@ impl Core {
                 .iter()
                 .any(|r| r.is_pending() && r.class == JobClass::local())
             {
-                self.local_work.notify_waiters();
+                self.local_work.notify_one();
             }
         }
         Ok(())

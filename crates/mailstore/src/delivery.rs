@@ -6,11 +6,13 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Result, StoreError};
 use crate::folder_name::FolderName;
 use crate::fsutil::{sync_dir, write_options};
+use crate::fsync_pool;
 use crate::key::{is_key_hash, key_hash};
 use crate::mailbox::{Folder, Mailbox};
 use crate::names::{MessageId, new_base_name};
@@ -73,8 +75,9 @@ struct Staged {
     hash: String,
     key: String,
     path: PathBuf,
-    /// Locked while we hold it; unlocked when the slot is dropped.
-    file: File,
+    /// Locked while we hold it; unlocked when the slot (and the fsync pool's
+    /// reference, given back before the pool answers) is dropped.
+    file: Arc<File>,
     size: u64,
 }
 
@@ -303,7 +306,7 @@ impl Mailbox {
                     hash,
                     key: key.to_owned(),
                     path: staging,
-                    file,
+                    file: Arc::new(file),
                     size,
                 }));
             }
@@ -319,7 +322,7 @@ impl Mailbox {
                 hash,
                 key: key.to_owned(),
                 path: staging,
-                file,
+                file: Arc::new(file),
                 size: bytes.len() as u64,
             }));
         }
@@ -463,7 +466,7 @@ impl DeliveryBatch<'_> {
         // Step 5: the renames on disk, at both ends.
         let already = slots.iter().any(|s| matches!(s, Some(Slot::Already)));
         let synced = if renamed {
-            sync_dir(&new).and_then(|()| sync_dir(&tmp))
+            sync_dirs(&[&new, &tmp])
         } else if already {
             // Make durable the removal of the staging file we relied on.
             sync_dir(&tmp)
@@ -533,54 +536,35 @@ impl Drop for DeliveryBatch<'_> {
     }
 }
 
-/// Most threads that fsync the staging files of a batch at once.
-const SYNC_THREADS: usize = 16;
-
-/// Fsyncs the staging files of the fresh slots, several at a time: file systems with a
-/// journal commit concurrent fsyncs together, which is much faster than one by one.
+/// Fsyncs the staging files of the fresh slots, several at once on the fsync
+/// threads: file systems with a journal commit concurrent fsyncs together, which is
+/// much faster than one by one.
 fn sync_staged(slots: &[Option<Slot>]) -> Vec<(usize, io::Result<()>)> {
-    let fresh: Vec<(usize, &File)> = slots
+    let fresh: Vec<(usize, Arc<File>)> = slots
         .iter()
         .enumerate()
         .filter_map(|(i, slot)| match slot {
-            Some(Slot::Fresh(staged)) => Some((i, &staged.file)),
+            Some(Slot::Fresh(staged)) => Some((i, Arc::clone(&staged.file))),
             _ => None,
         })
         .collect();
-    let sync_chunk = |chunk: &[(usize, &File)]| -> Vec<(usize, io::Result<()>)> {
-        chunk.iter().map(|(i, f)| (*i, f.sync_all())).collect()
-    };
-    if fresh.len() <= 1 {
-        return sync_chunk(&fresh);
+    fsync_pool::sync_all(fresh)
+}
+
+/// Flushes the entries of several directories to disk at once (one journal
+/// commit serves them all); the first error, if any.
+fn sync_dirs(dirs: &[&Path]) -> Result<()> {
+    let mut opened = Vec::with_capacity(dirs.len());
+    for (i, dir) in dirs.iter().enumerate() {
+        let file = File::open(dir).map_err(|e| StoreError::io(dir, e))?;
+        opened.push((i, Arc::new(file)));
     }
-    let per_thread = fresh.len().div_ceil(SYNC_THREADS);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = fresh
-            .chunks(per_thread)
-            .map(|chunk| {
-                let worker = std::thread::Builder::new()
-                    .name("qs-fsync".into())
-                    .spawn_scoped(scope, move || sync_chunk(chunk));
-                (chunk, worker)
-            })
-            .collect();
-        let mut results = Vec::with_capacity(fresh.len());
-        for (chunk, worker) in workers {
-            match worker {
-                Ok(worker) => match worker.join() {
-                    Ok(done) => results.extend(done),
-                    Err(_) => results.extend(
-                        chunk
-                            .iter()
-                            .map(|(i, _)| (*i, Err(io::Error::other("fsync thread panicked")))),
-                    ),
-                },
-                // No thread to be had: do it here.
-                Err(_) => results.extend(sync_chunk(chunk)),
-            }
-        }
-        results
-    })
+    let mut results = fsync_pool::sync_all(opened);
+    results.sort_by_key(|(i, _)| *i);
+    match results.into_iter().find(|(_, r)| r.is_err()) {
+        Some((i, Err(e))) => Err(StoreError::io(dirs[i], e)),
+        _ => Ok(()),
+    }
 }
 
 /// Removes the staging file of a message that has no marker (we still hold its lock).

@@ -49,12 +49,12 @@
 //! 1. for each message: open `tmp/qs-H` and lock it (`flock`, exclusive; a delivery of
 //!    the same key that finds it locked answers [`StoreError::Busy`]); if the marker
 //!    exists, see below; otherwise write the bytes;
-//! 2. fsync every staging file (several at once: a journalling file system commits
-//!    concurrent fsyncs together), then `tmp/`, so the staging files are on disk before
-//!    any marker names them;
+//! 2. fsync every staging file (several at once, on up to 16 long-lived threads of the
+//!    process: a journalling file system commits concurrent fsyncs together), then
+//!    `tmp/`, so the staging files are on disk before any marker names them;
 //! 3. create each marker (`create_new`, the key as its content), fsync `qs-delivered/`;
 //! 4. rename each staging file to `<folder>/new/<unique name>`;
-//! 5. fsync the folder's `new/` and `tmp/`, and only then report success.
+//! 5. fsync the folder's `new/` and `tmp/` (both at once), and only then report success.
 //!
 //! A later attempt at the same key, holding the staging file's lock, reads where an
 //! earlier one stopped: no marker means nothing was delivered (a staging file is garbage
@@ -124,6 +124,7 @@ mod delivery;
 mod error;
 mod folder_name;
 mod fsutil;
+mod fsync_pool;
 mod key;
 mod mailbox;
 mod names;
