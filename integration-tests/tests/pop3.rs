@@ -418,6 +418,63 @@ tls.close()
 }
 
 #[test]
+fn a_changed_password_is_refused_at_once_despite_the_credentials_cache() {
+    let inst = Installation::init();
+    inst.use_ephemeral_ports();
+    inst.set("pop3_server", "allow_plaintext_auth", "true");
+    inst.add_users(&["alice@example.test"]);
+    // The directory's debug lines say which logins the cache answered.
+    let daemon = inst.start_with_env("pop3-server", &[("RUST_LOG", "info,qs_directory=debug")]);
+    let out = python(
+        &inst,
+        &daemon,
+        r#"
+for n in range(2):
+    p = login()
+    out["stat%d" % n] = p.stat()[0]
+    p.quit()
+"#,
+    );
+    assert_eq!(
+        (out["stat0"].clone(), out["stat1"].clone()),
+        (0.into(), 0.into())
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("login accepted from the credentials cache"),
+        "the second login must come from the cache:\n{}",
+        daemon.log()
+    );
+
+    let changed = inst.qsctl_stdin(
+        &["user", "passwd", "alice@example.test", "--password-stdin"],
+        "a new password\n",
+    );
+    assert!(changed.status.success(), "{}", text(&changed));
+    let out = python(
+        &inst,
+        &daemon,
+        r#"
+try:
+    login(password="pw")
+    out["old"] = "+OK?"
+except poplib.error_proto as e:
+    out["old"] = e.args[0].decode()
+p = login(password="a new password")
+out["new"] = p.stat()[0]
+p.quit()
+"#,
+    );
+    assert!(
+        out["old"].as_str().unwrap().starts_with("-ERR [AUTH]"),
+        "the old password must be refused at once: {}",
+        out["old"]
+    );
+    assert_eq!(out["new"], 0);
+}
+
+#[test]
 fn per_user_options_from_qsctl_and_seen_marks() {
     let (inst, daemon) = setup(true);
     // The options, set and shown with qsctl.

@@ -184,6 +184,11 @@ pub struct DirectoryConfig {
     pub file: PathBuf,
     /// The sub-address separator (`+` in `user+tag@domain`), if any.
     pub subaddress_separator: Option<char>,
+    /// How long a successful login is remembered, so the same credentials
+    /// again are not hashed again (0 = never).
+    pub credentials_cache_secs: u64,
+    /// The most successful logins remembered by each process (0 = none).
+    pub credentials_cache_entries: u64,
 }
 
 /// `[queue]`: where the queue lives and how mail is retried.
@@ -699,6 +704,8 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
     let directory = DirectoryConfig {
         file: data(dir.path("file", "directory.json")),
         subaddress_separator,
+        credentials_cache_secs: dir.number("credentials_cache_secs", 600, 0, 86_400),
+        credentials_cache_entries: dir.number("credentials_cache_entries", 1024, 0, 1_000_000),
     };
     dir.finish();
 

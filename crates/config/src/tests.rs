@@ -294,6 +294,21 @@ fn networks_match_addresses() {
 }
 
 #[test]
+fn the_credentials_cache_keys_have_defaults_and_bounds() {
+    let c = parse("").unwrap();
+    assert_eq!(c.directory.credentials_cache_secs, 600);
+    assert_eq!(c.directory.credentials_cache_entries, 1024);
+    let off =
+        parse("[directory]\ncredentials_cache_secs = 0\ncredentials_cache_entries = 0\n").unwrap();
+    assert_eq!(off.directory.credentials_cache_secs, 0);
+    assert_eq!(off.directory.credentials_cache_entries, 0);
+    let err = parse("[directory]\ncredentials_cache_secs = 86401\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("directory.credentials_cache_secs"), "{err}");
+}
+
+#[test]
 fn the_subaddress_separator_can_be_turned_off_or_refused() {
     assert_eq!(
         parse("[directory]\nsubaddress_separator = \"\"\n")

@@ -6,10 +6,12 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tracing::{debug, error, info};
 
 use crate::address::{Address, parse_address, parse_domain, valid_separator};
+use crate::credentials_cache::{CredentialsCache, CredentialsCacheSettings};
 use crate::error::{Error, Result};
 use crate::model::{Alias, Domain, FileData, Pop3Options, UserRecord};
 use crate::password;
@@ -43,6 +45,8 @@ pub struct Directory {
     options: Options,
     current: Mutex<Current>,
     hashing: HashLimit,
+    /// Logins checked lately, so a client logging in again is not hashed again.
+    credentials: CredentialsCache,
 }
 
 /// At most this many password checks of one [`Directory`] (a daemon opens
@@ -146,6 +150,7 @@ impl Directory {
                 reported: None,
             }),
             hashing: HashLimit::new(),
+            credentials: CredentialsCache::new(CredentialsCacheSettings::default()),
         }
     }
 
@@ -190,13 +195,41 @@ impl Directory {
     /// Checks a login and password (see [`Snapshot::verify_blocking`]),
     /// hashing on tokio's blocking pool, at most [`MAX_CONCURRENT_HASHES`]
     /// at once. Must run inside a tokio runtime.
+    ///
+    /// A login that succeeded less than the cache's TTL ago with the same
+    /// password and the same stored hash answers at once, without hashing
+    /// (see [`Directory::configure_credentials_cache`]); a changed password,
+    /// a removed or disabled user never do.
     pub async fn verify(&self, login: &str, password: &Secret) -> Result<Option<VerifiedUser>> {
         let snapshot = self.snapshot();
+        let mut cached = None;
+        if let Some((address, stored_hash, verified)) = snapshot.login_record(login)
+            && let Some(tag) = self.credentials.tag(address, stored_hash, password)
+        {
+            if self.credentials.contains(&tag, Instant::now()) {
+                debug!(user = %verified.address, "login accepted from the credentials cache");
+                return Ok(Some(verified));
+            }
+            cached = Some(tag);
+        }
         let login = login.to_owned();
         let password = password.clone();
-        self.hashing
+        let verified = self
+            .hashing
             .run(move || snapshot.verify_blocking(&login, &password))
-            .await?
+            .await??;
+        if let (Some(_), Some(tag)) = (&verified, cached) {
+            self.credentials.insert(tag, Instant::now());
+        }
+        Ok(verified)
+    }
+
+    /// Sets how long, and how many, successful logins are remembered (by
+    /// default [`crate::credentials_cache::DEFAULT_TTL`] and
+    /// [`crate::credentials_cache::DEFAULT_MAX_ENTRIES`]); forgets those
+    /// remembered so far.
+    pub fn configure_credentials_cache(&self, settings: CredentialsCacheSettings) {
+        self.credentials.configure(settings);
     }
 
     /// Checks a login and password on the calling thread (see
@@ -1545,6 +1578,117 @@ mod tests {
             dir.verify("nobody@example.test", &pw("async pw"))
                 .await
                 .unwrap(),
+            None
+        );
+    }
+
+    /// Polls `verify` once: a login answered from the credentials cache is
+    /// ready at once, one that is hashed waits for the blocking pool.
+    fn verify_without_hashing(dir: &Directory, login: &str, password: &str) -> Option<bool> {
+        use std::future::Future;
+        let password = pw(password);
+        let mut check = std::pin::pin!(dir.verify(login, &password));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match check.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(result) => Some(result.unwrap().is_some()),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_checked_lately_is_answered_without_hashing() {
+        let (_tmp, dir) = setup();
+        dir.add_user("alice@example.test", "Alice", &pw("first pw"))
+            .unwrap();
+        assert_eq!(
+            verify_without_hashing(&dir, "alice@example.test", "first pw"),
+            None,
+            "the first login is hashed"
+        );
+        assert!(
+            dir.verify("alice@example.test", &pw("first pw"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Any spelling of the address, from the cache.
+        assert_eq!(
+            verify_without_hashing(&dir, "Alice@Example.Test", "first pw"),
+            Some(true)
+        );
+        // A wrong password is always hashed, and refused.
+        assert_eq!(
+            verify_without_hashing(&dir, "alice@example.test", "guess"),
+            None
+        );
+        assert!(
+            dir.verify("alice@example.test", &pw("guess"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_password_or_a_disabled_user_never_hits_the_cache() {
+        let (_tmp, dir) = setup();
+        dir.add_user("alice@example.test", "Alice", &pw("old pw"))
+            .unwrap();
+        assert!(
+            dir.verify("alice@example.test", &pw("old pw"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        dir.set_password("alice@example.test", &pw("new pw"))
+            .unwrap();
+        assert_eq!(
+            verify_without_hashing(&dir, "alice@example.test", "old pw"),
+            None
+        );
+        assert!(
+            dir.verify("alice@example.test", &pw("old pw"))
+                .await
+                .unwrap()
+                .is_none(),
+            "the old password is refused at once"
+        );
+        assert!(
+            dir.verify("alice@example.test", &pw("new pw"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        dir.set_enabled("alice@example.test", false).unwrap();
+        assert_eq!(
+            verify_without_hashing(&dir, "alice@example.test", "new pw"),
+            None
+        );
+        assert!(
+            dir.verify("alice@example.test", &pw("new pw"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cache_turned_off_hashes_every_login() {
+        let (_tmp, dir) = setup();
+        dir.add_user("alice@example.test", "Alice", &pw("pw"))
+            .unwrap();
+        dir.configure_credentials_cache(CredentialsCacheSettings {
+            ttl: std::time::Duration::ZERO,
+            max_entries: 16,
+        });
+        assert!(
+            dir.verify("alice@example.test", &pw("pw"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            verify_without_hashing(&dir, "alice@example.test", "pw"),
             None
         );
     }

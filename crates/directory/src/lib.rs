@@ -99,6 +99,16 @@
 //! address only when it names a user (an unknown login may be a mistyped
 //! password). The directory file and its lock file are mode 0600.
 //!
+//! A login that succeeded is remembered by the process for a short time
+//! ([`credentials_cache`], Dovecot's `auth_cache`): the same user and password
+//! again answer without hashing. The cache keeps an HMAC-SHA256 tag, under a
+//! random key made at start, of the address, the stored hash and the password,
+//! never the password; a changed password (a new stored hash), a removed or
+//! disabled user never match, and a wrong password is always hashed. Entries
+//! live at most `ttl` (600 s by default) and at most `max_entries` (1024) are
+//! kept ([`Directory::configure_credentials_cache`]; `[directory]`
+//! `credentials_cache_secs` and `credentials_cache_entries` in the servers).
+//!
 //! # Configuration
 //!
 //! [`Options::subaddress_separator`]: `Some('+')` by default, `None` to turn
@@ -111,6 +121,7 @@
 //! RFC 6531 (UTF-8 addresses); RFC 5233 (subaddresses); RFC 9106 (Argon2).
 
 mod address;
+pub mod credentials_cache;
 mod directory;
 mod error;
 mod model;
@@ -122,6 +133,7 @@ mod store;
 pub mod lists;
 pub mod mailing_list;
 pub use address::{Address, MAX_DOMAIN_LEN, MAX_LOCAL_LEN, parse_address, parse_domain};
+pub use credentials_cache::CredentialsCacheSettings;
 pub use directory::{Directory, MAX_CONCURRENT_HASHES, Options};
 pub use error::{Error, Result};
 pub use model::{Alias, Domain, FORMAT_VERSION, Forward, Pop3Options, User};

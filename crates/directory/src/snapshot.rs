@@ -286,6 +286,24 @@ impl Snapshot {
         }
     }
 
+    /// The enabled user `login` names, as (canonical address, stored password
+    /// hash, what a successful check answers): what the credentials cache
+    /// keys on. `None` for an unknown login or a disabled user.
+    pub(crate) fn login_record(&self, login: &str) -> Option<(&str, &str, VerifiedUser)> {
+        let user = &parse_address(login)
+            .ok()
+            .and_then(|a| self.user_at(&a))?
+            .record;
+        user.enabled.then(|| {
+            let verified = VerifiedUser {
+                address: user.address.clone(),
+                display_name: user.display_name.clone(),
+                pop3: user.pop3,
+            };
+            (user.address.as_str(), user.password_hash.as_str(), verified)
+        })
+    }
+
     /// The user of a parsed address (no subaddress).
     pub(crate) fn user_at(&self, a: &Address) -> Option<&User> {
         let domain = self.canonical_domain(a.domain())?;

@@ -283,6 +283,7 @@ pub async fn open_mailbox_server(
             subaddress_separator: config.directory.subaddress_separator,
         },
     )?;
+    crate::credentials::configure(&directory, &config.directory);
     let acceptor = crate::tls::acceptor(&config.tls.cert, &config.tls.key)?;
     let listeners = PlainAndTls::bind(keys, &access.listen, &access.tls_listen).await?;
     crate::runfile::write(&config.data_dir, module, &listeners.addresses()).map_err(|source| {

@@ -19,6 +19,7 @@
 //! (TLS 1.2 and 1.3 only).
 
 pub mod accept;
+pub mod credentials;
 pub mod daemon;
 pub mod listen;
 pub mod logging;

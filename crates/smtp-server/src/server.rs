@@ -76,6 +76,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
             subaddress_separator: config.directory.subaddress_separator,
         },
     )?;
+    qs_service::credentials::configure(&directory, &config.directory);
     let threshold = usize::try_from(s.spool_threshold).unwrap_or(usize::MAX);
     let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", threshold)
         .map_err(ServerError::Spool)?;
