@@ -28,6 +28,10 @@
 //! unauthenticated SMTP client is reported to the postmaster alone, never to a
 //! sender who may be forged (backscatter).
 //!
+//! # Limits
+//! A queue listing and a state scan return at most 1000 entries; a lease lasts
+//! at most one day; an enqueue request key over 128 bytes is ignored.
+//!
 //! # Durability
 //! Local delivery is Maildir tmp → fsync → rename → fsync, idempotent per
 //! (queue id, recipient), so a crash anywhere delivers at most once more, never
@@ -155,19 +159,7 @@ pub async fn run_with(
     let store = Store::open(&config.queue.store, &StoreOptions::default())?;
     info!(store = %config.queue.store.display(), "queue database opened");
 
-    let core = Arc::new(Core {
-        store: Arc::new(store),
-        router: Router::new(
-            Arc::new(directory),
-            ListIndex::new(config.data_path("lists")),
-        ),
-        policy: retry_policy(&config),
-        hostname: config.hostname.clone(),
-        data_dir: config.data_dir.clone(),
-        bounce_copy_to_postmaster: config.queue.bounce_copy_to_postmaster,
-        local_work: tokio::sync::Notify::new(),
-        keys_in_flight: std::sync::Mutex::default(),
-    });
+    let core = Arc::new(new_core(&config, directory, store));
     // This process is the only local worker: leases of an earlier one are stale.
     core.store.release_all(&qs_queue::JobClass::local())?;
     let handler = Arc::new(CoreHandler::new(core.clone()));
@@ -257,6 +249,24 @@ pub async fn run_with(
     qs_service::runfile::remove(&config.data_dir, "core-queue");
     info!("stopped");
     Ok(())
+}
+
+/// The state core-queue's tasks share, over an opened directory and store,
+/// with the routing, retry and bounce settings of `config`.
+pub fn new_core(config: &Config, directory: Directory, store: Store) -> Core {
+    Core {
+        store: Arc::new(store),
+        router: Router::new(
+            Arc::new(directory),
+            ListIndex::new(config.data_path("lists")),
+        ),
+        policy: retry_policy(config),
+        hostname: config.hostname.clone(),
+        data_dir: config.data_dir.clone(),
+        bounce_copy_to_postmaster: config.queue.bounce_copy_to_postmaster,
+        local_work: tokio::sync::Notify::new(),
+        keys_in_flight: std::sync::Mutex::default(),
+    }
 }
 
 /// Periodic chores: forget old enqueue request keys.

@@ -18,7 +18,7 @@
 //! the owner from the `owner` file kept beside the database. Every other
 //! module talks to core-queue through a [`Client`] over a Unix socket, or
 //! over TCP with a shared secret. core-queue answers through [`serve`] with
-//! its own [`Handler`]; [`StoreHandler`] is a plain store-backed handler.
+//! its own [`Handler`].
 //!
 //! # Durability
 //!
@@ -47,8 +47,6 @@
 //! checked from the 8-byte prefix, before any buffer is sized for them.
 //! Queue ids are 18 upper-case hex digits; class names 1 to 32 of `a-z`,
 //! `0-9`, `-`, `_`; state namespaces up to 64 bytes and keys up to 1 KiB.
-//! [`StoreHandler`] caps listings and state scans at 1000 entries and leases
-//! at one day.
 //!
 //! # Security
 //!
@@ -81,5 +79,5 @@ pub use envelope::{
 };
 pub use proto::{ErrorKind, Limits, ProtoError, Request, Response, Secret};
 pub use retry::RetryPolicy;
-pub use server::{Handler, Listener, ServerError, ServerOptions, StoreHandler, serve, serve_with};
+pub use server::{Handler, Listener, ServerError, ServerOptions, serve, serve_with};
 pub use store::{Store, StoreError, StoreOptions};

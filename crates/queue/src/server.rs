@@ -2,8 +2,7 @@
 //! TCP peers, and hand each request to a [`Handler`].
 //!
 //! Each connection handles its requests one after the other; connections run
-//! concurrently. core-queue implements [`Handler`] with its routing;
-//! [`StoreHandler`] is a plain store-backed handler for tests and tools.
+//! concurrently. core-queue implements [`Handler`]: it answers every request.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,20 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::envelope::{Envelope, JobClass, Recipient, unix_now};
 use crate::io::{Connection, FrameIoError, Stream};
-use crate::proto::{ErrorKind, Limits, Request, Response, Secret, StateEntry, decode_request};
-use crate::retry::RetryPolicy;
-use crate::store::{Store, StoreError};
-
-/// Most summaries a [`StoreHandler`] returns for one list request.
-const MAX_LIST: u32 = 1000;
-/// Most entries a [`StoreHandler`] returns for one state scan.
-const MAX_SCAN: u32 = 1000;
-/// Longest lease a [`StoreHandler`] grants: one day.
-const MAX_LEASE_SECS: u64 = 24 * 60 * 60;
-/// Longest recipient address accepted by a [`StoreHandler`].
-const MAX_ADDRESS_LEN: usize = 1024;
+use crate::proto::{ErrorKind, Limits, Request, Response, Secret, decode_request};
+use crate::store::StoreError;
 
 /// Answers requests. [`Request::Hello`] never reaches it: the server handles
 /// authentication itself.
@@ -289,189 +277,6 @@ impl StoreError {
                 Response::error(ErrorKind::Temporary, "queue storage unavailable")
             }
             kind => Response::error(kind, self.to_string()),
-        }
-    }
-}
-
-/// A handler that serves a [`Store`] directly: every enqueued recipient gets
-/// the class given at construction, finished messages are removed without
-/// DSNs, and every change is committed before the answer. For tests and
-/// tools; core-queue routes recipients itself.
-#[derive(Debug)]
-pub struct StoreHandler {
-    store: Arc<Store>,
-    class: JobClass,
-    policy: RetryPolicy,
-}
-
-impl StoreHandler {
-    /// A handler over `store` putting every recipient in `class`.
-    pub fn new(store: Arc<Store>, class: JobClass, policy: RetryPolicy) -> StoreHandler {
-        StoreHandler {
-            store,
-            class,
-            policy,
-        }
-    }
-
-    /// The store served.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
-    async fn dispatch(
-        &self,
-        request: Request,
-        body: Vec<u8>,
-    ) -> Result<(Response, Vec<u8>), StoreError> {
-        let store = &self.store;
-        let now = unix_now();
-        let reply = match request {
-            Request::Hello { .. } => Response::Ok,
-            Request::Ping => Response::Pong,
-            Request::Enqueue {
-                sender,
-                recipients,
-                origin,
-                ..
-            } => {
-                if recipients.is_empty() {
-                    return Err(StoreError::InvalidEnvelope("no recipients".into()));
-                }
-                let mut rcpts = Vec::with_capacity(recipients.len());
-                for address in recipients {
-                    if address.is_empty()
-                        || address.len() > MAX_ADDRESS_LEN
-                        || address.chars().any(char::is_control)
-                    {
-                        return Err(StoreError::InvalidEnvelope("bad recipient address".into()));
-                    }
-                    let mut r = Recipient::new(address, self.class.clone());
-                    r.next_attempt = now;
-                    rcpts.push(r);
-                }
-                let env = Envelope::new(sender, rcpts, origin, now, body.len() as u64);
-                store.insert(&env, &body)?;
-                store.commit().await?;
-                Response::Enqueued { id: env.id }
-            }
-            Request::Lease {
-                class,
-                worker,
-                lease_secs,
-            } => {
-                let lease = Duration::from_secs(lease_secs.clamp(1, MAX_LEASE_SECS));
-                match store.lease(&class, &worker, lease, now)? {
-                    Some(mut job) => {
-                        store.commit().await?;
-                        let body = std::mem::take(&mut job.body);
-                        return Ok((Response::Job { job }, body));
-                    }
-                    None => Response::NoJob,
-                }
-            }
-            Request::Complete {
-                id,
-                class,
-                token,
-                results,
-            } => {
-                let outcome = store.complete(&id, &class, token, &results, &self.policy, now)?;
-                if outcome.finished {
-                    store.remove(&id)?;
-                }
-                store.commit().await?;
-                Response::Completed {
-                    finished: outcome.finished,
-                }
-            }
-            Request::Release { id, class, token } => {
-                store.release(&id, &class, token)?;
-                store.commit().await?;
-                Response::Ok
-            }
-            Request::List { limit } => Response::List {
-                messages: store.list(limit.min(MAX_LIST) as usize)?,
-            },
-            Request::Show { id } => match store.get(&id)? {
-                Some(envelope) => Response::Envelope { envelope },
-                None => return Err(StoreError::NotFound(id)),
-            },
-            Request::Body { id } => match store.body(&id)? {
-                Some(bytes) => return Ok((Response::Body, bytes)),
-                None => return Err(StoreError::NotFound(id)),
-            },
-            Request::Retry { id } => {
-                store.retry(&id, now)?;
-                store.commit().await?;
-                Response::Ok
-            }
-            Request::Delete { id } => {
-                if !store.remove(&id)? {
-                    return Err(StoreError::NotFound(id));
-                }
-                store.commit().await?;
-                Response::Ok
-            }
-            Request::Stats => Response::Stats {
-                stats: store.stats()?,
-            },
-            Request::StateGet { namespace, key } => {
-                return Ok(match store.state_get(&namespace, &key)? {
-                    Some(value) => (Response::StateValue { found: true }, value),
-                    None => (Response::StateValue { found: false }, Vec::new()),
-                });
-            }
-            Request::StatePut { namespace, key } => {
-                store.state_put(&namespace, &key, &body)?;
-                store.commit().await?;
-                Response::Ok
-            }
-            Request::StateDelete { namespace, key } => {
-                store.state_delete(&namespace, &key)?;
-                store.commit().await?;
-                Response::Ok
-            }
-            Request::StateScan {
-                namespace,
-                prefix,
-                after,
-                limit,
-            } => {
-                let found = store.state_scan(
-                    &namespace,
-                    &prefix,
-                    after.as_deref(),
-                    limit.min(MAX_SCAN) as usize,
-                )?;
-                let mut entries = Vec::with_capacity(found.len());
-                let mut values = Vec::new();
-                for (key, value) in found {
-                    entries.push(StateEntry {
-                        key,
-                        len: value.len() as u64,
-                    });
-                    values.extend_from_slice(&value);
-                }
-                return Ok((Response::StateEntries { entries }, values));
-            }
-        };
-        Ok((reply, Vec::new()))
-    }
-}
-
-impl Handler for StoreHandler {
-    async fn handle(&self, request: Request, body: Vec<u8>) -> (Response, Vec<u8>) {
-        let op = request.op();
-        match self.dispatch(request, body).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                match e.kind() {
-                    ErrorKind::Temporary => tracing::error!(op, error = %e, "request failed"),
-                    _ => tracing::debug!(op, error = %e, "request refused"),
-                }
-                (e.to_response(), Vec::new())
-            }
         }
     }
 }

@@ -1,12 +1,14 @@
-//! The client against a real server over Unix and TCP sockets.
+//! The queue client against core-queue's handler, served over Unix and TCP
+//! sockets.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use core_queue::handler::CoreHandler;
 use qs_queue::{
     Client, ClientError, ClientOptions, Endpoint, ErrorKind, JobClass, Origin, Outcome,
-    RecipientResult, RetryPolicy, Secret, ServerError, Store, StoreHandler, StoreOptions, serve,
+    RecipientResult, Secret, ServerError, Store, StoreOptions, serve,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -28,20 +30,31 @@ impl TestServer {
     }
 }
 
-fn open_store(dir: &Path) -> Arc<Store> {
-    Arc::new(Store::open(dir.join("queue"), &StoreOptions::default()).expect("open store"))
+fn open_store(dir: &Path) -> Store {
+    Store::open(dir.join("queue"), &StoreOptions::default()).expect("open store")
 }
 
+/// Serves `store` on `listener` with core-queue's handler, over a directory
+/// with no local domain: every recipient is routed `outbound`.
 fn start(
-    store: Arc<Store>,
+    dir: &Path,
+    store: Store,
     listener: impl Into<qs_queue::Listener>,
     secret: Option<Secret>,
 ) -> TestServer {
-    let handler = Arc::new(StoreHandler::new(
-        Arc::clone(&store),
-        JobClass::outbound(),
-        RetryPolicy::default(),
-    ));
+    let config_path = dir.join("quicksilver.toml");
+    std::fs::write(&config_path, "").expect("write config");
+    let config = qs_config::Config::load_file(&config_path).expect("config");
+    let file = &config.directory.file;
+    let directory = if file.exists() {
+        qs_directory::Directory::open(file, Default::default()).expect("open directory")
+    } else {
+        std::fs::create_dir_all(&config.data_dir).expect("data folder");
+        qs_directory::Directory::create(file, Default::default()).expect("create directory")
+    };
+    let core = Arc::new(core_queue::new_core(&config, directory, store));
+    let store = Arc::clone(&core.store);
+    let handler = Arc::new(CoreHandler::new(core));
     let (stop, stopped) = oneshot::channel::<()>();
     let listener = listener.into();
     let task = tokio::spawn(async move {
@@ -81,6 +94,7 @@ fn origin() -> Origin {
 async fn enqueue_then_lease_and_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
@@ -215,6 +229,7 @@ async fn enqueue_then_lease_and_complete() {
 async fn state_area_over_the_wire() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
@@ -297,6 +312,7 @@ async fn the_client_waits_for_a_server_that_starts_late() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!pending.is_finished());
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
@@ -342,6 +358,7 @@ async fn a_restart_of_the_server_is_a_delay_not_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let client = unix_client(dir.path(), Duration::from_secs(5));
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
@@ -363,6 +380,7 @@ async fn a_restart_of_the_server_is_a_delay_not_an_error() {
     let restart = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         start(
+            &dir_path,
             open_store(&dir_path),
             UnixListener::bind(socket(&dir_path)).expect("bind"),
             None,
@@ -390,6 +408,7 @@ async fn a_restart_of_the_server_is_a_delay_not_an_error() {
 async fn concurrent_enqueues_share_connections_and_flushes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
@@ -428,6 +447,7 @@ async fn concurrent_enqueues_share_connections_and_flushes() {
 async fn an_oversized_announcement_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
@@ -456,6 +476,7 @@ async fn tcp_needs_the_shared_secret() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         listener,
         Some(Secret::new("right secret")),
@@ -531,7 +552,7 @@ async fn tcp_needs_the_shared_secret() {
 async fn tcp_without_a_secret_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let server = start(open_store(dir.path()), listener, None);
+    let server = start(dir.path(), open_store(dir.path()), listener, None);
     let result = server.task.await.expect("join");
     assert!(matches!(result, Err(ServerError::TcpWithoutSecret)));
 }
@@ -540,6 +561,7 @@ async fn tcp_without_a_secret_is_refused_at_start() {
 async fn a_request_over_the_limit_fails_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
@@ -603,6 +625,7 @@ impl qs_queue::BodySource for Pieces {
 async fn a_body_read_in_pieces_is_queued_as_the_same_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(
+        dir.path(),
         open_store(dir.path()),
         UnixListener::bind(socket(dir.path())).expect("bind"),
         None,
