@@ -5,7 +5,7 @@
 //! data to the 250 (p50/p90/p99), errors by reply code and, unless
 //! `--no-delivery`, end to end until the last message is in the Maildir.
 //!
-//! `cargo bench -p integration-tests --bench smtp -- [--messages N] [--connections C] [--size BYTES] [--no-delivery]`
+//! `cargo bench -p integration-tests --bench smtp -- [--messages N] [--connections C] [--size BYTES] [--no-delivery] [--new-connection-per-message]`
 //! (defaults 10000, 20, 4096). A temporary installation from the test harness
 //! runs smtp-server and core-queue as processes. With `--no-delivery`
 //! core-queue runs in this process with no local delivery worker (the binary
@@ -51,6 +51,7 @@ fn main() {
         ca_file: None,
         tls_name: None,
         timeout: 60,
+        new_connection_per_message: bench_flag("--new-connection-per-message"),
     };
     let printed = if deliver {
         let options = qs_bench::deliver::DeliverOptions {

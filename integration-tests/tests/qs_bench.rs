@@ -47,10 +47,16 @@ fn assert_refused(out: &Output, status: i32, words: &str) {
 
 /// A scripted SMTP server. Transactions are numbered by their MAIL across
 /// every session: each 7th is refused at RCPT with 550, each other 5th at
-/// the end of the data with 451; the rest are accepted.
-async fn scripted_server(listener: TcpListener, transactions: Arc<AtomicU64>) {
+/// the end of the data with 451; the rest are accepted. `connections` counts
+/// the connections accepted.
+async fn scripted_server(
+    listener: TcpListener,
+    transactions: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+) {
     loop {
         let (stream, _) = listener.accept().await.unwrap();
+        connections.fetch_add(1, Ordering::SeqCst);
         let transactions = transactions.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -105,7 +111,12 @@ async fn smtp_counts_each_reply_of_a_scripted_server() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let transactions = Arc::new(AtomicU64::new(0));
-    tokio::spawn(scripted_server(listener, transactions.clone()));
+    let connections = Arc::new(AtomicU64::new(0));
+    tokio::spawn(scripted_server(
+        listener,
+        transactions.clone(),
+        connections.clone(),
+    ));
 
     let json = tokio::task::spawn_blocking(move || {
         report(&format!(
@@ -114,6 +125,11 @@ async fn smtp_counts_each_reply_of_a_scripted_server() {
     })
     .await
     .unwrap();
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        4,
+        "each session keeps its connection"
+    );
     // Of 140: 20 multiples of 7 (550), 28 - 4 multiples of 5 but not 7 (451).
     assert_eq!(transactions.load(Ordering::SeqCst), 140);
     assert_eq!(json["messages"], 140);
@@ -129,6 +145,39 @@ async fn smtp_counts_each_reply_of_a_scripted_server() {
         json["latency"]["p50_ms"].as_f64().unwrap() <= json["latency"]["p99_ms"].as_f64().unwrap()
     );
     assert!(json["accepted_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_can_send_each_message_on_a_connection_of_its_own() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let transactions = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    tokio::spawn(scripted_server(
+        listener,
+        transactions.clone(),
+        connections.clone(),
+    ));
+
+    let json = tokio::task::spawn_blocking(move || {
+        report(&format!(
+            "smtp --target {addr} --to user@example.test --messages 30 --connections 3 \
+             --size 500 --new-connection-per-message"
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(transactions.load(Ordering::SeqCst), 30);
+    // The first connection, made before the clock starts, serves the first message.
+    assert_eq!(connections.load(Ordering::SeqCst), 30, "{json}");
+    assert_eq!(json["new_connection_per_message"], true, "{json}");
+    // 550 for 7, 14, 21, 28; 451 for 5, 10, 15, 20, 25, 30.
+    assert_eq!(json["accepted"], 20, "{json}");
+    assert_eq!(
+        json["errors"],
+        serde_json::json!({"451": 6, "550": 4}),
+        "{json}"
+    );
 }
 
 /// A loopback address nothing listens on.

@@ -4,6 +4,11 @@
 //! code. The client is lettre's connection (EHLO, STARTTLS or implicit TLS,
 //! AUTH PLAIN/LOGIN), driven one command at a time so that each reply is seen.
 //!
+//! With `--new-connection-per-message` each session says QUIT after every
+//! message and connects again for the next, as MTAs deliver to each other
+//! (and Postfix's smtp-source sends by default); the figure then includes the
+//! connection, the greeting and EHLO of every message.
+//!
 //! A refused command ends that message (counted under its code) and the
 //! session goes on after RSET; a broken connection is counted
 //! (`connection`, `timeout`) and the session reconnects. The first connection
@@ -77,6 +82,9 @@ pub struct SmtpOptions {
     /// Seconds to wait for any one reply.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// QUIT after each message and connect again for the next.
+    #[arg(long)]
+    pub new_connection_per_message: bool,
 }
 
 /// What `qs-bench smtp` measured.
@@ -90,6 +98,8 @@ pub struct SmtpReport {
     pub messages: u64,
     /// Concurrent sessions.
     pub connections: u64,
+    /// Whether each message had a connection of its own.
+    pub new_connection_per_message: bool,
     /// Bytes per message.
     pub size: usize,
     /// Messages the server answered 250 to at the end of the data.
@@ -109,12 +119,17 @@ pub struct SmtpReport {
 impl Summary for SmtpReport {
     fn title(&self) -> String {
         format!(
-            "qs-bench smtp: {} messages of {} bytes to {} ({}) over {} connections",
+            "qs-bench smtp: {} messages of {} bytes to {} ({}) over {} {}",
             count(self.messages),
             count(self.size as u64),
             self.target,
             self.tls.describe(),
-            self.connections
+            self.connections,
+            if self.new_connection_per_message {
+                "sessions, a new connection per message"
+            } else {
+                "connections"
+            }
         )
     }
 
@@ -158,6 +173,7 @@ pub struct Plan {
     data: Arc<String>,
     messages: u64,
     connections: u64,
+    new_connection_per_message: bool,
     size: usize,
     timeout: Duration,
     hello: ClientId,
@@ -222,6 +238,7 @@ impl Plan {
             data: Arc::new(crate::message::smtp_data(&body)),
             messages: options.messages,
             connections: options.connections,
+            new_connection_per_message: options.new_connection_per_message,
             size: options.size,
             timeout: Duration::from_secs(options.timeout.max(1)),
             hello: ClientId::Domain("qs-bench.localhost".into()),
@@ -359,13 +376,21 @@ async fn session(
             Ok(Ok(latency)) => {
                 tally.accepted += 1;
                 tally.latencies.record(latency);
-                conn = Some(c);
+                if plan.new_connection_per_message {
+                    let _ = c.quit().await;
+                } else {
+                    conn = Some(c);
+                }
             }
             Ok(Err(e)) if e.status().is_some() => {
                 tally.errors.add(error_key(&e));
                 // The server answered: the session goes on after RSET.
                 if c.command(Rset).await.is_ok() {
-                    conn = Some(c);
+                    if plan.new_connection_per_message {
+                        let _ = c.quit().await;
+                    } else {
+                        conn = Some(c);
+                    }
                 }
             }
             Ok(Err(e)) => tally.errors.add(error_key(&e)),
@@ -417,6 +442,7 @@ pub async fn load(plan: &Plan) -> Result<(SmtpReport, Instant), BenchError> {
         tls: plan.tls,
         messages: plan.messages,
         connections: plan.connections,
+        new_connection_per_message: plan.new_connection_per_message,
         size: plan.size,
         accepted: total.accepted,
         failed: total.errors.total(),
