@@ -34,7 +34,7 @@ CI (QS_CI=1), where it fails. Run it with `python3 .ci/test-compose.py`
 target/ without running cargo).
 """
 import argparse
-import contextlib
+import imaplib
 import json
 import os
 import pathlib
@@ -48,7 +48,6 @@ import sys
 import tempfile
 import threading
 import time
-import imaplib
 from email.message import EmailMessage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
