@@ -9,11 +9,16 @@
 //! sequence up to which it has told its client of flag changes. A sync re-lists the
 //! folder only when `new/` or `cur/` changed. A read-write session claims the messages
 //! it finds in `new/` (moves them to `cur/`): the one that succeeds reports them
-//! `\Recent`, so each new message is recent in exactly one session. Expunges are held
-//! back while the client relies on sequence numbers not moving (during FETCH, STORE and
-//! SEARCH).
+//! `\Recent`, so each new message is recent in exactly one session.
+//!
+//! The UIDs are the session's own view (RFC 3501 §5.5, §7.4.1): it grows only by new
+//! messages, told with `EXISTS` before the client can name them, and shrinks only
+//! where the caller allows expunges to be told (not during FETCH, STORE or SEARCH by
+//! sequence number, nor while more commands wait). Until then a message others
+//! expunged keeps its sequence number, and is answered from what the shared view
+//! kept of it (RFC 2180 §4.1): its UID, flags, date, size and cached structure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use qs_mailstore::{Flags, Folder, FolderName, Mailbox, MessageEntry, MessageId, StoreError};
@@ -39,6 +44,8 @@ pub struct Msg {
     pub size: Option<u64>,
     /// INTERNALDATE, seconds since 1970.
     pub date: i64,
+    /// Gone from the folder; the client has not been told yet.
+    pub expunged: bool,
 }
 
 /// The selected folder.
@@ -58,8 +65,11 @@ pub struct Selected {
     pub keywords_told: usize,
     /// The UIDs the client knows, in sequence order.
     uids: UidSeq,
-    /// UIDs of messages that are gone; the client has not been told yet.
-    gone: HashSet<u32>,
+    /// Messages that are gone, by UID, as they were last known; the client has not
+    /// been told yet.
+    gone: HashMap<u32, Option<Msg>>,
+    /// This session's number among the readers of the shared view.
+    reader: u64,
     /// UIDs that are `\Recent` in this session, ascending.
     recent: Vec<u32>,
     /// Flag changes up to this modification sequence are known to the client.
@@ -85,6 +95,7 @@ fn msg_of(entry: &crate::store::Entry, recent: bool) -> Msg {
         in_new: entry.in_new,
         size: entry.size,
         date: entry.date,
+        expunged: false,
     }
 }
 
@@ -106,6 +117,7 @@ impl Selected {
         let folder = mailbox.open_folder(name)?;
         let state = shared.folder(mailbox, &folder)?;
         let uid_validity = state.index().uid_validity();
+        let reader = state.join();
         let mut selected = Selected {
             name: name.clone(),
             folder,
@@ -114,7 +126,8 @@ impl Selected {
             uid_validity,
             keywords_told: 0,
             uids: UidSeq::new(),
-            gone: HashSet::new(),
+            gone: HashMap::new(),
+            reader,
             recent: Vec::new(),
             seen_modseq: 0,
             told: HashMap::new(),
@@ -150,14 +163,22 @@ impl Selected {
         self.recent.binary_search(&uid).is_ok()
     }
 
-    /// The message at `index` as it is now; `None` once it is gone.
+    /// The message at `index` as it is now, or as it was last known when it is gone
+    /// (marked `expunged`); `None` when nothing is known of it.
     pub fn msg(&self, index: usize) -> Option<Msg> {
         let uid = self.uids.get(index)?;
-        if self.gone.contains(&uid) {
-            return None;
+        if let Some(gone) = self.gone.get(&uid) {
+            return gone.clone();
         }
         let view = self.state.view();
-        find(&view, uid).map(|e| msg_of(e, self.is_recent(uid)))
+        match find(&view, uid) {
+            Some(e) => Some(msg_of(e, self.is_recent(uid))),
+            // Gone since the last sync: what the view kept.
+            None => view.expunged(uid).map(|e| Msg {
+                expunged: true,
+                ..msg_of(e, self.is_recent(uid))
+            }),
+        }
     }
 
     /// Every message in sequence order (`None` for those that are gone), read at once.
@@ -171,7 +192,7 @@ impl Selected {
             }
             let entry = entries.next_if(|e| e.uid == uid);
             out.push(match entry {
-                Some(e) if !self.gone.contains(&uid) => Some(msg_of(e, self.is_recent(uid))),
+                Some(e) if !self.gone.contains_key(&uid) => Some(msg_of(e, self.is_recent(uid))),
                 _ => None,
             });
         }
@@ -217,14 +238,23 @@ impl Selected {
     }
 
     /// Sets a message's flags in the store and in the shared view; the client is
-    /// taken to know them (the caller tells it). `Ok(None)` when the message is gone.
+    /// taken to know them (the caller tells it). A message that is gone (expunged
+    /// by others, the client not told yet) takes them in this session's view only,
+    /// as Dovecot does: the STORE succeeds on what the client sees (RFC 2180 §4.2).
+    /// `Ok(None)` when nothing is known of the message.
     pub fn set_flags(&mut self, index: usize, flags: Flags) -> Result<Option<Msg>, StoreError> {
         let Some(msg) = self.msg(index) else {
             return Ok(None);
         };
+        if msg.expunged {
+            let now = Msg { flags, ..msg };
+            self.gone.insert(now.uid, Some(now.clone()));
+            return Ok(Some(now));
+        }
         let now = match self.folder.set_flags_at(&self.entry(&msg), flags) {
             Ok(now) => now,
-            Err(e) if e.is_not_found() => return Ok(None),
+            // Removed just now: the next sync finds out and tells.
+            Err(e) if e.is_not_found() => return Ok(Some(Msg { flags, ..msg })),
             Err(e) => return Err(e),
         };
         self.state.set_flags(msg.uid, now.flags);
@@ -238,9 +268,18 @@ impl Selected {
 
     /// Notes that this session removed (or moved away) the message at `index`.
     pub fn mark_gone(&mut self, indices: &[usize]) {
-        let mut uids: Vec<u32> = indices.iter().filter_map(|&i| self.uids.get(i)).collect();
+        let mut uids = Vec::with_capacity(indices.len());
+        for &i in indices {
+            if let Some(uid) = self.uids.get(i) {
+                let msg = self.msg(i).map(|m| Msg {
+                    expunged: true,
+                    ..m
+                });
+                self.gone.insert(uid, msg);
+                uids.push(uid);
+            }
+        }
         uids.sort_unstable();
-        self.gone.extend(uids.iter().copied());
         self.state.remove(&uids);
     }
 
@@ -284,8 +323,8 @@ impl Selected {
             self.recent.dedup();
         }
         let mut flag_changes: Vec<(usize, u32, Flags)> = Vec::new();
-        {
-            let view = self.state.view();
+        let forget = {
+            let mut view = self.state.view();
             // Gone, and flags changed since the client was last told.
             let mut entries = view.entries.iter().peekable();
             for (i, uid) in self.uids.iter().enumerate() {
@@ -294,11 +333,18 @@ impl Selected {
                 }
                 match entries.next_if(|e| e.uid == uid) {
                     None => {
-                        self.gone.insert(uid);
+                        if !self.gone.contains_key(&uid) {
+                            let recent = self.recent.binary_search(&uid).is_ok();
+                            let kept = view.expunged(uid).map(|e| Msg {
+                                expunged: true,
+                                ..msg_of(e, recent)
+                            });
+                            self.gone.insert(uid, kept);
+                        }
                     }
                     Some(e) => {
                         if e.modseq > self.seen_modseq
-                            && !self.gone.contains(&uid)
+                            && !self.gone.contains_key(&uid)
                             && self.told.get(&uid) != Some(&e.flags)
                         {
                             flag_changes.push((i, uid, e.flags));
@@ -314,7 +360,10 @@ impl Selected {
                 changes.new += 1;
             }
             self.seen_modseq = view.modseq;
-        }
+            // What left the folder is in `gone` now, as far as this session knows it.
+            view.caught_up(self.reader)
+        };
+        self.state.forget(&forget);
         self.told.clear();
         // Keywords first: a FETCH may name a keyword only once FLAGS and
         // PERMANENTFLAGS have announced it.
@@ -383,7 +432,7 @@ impl Selected {
         let gone = std::mem::take(&mut self.gone);
         let recent = &mut self.recent;
         self.uids.retain(|uid| {
-            if gone.contains(&uid) {
+            if gone.contains_key(&uid) {
                 out.extend_from_slice(b"* ");
                 number(out, kept + 1);
                 out.extend_from_slice(b" EXPUNGE\r\n");
@@ -396,5 +445,11 @@ impl Selected {
                 true
             }
         });
+    }
+}
+
+impl Drop for Selected {
+    fn drop(&mut self) {
+        self.state.leave(self.reader);
     }
 }

@@ -154,6 +154,8 @@ struct User {
 struct FetchJob {
     tag: Tag<'static>,
     items: Vec<Item>,
+    /// UID FETCH (a FETCH may ask for the UID item too: that does not make it one).
+    uid: bool,
     targets: Vec<usize>,
     next: usize,
     missing: usize,

@@ -7,6 +7,10 @@ use super::*;
 /// Messages answered per step of a FETCH before the output is looked at.
 const FETCH_STEP: usize = 64;
 
+/// The tagged NO of a FETCH that named messages expunged meanwhile whose answer
+/// needed their text (Dovecot's wording, which clients and imaptest know).
+const EXPUNGED_FETCH: &str = "Some of the requested messages no longer exist.";
+
 impl Session {
     /// Brings the selected folder up to date and writes what changed. False (and the
     /// session ends with BYE) when the folder is gone.
@@ -14,9 +18,20 @@ impl Session {
         self.sync_selected(true, expunges)
     }
 
+    /// True when the client sent more input behind the command being answered. The
+    /// input guard hands the parser one command at a time, so that input is still
+    /// here: the client may have used sequence numbers in it that an EXPUNGE now
+    /// would move, so expunges wait (as Dovecot holds them back while input is
+    /// pending).
+    pub(super) fn commands_waiting(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// [`Session::sync`], looking at the folder's directories (`look`) or only at
-    /// what the sessions of this process know of it.
+    /// what the sessions of this process know of it. Expunges are told only if no
+    /// more commands wait.
     fn sync_selected(&mut self, look: bool, expunges: bool) -> bool {
+        let expunges = expunges && !self.commands_waiting();
         let Some(sel) = self.selected.as_mut() else {
             return true;
         };
@@ -96,6 +111,7 @@ impl Session {
         self.job = Some(FetchJob {
             tag,
             items,
+            uid,
             targets,
             next: 0,
             missing: 0,
@@ -132,18 +148,14 @@ impl Session {
             self.job = Some(job);
             return;
         }
-        let uid = job.items.first() == Some(&Item::Uid);
-        if !self.sync_after(uid) {
+        if !self.sync_after(job.uid) {
             return;
         }
         if let Some(why) = &job.undecodable {
             self.no(&job.tag, Some("UNKNOWN-CTE"), why);
         } else if job.missing > 0 {
-            self.no(
-                &job.tag,
-                Some("EXPUNGEISSUED"),
-                "some messages were expunged meanwhile",
-            );
+            // The others were answered (RFC 2180 §4.1.2).
+            self.no(&job.tag, Some("EXPUNGEISSUED"), EXPUNGED_FETCH);
         } else {
             self.ok(&job.tag, None, "FETCH completed");
         }
@@ -191,8 +203,6 @@ impl Session {
                 }
             }
         };
-        // A keyword this STORE defined is announced before a FETCH names it.
-        sel.announce_keywords(&mut self.out);
         let letters: Vec<char> = given.to_string().chars().collect();
         let mut missing = 0;
         let mut changed: Vec<(usize, crate::selected::Msg)> = Vec::new();
@@ -235,6 +245,9 @@ impl Session {
             }
         }
         if response == StoreResponse::Answer {
+            // A keyword this STORE defined, or another session since, is announced
+            // before a FETCH names it.
+            sel.announce_keywords(&mut self.out);
             let index = sel.state.index();
             for (i, msg) in changed {
                 self.out.extend_from_slice(b"* ");
@@ -254,11 +267,7 @@ impl Session {
             return;
         }
         if missing > 0 {
-            self.no(
-                &tag,
-                Some("EXPUNGEISSUED"),
-                "some messages were expunged meanwhile",
-            );
+            self.no(&tag, Some("EXPUNGEISSUED"), EXPUNGED_FETCH);
         } else {
             self.ok(&tag, None, "STORE completed");
         }
