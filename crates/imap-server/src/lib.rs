@@ -83,6 +83,7 @@ pub mod input;
 pub mod list_pattern;
 pub mod message;
 pub mod mutf7;
+pub mod recent;
 pub mod search;
 pub mod selected;
 pub mod seq;

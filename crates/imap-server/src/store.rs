@@ -8,7 +8,7 @@
 //! forgets messages as they are expunged. A message never changes once stored, so an
 //! entry is never stale.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use qs_mailstore::{Flag, Flags, Folder, FolderName, Mailbox, MessageId, StoreError, UidIndex};
 
 use crate::message::{HeaderSummary, Structure};
+use crate::recent;
 
 /// Messages cached per folder at most; beyond that the cache starts again empty.
 pub const MAX_CACHED: usize = 100_000;
@@ -38,16 +39,12 @@ pub struct FolderState {
     index: Mutex<UidIndex>,
     cache: Mutex<HashMap<MessageId, CacheEntry>>,
     view: Mutex<FolderView>,
+    /// The last known `\Recent` mark ([`crate::recent`]): UIDVALIDITY and UID.
+    recent_floor: Mutex<(u32, u32)>,
 }
 
 /// The folder's messages as last listed, shared by the sessions that have it
 /// selected: each session keeps only its sequence of UIDs and compares it with this.
-///
-/// A message that leaves the folder stays here, as expunged, until every session
-/// that had the folder selected then has looked (synced) since: a session may not
-/// tell its client of an expunge at once (RFC 3501 §7.4.1), and meanwhile answers
-/// for the message from what is kept (RFC 2180 §4.1). Its parse cache entry is
-/// kept as long.
 #[derive(Debug, Default)]
 pub struct FolderView {
     /// The messages, by UID.
@@ -55,16 +52,6 @@ pub struct FolderView {
     /// The highest modification sequence given out: each flag change (seen by a
     /// listing or made by a session of this process) gets the next one.
     pub modseq: u64,
-    /// Messages gone from the folder, by UID, each with the value of `removals`
-    /// it was given.
-    expunged: BTreeMap<u32, (u64, Entry)>,
-    /// Messages gone so far.
-    removals: u64,
-    /// The sessions that have the folder selected, by the number [`FolderState::join`]
-    /// gave them: how many removals each has looked at.
-    readers: HashMap<u64, u64>,
-    /// The number the next reader gets.
-    next_reader: u64,
     /// Modification times of `new/` and `cur/` of the last listing, when they had
     /// settled: the folder needs no listing while they stay the same.
     settled: Option<(SystemTime, SystemTime)>,
@@ -130,6 +117,7 @@ impl Shared {
             index: Mutex::new(index),
             cache: Mutex::new(HashMap::new()),
             view: Mutex::new(FolderView::default()),
+            recent_floor: Mutex::new((0, 0)),
         });
         let mut folders = lock(&self.folders);
         // Another session may have opened it meanwhile: use theirs.
@@ -149,9 +137,47 @@ impl FolderState {
 
     /// Lists the folder again if `new/` or `cur/` changed since the last listing, gives
     /// new messages their UIDs, and marks flag changes with new modification sequences.
-    /// With `claim`, messages found in `new/` are moved to `cur/`; the UIDs of those this
-    /// call moved are returned (they are `\Recent` for the caller).
+    /// Returns the UIDs that are `\Recent` for the caller ([`crate::recent`]): with
+    /// `claim` (a read-write session) those it is the first to see, which it takes,
+    /// and whose files it moves from `new/` to `cur/`; without, those no session took.
     pub fn refresh(&self, folder: &Folder, claim: bool) -> Result<Vec<u32>, StoreError> {
+        self.relist(folder, claim)?;
+        self.recent(folder, claim)
+    }
+
+    /// The UIDs of the view that are `\Recent` for a caller (see [`FolderState::refresh`]).
+    fn recent(&self, folder: &Folder, claim: bool) -> Result<Vec<u32>, StoreError> {
+        let uid_validity = lock(&self.index).uid_validity();
+        let (known_validity, known_floor) = *lock(&self.recent_floor);
+        let floor = if known_validity == uid_validity {
+            known_floor
+        } else {
+            0
+        };
+        // The mark only moves up: nothing above it, nothing to read.
+        let above: Vec<u32> = {
+            let view = lock(&self.view);
+            let start = view.entries.partition_point(|e| e.uid <= floor);
+            view.entries[start..].iter().map(|e| e.uid).collect()
+        };
+        let Some(&upto) = above.last() else {
+            return Ok(Vec::new());
+        };
+        let (floor, now) = if claim {
+            let before = recent::claim(folder, uid_validity, upto)?;
+            (before, before.max(upto))
+        } else {
+            let floor = recent::peek(folder, uid_validity)?;
+            (floor, floor)
+        };
+        *lock(&self.recent_floor) = (uid_validity, now);
+        Ok(above
+            .into_iter()
+            .filter(|&uid| uid > floor && uid <= upto)
+            .collect())
+    }
+
+    fn relist(&self, folder: &Folder, claim: bool) -> Result<(), StoreError> {
         let asked = Instant::now();
         let mut view = lock(&self.view);
         let listing_began = Instant::now();
@@ -161,12 +187,12 @@ impl FolderState {
         let before = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let unclaimed = claim && view.entries.iter().any(|e| e.in_new);
         if view.settled == Some(before) && !unclaimed {
-            return Ok(Vec::new());
+            return Ok(());
         }
         // Sessions of a busy folder wait here for each other's listings: one that
         // began after this session asked saw every change made before it asked.
         if view.listed_at.is_some_and(|at| at >= asked) && !unclaimed {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut listing = folder.messages()?;
         // A message that seems gone must be missing from a second listing too: a
@@ -184,11 +210,9 @@ impl FolderState {
             }
         };
         listing.extend(extra);
-        let mut claimed = HashSet::new();
         if claim {
             for entry in listing.iter_mut().filter(|e| e.is_new) {
                 if let Some(now) = folder.claim(entry)? {
-                    claimed.insert(now.id.clone());
                     *entry = now;
                 }
             }
@@ -208,13 +232,12 @@ impl FolderState {
             assigned
         };
         let old = std::mem::take(&mut view.entries);
-        let mut gone: Vec<Entry> = Vec::new();
+        let mut gone: Vec<MessageId> = Vec::new();
         let mut old_iter = old.into_iter().peekable();
         let mut entries = Vec::with_capacity(assigned.len());
-        let mut claimed_uids = Vec::new();
         for (record, entry) in assigned {
             while let Some(o) = old_iter.next_if(|o| o.uid < record.uid) {
-                gone.push(o);
+                gone.push(o.id);
             }
             let previous = old_iter.next_if(|o| o.uid == record.uid);
             let modseq = match previous {
@@ -224,9 +247,6 @@ impl FolderState {
                     view.modseq
                 }
             };
-            if claimed.contains(&entry.id) {
-                claimed_uids.push(record.uid);
-            }
             entries.push(Entry {
                 uid: record.uid,
                 id: entry.id,
@@ -237,15 +257,14 @@ impl FolderState {
                 modseq,
             });
         }
-        gone.extend(old_iter);
+        gone.extend(old_iter.map(|o| o.id));
         view.entries = entries;
-        let pruned = view.bury(gone);
-        self.forget(&pruned);
+        self.forget(&gone);
         let after = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let quiet = |t: SystemTime| t + MTIME_SLACK < started;
         view.settled = (after == before && quiet(before.0) && quiet(before.1)).then_some(before);
         view.listed_at = Some(listing_began);
-        Ok(claimed_uids)
+        Ok(())
     }
 
     /// Records a flag change this process made (the file is renamed already), so
@@ -270,39 +289,18 @@ impl FolderState {
         modseq
     }
 
-    /// Notes that this process removed messages (`uids` ascending) from the folder.
+    /// Forgets messages this process removed from the folder.
     pub fn remove(&self, uids: &[u32]) {
         let mut view = lock(&self.view);
         let mut gone = Vec::new();
         view.entries.retain(|e| {
             let keep = uids.binary_search(&e.uid).is_err();
             if !keep {
-                gone.push(e.clone());
+                gone.push(e.id.clone());
             }
             keep
         });
-        let pruned = view.bury(gone);
-        self.forget(&pruned);
-    }
-
-    /// Registers a session that selects the folder: the messages that leave it from
-    /// now on are kept until the session has looked (see [`FolderView::caught_up`]).
-    /// Returns the number to give back to [`FolderState::leave`].
-    pub fn join(&self) -> u64 {
-        let mut view = lock(&self.view);
-        let reader = view.next_reader;
-        view.next_reader += 1;
-        let removals = view.removals;
-        view.readers.insert(reader, removals);
-        reader
-    }
-
-    /// The session `reader` no longer has the folder selected.
-    pub fn leave(&self, reader: u64) {
-        let mut view = lock(&self.view);
-        view.readers.remove(&reader);
-        let pruned = view.prune();
-        self.forget(&pruned);
+        self.forget(&gone);
     }
 
     /// The folder's UID index.
@@ -349,56 +347,6 @@ impl FolderState {
     /// How many messages are cached.
     pub fn cached(&self) -> usize {
         lock(&self.cache).len()
-    }
-}
-
-impl FolderView {
-    /// What is kept of a message that left the folder, while some session may still
-    /// show it to its client.
-    pub fn expunged(&self, uid: u32) -> Option<&Entry> {
-        self.expunged.get(&uid).map(|(_, e)| e)
-    }
-
-    /// The session `reader` has looked at every message that left the folder so far:
-    /// what no session needs any longer is dropped. Returns the identities of the
-    /// messages dropped, for the parse cache to forget.
-    pub fn caught_up(&mut self, reader: u64) -> Vec<MessageId> {
-        let removals = self.removals;
-        if let Some(seen) = self.readers.get_mut(&reader) {
-            *seen = removals;
-        }
-        self.prune()
-    }
-
-    /// Keeps messages that left the folder as expunged, for the sessions that may
-    /// still show them. Returns the identities of those no session needs (see
-    /// [`FolderView::caught_up`]).
-    #[must_use]
-    fn bury(&mut self, gone: Vec<Entry>) -> Vec<MessageId> {
-        for entry in gone {
-            self.removals += 1;
-            self.expunged.insert(entry.uid, (self.removals, entry));
-        }
-        self.prune()
-    }
-
-    /// Drops the expunged messages every reader has looked at.
-    fn prune(&mut self) -> Vec<MessageId> {
-        let oldest = self
-            .readers
-            .values()
-            .copied()
-            .min()
-            .unwrap_or(self.removals);
-        let mut pruned = Vec::new();
-        self.expunged.retain(|_, (at, entry)| {
-            let keep = *at > oldest;
-            if !keep {
-                pruned.push(entry.id.clone());
-            }
-            keep
-        });
-        pruned
     }
 }
 

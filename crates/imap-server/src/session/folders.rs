@@ -384,9 +384,11 @@ impl Session {
             let folder = user_mailbox.open_folder(&name)?;
             let state = self.settings.shared.folder(&user_mailbox, &folder)?;
             let listing = folder.messages()?;
-            let recent = listing.iter().filter(|e| e.is_new).count();
             let mut index = state.index();
             let assigned = index.assign(listing)?;
+            // Recent: no read-write session has taken them yet (STATUS takes nothing).
+            let floor = crate::recent::peek(&folder, index.uid_validity())?;
+            let recent = assigned.iter().filter(|(r, _)| r.uid > floor).count();
             let unseen = assigned
                 .iter()
                 .filter(|(_, e)| !e.flags.contains(Flag::Seen))

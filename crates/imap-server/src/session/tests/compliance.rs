@@ -165,3 +165,91 @@ fn append_binary_body_of_a_part_with_a_nul_is_a_plain_literal() {
         "{out:?}"
     );
 }
+
+fn appended(subject: &str) -> String {
+    format!("From: a@example.test\r\nSubject: {subject}\r\n\r\n{subject}\r\n")
+}
+
+#[test]
+fn select_appended_messages_are_recent_to_the_first_read_write_session() {
+    // imaptest's "select": EXAMINE and STATUS only look; SELECT takes them.
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    c.ok("c CREATE Box");
+    for subject in ["one", "two"] {
+        let message = appended(subject);
+        let out = c.send(&format!(
+            "ap APPEND Box {{{}+}}\r\n{message}\r\n",
+            message.len()
+        ));
+        assert!(out.starts_with("ap OK"), "{out}");
+    }
+    let out = c.ok("e EXAMINE Box");
+    assert!(out.contains("* 2 EXISTS\r\n* 2 RECENT\r\n"), "{out}");
+    assert!(out.contains("* OK [UNSEEN 1]"), "{out}");
+    c.ok("cl CLOSE");
+    let out = c.ok("st STATUS Box (MESSAGES RECENT UNSEEN)");
+    assert!(out.contains("(MESSAGES 2 RECENT 2 UNSEEN 2)"), "{out}");
+    let out = c.ok("s SELECT Box");
+    assert!(out.contains("* 2 EXISTS\r\n* 2 RECENT\r\n"), "{out}");
+    let out = c.ok("f FETCH 1 FLAGS");
+    assert!(out.contains("* 1 FETCH (FLAGS (\\Recent))"), "{out}");
+    c.ok("cl CLOSE");
+    let out = c.ok("st STATUS Box (RECENT)");
+    assert!(out.contains("(RECENT 0)"), "{out}");
+    // Taken: no other session sees them recent.
+    let out = h.logged_in().ok("s SELECT Box");
+    assert!(out.contains("* 2 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+}
+
+#[test]
+fn copy_makes_recent_messages_with_their_flags_in_the_other_session() {
+    // imaptest's "copy": the session that has the target selected is told of the
+    // copies as new and recent, with the flags they had.
+    let h = Harness::new();
+    let mut one = h.logged_in();
+    let mut two = h.logged_in();
+    one.ok("c CREATE Box");
+    for subject in ["one", "two", "three"] {
+        append(&mut one, &appended(subject));
+    }
+    one.ok("s SELECT INBOX");
+    one.ok("st1 STORE 1 FLAGS (\\Seen)");
+    one.ok("st2 STORE 2 FLAGS (\\Answered \\Flagged)");
+    two.ok("s SELECT Box");
+    let out = one.ok("cp COPY 1:3 Box");
+    assert!(out.contains("[COPYUID "), "{out}");
+    let out = two.ok("n NOOP");
+    assert!(out.contains("* 3 EXISTS\r\n* 3 RECENT\r\n"), "{out}");
+    let out = two.ok("f FETCH 1:3 FLAGS");
+    assert!(out.contains("* 1 FETCH (FLAGS (\\Seen \\Recent))"), "{out}");
+    assert!(
+        out.contains("* 2 FETCH (FLAGS (\\Answered \\Flagged \\Recent))"),
+        "{out}"
+    );
+    assert!(out.contains("* 3 FETCH (FLAGS (\\Recent))"), "{out}");
+    // The copying session selects the folder after: they are not recent for it.
+    let out = one.ok("s2 SELECT Box");
+    assert!(out.contains("* 3 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+}
+
+#[test]
+fn search_flags_recent_new_and_old() {
+    // imaptest's "search-flags": appended messages are recent, NEW is recent and
+    // unseen, OLD is not recent.
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    for subject in ["one", "two", "three"] {
+        append(&mut c, &appended(subject));
+    }
+    c.ok("s SELECT INBOX");
+    c.ok("st STORE 2 FLAGS (\\Seen)");
+    assert!(c.ok("a SEARCH RECENT").contains("* SEARCH 1 2 3\r\n"));
+    assert!(c.ok("b SEARCH NEW").contains("* SEARCH 1 3\r\n"));
+    assert!(c.ok("d SEARCH OLD").contains("* SEARCH\r\n"));
+    // In the next session they are old.
+    let mut d = h.logged_in();
+    d.ok("s SELECT INBOX");
+    assert!(d.ok("a SEARCH RECENT").contains("* SEARCH\r\n"));
+    assert!(d.ok("b SEARCH OLD").contains("* SEARCH 1 2 3\r\n"));
+}
