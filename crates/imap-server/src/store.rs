@@ -8,7 +8,7 @@
 //! forgets messages as they are expunged. A message never changes once stored, so an
 //! entry is never stale.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -45,6 +45,12 @@ pub struct FolderState {
 
 /// The folder's messages as last listed, shared by the sessions that have it
 /// selected: each session keeps only its sequence of UIDs and compares it with this.
+///
+/// A message that leaves the folder stays here, as expunged, until every session
+/// that had the folder selected then has looked (synced) since: a session may not
+/// tell its client of an expunge at once (RFC 3501 §7.4.1), and meanwhile answers
+/// for the message from what is kept (RFC 2180 §4.1). Its parse cache entry is
+/// kept as long.
 #[derive(Debug, Default)]
 pub struct FolderView {
     /// The messages, by UID.
@@ -52,6 +58,16 @@ pub struct FolderView {
     /// The highest modification sequence given out: each flag change (seen by a
     /// listing or made by a session of this process) gets the next one.
     pub modseq: u64,
+    /// Messages gone from the folder, by UID, each with the value of `removals`
+    /// it was given.
+    expunged: BTreeMap<u32, (u64, Entry)>,
+    /// Messages gone so far.
+    removals: u64,
+    /// The sessions that have the folder selected, by the number [`FolderState::join`]
+    /// gave them: how many removals each has looked at.
+    readers: HashMap<u64, u64>,
+    /// The number the next reader gets.
+    next_reader: u64,
     /// Modification times of `new/` and `cur/` of the last listing, when they had
     /// settled: the folder needs no listing while they stay the same.
     settled: Option<(SystemTime, SystemTime)>,
@@ -232,12 +248,12 @@ impl FolderState {
             assigned
         };
         let old = std::mem::take(&mut view.entries);
-        let mut gone: Vec<MessageId> = Vec::new();
+        let mut gone: Vec<Entry> = Vec::new();
         let mut old_iter = old.into_iter().peekable();
         let mut entries = Vec::with_capacity(assigned.len());
         for (record, entry) in assigned {
             while let Some(o) = old_iter.next_if(|o| o.uid < record.uid) {
-                gone.push(o.id);
+                gone.push(o);
             }
             let previous = old_iter.next_if(|o| o.uid == record.uid);
             let modseq = match previous {
@@ -257,9 +273,10 @@ impl FolderState {
                 modseq,
             });
         }
-        gone.extend(old_iter.map(|o| o.id));
+        gone.extend(old_iter);
         view.entries = entries;
-        self.forget(&gone);
+        let pruned = view.bury(gone);
+        self.forget(&pruned);
         let after = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let quiet = |t: SystemTime| t + MTIME_SLACK < started;
         view.settled = (after == before && quiet(before.0) && quiet(before.1)).then_some(before);
@@ -289,18 +306,39 @@ impl FolderState {
         modseq
     }
 
-    /// Forgets messages this process removed from the folder.
+    /// Notes that this process removed messages (`uids` ascending) from the folder.
     pub fn remove(&self, uids: &[u32]) {
         let mut view = lock(&self.view);
         let mut gone = Vec::new();
         view.entries.retain(|e| {
             let keep = uids.binary_search(&e.uid).is_err();
             if !keep {
-                gone.push(e.id.clone());
+                gone.push(e.clone());
             }
             keep
         });
-        self.forget(&gone);
+        let pruned = view.bury(gone);
+        self.forget(&pruned);
+    }
+
+    /// Registers a session that selects the folder: the messages that leave it from
+    /// now on are kept until the session has looked (see [`FolderView::caught_up`]).
+    /// Returns the number to give back to [`FolderState::leave`].
+    pub fn join(&self) -> u64 {
+        let mut view = lock(&self.view);
+        let reader = view.next_reader;
+        view.next_reader += 1;
+        let removals = view.removals;
+        view.readers.insert(reader, removals);
+        reader
+    }
+
+    /// The session `reader` no longer has the folder selected.
+    pub fn leave(&self, reader: u64) {
+        let mut view = lock(&self.view);
+        view.readers.remove(&reader);
+        let pruned = view.prune();
+        self.forget(&pruned);
     }
 
     /// The folder's UID index.
@@ -347,6 +385,56 @@ impl FolderState {
     /// How many messages are cached.
     pub fn cached(&self) -> usize {
         lock(&self.cache).len()
+    }
+}
+
+impl FolderView {
+    /// What is kept of a message that left the folder, while some session may still
+    /// show it to its client.
+    pub fn expunged(&self, uid: u32) -> Option<&Entry> {
+        self.expunged.get(&uid).map(|(_, e)| e)
+    }
+
+    /// The session `reader` has looked at every message that left the folder so far:
+    /// what no session needs any longer is dropped. Returns the identities of the
+    /// messages dropped, for the parse cache to forget.
+    pub fn caught_up(&mut self, reader: u64) -> Vec<MessageId> {
+        let removals = self.removals;
+        if let Some(seen) = self.readers.get_mut(&reader) {
+            *seen = removals;
+        }
+        self.prune()
+    }
+
+    /// Keeps messages that left the folder as expunged, for the sessions that may
+    /// still show them. Returns the identities of those no session needs (see
+    /// [`FolderView::caught_up`]).
+    #[must_use]
+    fn bury(&mut self, gone: Vec<Entry>) -> Vec<MessageId> {
+        for entry in gone {
+            self.removals += 1;
+            self.expunged.insert(entry.uid, (self.removals, entry));
+        }
+        self.prune()
+    }
+
+    /// Drops the expunged messages every reader has looked at.
+    fn prune(&mut self) -> Vec<MessageId> {
+        let oldest = self
+            .readers
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.removals);
+        let mut pruned = Vec::new();
+        self.expunged.retain(|_, (at, entry)| {
+            let keep = *at > oldest;
+            if !keep {
+                pruned.push(entry.id.clone());
+            }
+            keep
+        });
+        pruned
     }
 }
 

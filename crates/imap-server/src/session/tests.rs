@@ -405,12 +405,21 @@ fn two_sessions_see_each_other() {
 
     a.ok("a4 EXPUNGE");
     // FETCH must not move sequence numbers: the expunge waits, and the message that
-    // is gone is reported so (RFC 5530).
+    // is gone is answered from what is known of it (RFC 2180 §4.1)...
     let out = b.cmd("b4 FETCH 1:2 FLAGS");
     assert!(!out.contains("EXPUNGE\r\n"), "{out}");
+    assert!(out.contains("* 1 FETCH (FLAGS (\\Deleted \\Seen))"), "{out}");
     assert!(out.contains("* 2 FETCH (FLAGS ("), "{out}");
+    assert!(out.ends_with("b4 OK FETCH completed\r\n"), "{out}");
+    // ... unless its text is asked for: the others are answered, the command is
+    // NO [EXPUNGEISSUED] (RFC 5530) in the words clients know.
+    let out = b.cmd("b4b FETCH 1:2 BODY.PEEK[TEXT]");
+    assert!(!out.contains("* 1 FETCH"), "{out}");
+    assert!(out.contains("* 2 FETCH (BODY[TEXT] {"), "{out}");
     assert!(
-        out.ends_with("b4 NO [EXPUNGEISSUED] some messages were expunged meanwhile\r\n"),
+        out.ends_with(
+            "b4b NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n"
+        ),
         "{out}"
     );
     let out = b.ok("b5 NOOP");
@@ -420,6 +429,99 @@ fn two_sessions_see_each_other() {
         out.contains("* 1 FETCH (UID 2)") && out.contains("* 2 FETCH (UID 3)"),
         "{out}"
     );
+}
+
+/// Two sessions on one INBOX of three messages; `a` has expunged the first, which
+/// `b` has not been told of.
+fn expunged_under_b(h: &Harness) -> (Client, Client) {
+    h.deliver("one");
+    h.deliver("two");
+    h.deliver("three");
+    let mut a = h.logged_in();
+    let mut b = h.logged_in();
+    a.ok("a1 SELECT INBOX");
+    b.ok("b1 SELECT INBOX");
+    a.ok("a2 STORE 1 +FLAGS.SILENT (\\Deleted)");
+    let out = a.ok("a3 EXPUNGE");
+    assert!(out.contains("* 1 EXPUNGE\r\n"), "{out}");
+    (a, b)
+}
+
+#[test]
+fn expunges_wait_while_pipelined_commands_do() {
+    let h = Harness::new();
+    let (_a, mut b) = expunged_under_b(&h);
+    // The client sent a FETCH behind the NOOP: had the NOOP told of the expunge,
+    // the FETCH's sequence numbers would name other messages than the client meant.
+    let out = b.send("b2 NOOP\r\nb3 FETCH 3 (UID)\r\n");
+    assert!(!out.contains("EXPUNGE"), "{out}");
+    assert!(out.contains("b2 OK NOOP completed\r\n"), "{out}");
+    assert!(out.contains("* 3 FETCH (UID 3)\r\n"), "{out}");
+    // The same for UID commands, which may tell of expunges otherwise.
+    let out = b.send("b4 UID FETCH 1:* (FLAGS)\r\nb5 STORE 3 +FLAGS.SILENT (\\Seen)\r\n");
+    assert!(!out.contains("EXPUNGE"), "{out}");
+    assert!(out.contains("b5 OK STORE completed\r\n"), "{out}");
+    // Alone, the NOOP tells.
+    let out = b.ok("b6 NOOP");
+    assert!(out.contains("* 1 EXPUNGE\r\n"), "{out}");
+    let out = b.ok("b7 FETCH 2 (UID)");
+    assert!(out.contains("* 2 FETCH (UID 3)\r\n"), "{out}");
+}
+
+#[test]
+fn a_fetch_that_asks_for_the_uid_first_is_no_uid_fetch() {
+    let h = Harness::new();
+    let (_a, mut b) = expunged_under_b(&h);
+    let out = b.ok("b2 FETCH 1:3 (UID FLAGS)");
+    assert!(!out.contains("EXPUNGE"), "{out}");
+    // The expunged message is answered from what is known of it.
+    assert!(out.contains("* 1 FETCH (UID 1 FLAGS (\\Deleted))\r\n"), "{out}");
+    assert!(out.contains("* 3 FETCH (UID 3 FLAGS ())\r\n"), "{out}");
+    // A UID FETCH may tell of it: before its answer, so that the numbers agree.
+    let out = b.ok("b3 UID FETCH 1:* (FLAGS)");
+    assert!(out.starts_with("* 1 EXPUNGE\r\n"), "{out}");
+    assert!(out.contains("* 2 FETCH (UID 3 FLAGS ())\r\n"), "{out}");
+}
+
+#[test]
+fn a_store_on_a_message_expunged_meanwhile_answers_its_flags() {
+    let h = Harness::new();
+    let (_a, mut b) = expunged_under_b(&h);
+    // As Dovecot: the STORE succeeds on what the client sees, and a client that
+    // tracks flags gets the new flags of every message it named (RFC 2180 §4.2).
+    let out = b.cmd("b2 STORE 1:2 +FLAGS (\\Flagged)");
+    assert!(!out.contains("EXPUNGE"), "{out}");
+    assert!(
+        out.contains("* 1 FETCH (FLAGS (\\Flagged \\Deleted))\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("* 2 FETCH (FLAGS (\\Flagged))\r\n"), "{out}");
+    assert!(out.ends_with("b2 OK STORE completed\r\n"), "{out}");
+    let out = b.ok("b3 FETCH 1 FLAGS");
+    assert!(
+        out.contains("* 1 FETCH (FLAGS (\\Flagged \\Deleted))\r\n"),
+        "{out}"
+    );
+    let out = b.ok("b4 NOOP");
+    assert!(out.contains("* 1 EXPUNGE\r\n"), "{out}");
+    let out = b.ok("b5 FETCH 1 (UID FLAGS)");
+    assert!(out.contains("* 1 FETCH (UID 2 FLAGS (\\Flagged))\r\n"), "{out}");
+}
+
+#[test]
+fn a_fetch_announces_a_keyword_another_session_defined() {
+    let h = Harness::new();
+    h.deliver("one");
+    let mut a = h.logged_in();
+    let mut b = h.logged_in();
+    a.ok("a1 SELECT INBOX");
+    b.ok("b1 SELECT INBOX");
+    a.ok("a2 STORE 1 +FLAGS.SILENT ($Label4)");
+    // No NOOP first: the FETCH itself reads the new keyword.
+    let out = b.ok("b2 FETCH 1 FLAGS");
+    let flags = out.find("* FLAGS (").expect(&out);
+    let fetch = out.find("* 1 FETCH (FLAGS ($Label4))").expect(&out);
+    assert!(flags < fetch, "{out}");
 }
 
 #[test]
