@@ -343,7 +343,13 @@ impl Store {
                     let inner = weak
                         .upgrade()
                         .ok_or_else(|| "the store is closed".to_owned())?;
-                    inner.db.flush_async().await.map_err(|e| e.to_string())?;
+                    // sled's flush_async hands the flush to sled's own thread
+                    // pool, whose every hand-off wakes all its idle threads;
+                    // tokio's blocking pool wakes one.
+                    tokio::task::spawn_blocking(move || inner.db.flush())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
                     Ok(())
                 }
             })
