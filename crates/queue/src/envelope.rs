@@ -469,7 +469,7 @@ pub struct FailedRecipient {
     pub expired: bool,
 }
 
-/// What [`crate::Store::complete`] tells the caller to do next.
+/// What the store's `complete` tells the caller (core-queue) to do next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompleteOutcome {
     /// Recipients that became permanently failed by this call: a DSN is due

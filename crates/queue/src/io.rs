@@ -108,7 +108,8 @@ impl Connection {
         self.stream.flush().await
     }
 
-    /// Closes the write side.
+    /// Closes the write side (the server's, at the end of a connection).
+    #[cfg(feature = "store")]
     pub(crate) async fn shutdown(&mut self) {
         let _ = self.stream.shutdown().await;
     }

@@ -15,7 +15,10 @@
 //!
 //! The [`Store`] is a sled database that only core-queue opens; sled locks
 //! its files, and a second open is refused with [`StoreError::Locked`] naming
-//! the owner from the `owner` file kept beside the database. Every other
+//! the owner from the `owner` file kept beside the database. The store, its
+//! group commit and the server side are built only with this crate's `store`
+//! feature, which only core-queue turns on: a producer compiles the envelope,
+//! the protocol, the client and the message helpers, not sled. Every other
 //! module talks to core-queue through a [`Client`] over a Unix socket, or
 //! over TCP with a shared secret. core-queue answers through [`serve`] with
 //! its own [`Handler`].
@@ -61,16 +64,20 @@
 //! and each module passes its [`Endpoint`] and [`ClientOptions`].
 
 pub mod client;
+#[cfg(feature = "store")]
 pub mod commit;
 pub mod envelope;
 mod io;
 pub mod message;
 pub mod proto;
 pub mod retry;
+#[cfg(feature = "store")]
 pub mod server;
+#[cfg(feature = "store")]
 pub mod store;
 
 pub use client::{BodySource, Client, ClientError, ClientOptions, Endpoint};
+#[cfg(feature = "store")]
 pub use commit::{CommitError, Committer};
 pub use envelope::{
     CompleteOutcome, Envelope, FailedRecipient, Job, JobClass, JobRecipient, LeaseToken, Origin,
@@ -79,5 +86,7 @@ pub use envelope::{
 };
 pub use proto::{ErrorKind, Limits, ProtoError, Request, Response, Secret};
 pub use retry::RetryPolicy;
+#[cfg(feature = "store")]
 pub use server::{Handler, Listener, ServerError, ServerOptions, serve, serve_with};
+#[cfg(feature = "store")]
 pub use store::{Store, StoreError, StoreOptions};
