@@ -390,6 +390,25 @@ impl Daemon {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits up to `within` for a log line that `matches`; returns the log,
+    /// and panics with it when no such line came (a daemon may write a line
+    /// just after what it reports on becomes visible).
+    pub fn wait_for_log_line(
+        &self,
+        within: std::time::Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if log.lines().any(&matches) {
+                return log;
+            }
+            assert!(start.elapsed() < within, "no such log line:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Daemon {

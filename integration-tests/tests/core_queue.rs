@@ -102,12 +102,7 @@ fn local_delivery_adds_trace_headers_and_keeps_the_body_byte_identical() {
     expected.extend_from_slice(&body);
     assert_eq!(mail[0], expected, "log:\n{}", daemon.log());
     // Every log line about the message carries its queue id.
-    let log = daemon.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&id) && l.contains("delivered")),
-        "{log}"
-    );
+    daemon.wait_for_log_line(WAIT, |l| l.contains(&id) && l.contains("delivered"));
 }
 
 #[test]
