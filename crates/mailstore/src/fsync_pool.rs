@@ -78,6 +78,7 @@ pub(crate) fn sync_all(files: Vec<(usize, Arc<File>)>) -> Vec<(usize, io::Result
             // No thread to be had: the caller syncs them all itself.
             unserved = rest;
         } else {
+            let jobs = rest.len();
             for (index, file) in rest {
                 state.jobs.push_back(Job {
                     index,
@@ -86,7 +87,11 @@ pub(crate) fn sync_all(files: Vec<(usize, Arc<File>)>) -> Vec<(usize, io::Result
                 });
             }
             drop(state);
-            pool.work.notify_all();
+            // One thread woken per file: waking them all would send the idle
+            // ones back to sleep for nothing.
+            for _ in 0..jobs {
+                pool.work.notify_one();
+            }
         }
     }
     drop(done);
