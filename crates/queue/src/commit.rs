@@ -2,7 +2,8 @@
 //!
 //! A caller that has written to the store calls [`Committer::commit`] and is
 //! answered only after a flush that *started after* its call. A background
-//! task takes every waiter queued so far, runs one flush, wakes them all with
+//! task takes every waiter queued so far (after letting the tasks ready to
+//! run queue theirs: it yields once), runs one flush, wakes them all with
 //! its result, and starts over with whoever queued meanwhile. With a disk that
 //! syncs a few thousand times a second and many concurrent producers, each
 //! flush serves many messages.
@@ -78,6 +79,10 @@ where
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
+        // Let the tasks that are ready to run now (other sessions with a
+        // write done) queue their commits, so one flush takes them too; with
+        // nothing else to run this returns at once.
+        tokio::task::yield_now().await;
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
