@@ -691,4 +691,55 @@ mod tests {
         let c = shared.folder(&mailbox, &mailbox.inbox()).unwrap();
         assert_eq!(c.cached(), 0);
     }
+
+    #[test]
+    fn expunged_messages_stay_until_every_reader_has_looked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mailbox = Mailbox::open(tmp.path().join("m"), "mx").unwrap();
+        for key in ["one", "two", "three"] {
+            mailbox
+                .deliver(&FolderName::inbox(), b"Subject: x\r\n\r\nx\r\n", key)
+                .unwrap();
+        }
+        let shared = Shared::default();
+        let inbox = mailbox.inbox();
+        let state = shared.folder(&mailbox, &inbox).unwrap();
+        state.refresh(&inbox, true).unwrap();
+        let (uid, id) = {
+            let view = state.view();
+            assert_eq!(view.entries.len(), 3);
+            (view.entries[0].uid, view.entries[0].id.clone())
+        };
+        let summary = Arc::new(HeaderSummary {
+            envelope: b"()".to_vec(),
+            sent: None,
+        });
+        state.put_summary(&id, summary);
+
+        // Two sessions have the folder selected; one of them expunges.
+        let (a, b) = (state.join(), state.join());
+        state.remove(&[uid]);
+        assert!(state.view().entries.iter().all(|e| e.uid != uid));
+        assert!(state.view().expunged(uid).is_some());
+        assert!(state.view().caught_up(a).is_empty());
+        // b has not looked: what it may still answer with stays.
+        assert!(state.view().expunged(uid).is_some());
+        assert!(state.summary(&id).is_some());
+        assert_eq!(state.view().caught_up(b), [id.clone()]);
+        assert!(state.view().expunged(uid).is_none());
+
+        // A session that leaves without looking no longer holds anything back, and
+        // with no session at all nothing is kept.
+        let c = state.join();
+        let uid2 = state.view().entries[0].uid;
+        state.remove(&[uid2]);
+        assert!(state.view().expunged(uid2).is_some());
+        state.leave(c);
+        state.leave(a);
+        state.leave(b);
+        assert!(state.view().expunged(uid2).is_none());
+        let uid3 = state.view().entries[0].uid;
+        state.remove(&[uid3]);
+        assert!(state.view().expunged(uid3).is_none());
+    }
 }
