@@ -188,6 +188,8 @@ async fn async_imap_main_flows() {
         "LITERAL+",
         "NAMESPACE",
         "CHILDREN",
+        "LIST-EXTENDED",
+        "LIST-STATUS",
     ] {
         assert!(caps.has_str(cap), "{cap}");
     }
@@ -411,6 +413,39 @@ fn two_sessions_on_one_folder_see_each_other() {
         out.contains("* 1 FETCH (UID 2)") && out.contains("* 2 FETCH (UID 3)"),
         "{out}"
     );
+}
+
+#[test]
+fn list_extended_and_list_status_on_the_wire() {
+    let (inst, daemon) = setup(true);
+    deliver(&inst, ALICE, &message("one"));
+    let (plain, _) = addrs(&inst, &daemon);
+    let (mut c, _) = Raw::connect(plain);
+    assert!(c.cmd("a LOGIN alice@example.test pw").contains("a OK"));
+    assert!(c.cmd("b CREATE Lists.Rust").contains("b OK"));
+    assert!(c.cmd("c SUBSCRIBE Lists.Rust").contains("c OK"));
+    // Every folder's counts in one round trip (RFC 5819), several patterns (RFC 5258).
+    let out = c.cmd("d LIST \"\" (INBOX Lists.%) RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))");
+    assert!(
+        out.starts_with(
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"INBOX\"\r\n\
+             * STATUS \"INBOX\" (MESSAGES 1 UNSEEN 1)\r\n\
+             * LIST (\\HasNoChildren \\Subscribed) \".\" \"Lists.Rust\"\r\n\
+             * STATUS \"Lists.Rust\" (MESSAGES 0 UNSEEN 0)\r\n\
+             d OK"
+        ),
+        "{out}"
+    );
+    // Only subscribed names, with a parent told of by CHILDINFO; a literal pattern.
+    let out = c.cmd("e LIST (SUBSCRIBED RECURSIVEMATCH) \"\" {1+}\r\n%");
+    assert!(
+        out.contains(
+            "* LIST (\\Noselect \\HasChildren) \".\" \"Lists\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("Lists.Rust"), "{out}");
+    assert!(c.cmd("f LIST (RECURSIVEMATCH) \"\" *").starts_with("f BAD"));
 }
 
 #[test]

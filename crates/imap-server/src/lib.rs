@@ -80,6 +80,7 @@
 pub mod encode;
 pub mod fetch;
 pub mod input;
+pub mod list_extended;
 pub mod list_pattern;
 pub mod message;
 pub mod mutf7;

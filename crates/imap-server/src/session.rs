@@ -17,7 +17,7 @@ use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Tag, Text, Vec1};
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_next::imap_types::flag::{Flag as ImapFlag, StoreResponse, StoreType};
-use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
+use imap_next::imap_types::mailbox::Mailbox as ImapMailbox;
 use imap_next::imap_types::response::{
     Capability, Code, CommandContinuationRequest, Greeting, GreetingKind, Status,
 };
@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use crate::encode::{number, string};
 use crate::fetch::{self, Item};
 use crate::input::{InputGuard, InputLimits, Step, Verdict};
+use crate::list_extended::{self, ListRequest};
 use crate::list_pattern::ListPattern;
 use crate::message::SearchText;
 use crate::mutf7;
@@ -452,6 +453,13 @@ impl Session {
             self.deep_search(tag, search);
             return;
         }
+        if let Error::MalformedMessage { discarded_bytes } = &e
+            && let Some((tag, list)) = list_extended::parse(discarded_bytes.declassify())
+        {
+            // LIST-EXTENDED and LIST-STATUS, which imap-codec does not read.
+            self.extended_list(tag, list);
+            return;
+        }
         let (discarded, text) = match &e {
             Error::ExpectedCrlfGotLf { discarded_bytes } => (discarded_bytes, "expected CRLF"),
             Error::MalformedMessage { discarded_bytes } => (discarded_bytes, "syntax error"),
@@ -498,6 +506,16 @@ impl Session {
                 Ok(s) => self.search(tag, s.charset, s.query, s.uid),
                 Err(e) => self.search_refused(&tag, &e),
             }
+        }
+    }
+
+    /// A LIST that only [`list_extended`] could read.
+    fn extended_list(&mut self, tag: Tag<'static>, list: Result<ListRequest, &'static str>) {
+        debug!(command = "LIST", "command (extended)");
+        match list {
+            _ if self.user.is_none() => self.bad(&tag, "log in first"),
+            Ok(request) => self.list(tag, &request, false),
+            Err(text) => self.bad(&tag, text),
         }
     }
 
@@ -672,11 +690,19 @@ impl Session {
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => self.list(tag, &reference, &mailbox_wildcard, false),
+            } => self.list(
+                tag,
+                &ListRequest::basic(&reference, &mailbox_wildcard),
+                false,
+            ),
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => self.list(tag, &reference, &mailbox_wildcard, true),
+            } => self.list(
+                tag,
+                &ListRequest::basic(&reference, &mailbox_wildcard),
+                true,
+            ),
             CommandBody::Status {
                 mailbox,
                 item_names,
@@ -777,6 +803,8 @@ pub fn capabilities(settings: &Settings, logged_in: bool) -> Vec<String> {
             "UIDPLUS",
             "MOVE",
             "CHILDREN",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
             "SPECIAL-USE",
             "BINARY",
         ]

@@ -228,45 +228,46 @@ impl Session {
         }
     }
 
-    pub(super) fn list(
-        &mut self,
-        tag: Tag<'static>,
-        reference: &ImapMailbox<'_>,
-        pattern: &ListMailbox<'_>,
-        lsub: bool,
-    ) {
+    /// LIST (RFC 3501, and RFC 5258 / RFC 5819 when `request` says so) or LSUB.
+    pub(super) fn list(&mut self, tag: Tag<'static>, request: &ListRequest, lsub: bool) {
         let Some(user_mailbox) = self.user_mailbox() else {
             return;
         };
         let verb = if lsub { "LSUB" } else { "LIST" };
-        let pattern: &[u8] = match pattern {
-            ListMailbox::Token(t) => t.as_ref(),
-            ListMailbox::String(s) => s.as_ref(),
-        };
-        let reference: Vec<u8> = match reference {
-            ImapMailbox::Inbox => b"INBOX".to_vec(),
-            ImapMailbox::Other(o) => o.as_ref().to_vec(),
-        };
-        if pattern.is_empty() && !lsub {
+        if !lsub && !request.extended && request.patterns == [b""] {
             // The hierarchy delimiter and the root of the reference.
             self.out
                 .extend_from_slice(b"* LIST (\\Noselect) \".\" \"\"\r\n");
             self.ok(&tag, None, "LIST completed");
             return;
         }
-        let full: Vec<u8> = [reference.as_slice(), pattern].concat();
+        // Each pattern is matched with the reference before it: bound them together.
+        let pattern_bytes: usize = request
+            .patterns
+            .iter()
+            .map(|p| request.reference.len() + p.len())
+            .sum();
         let max_pattern = self.settings.max_list_pattern;
-        if full.len() > max_pattern {
+        if pattern_bytes > max_pattern {
             self.no(
                 &tag,
                 Some("LIMIT"),
-                &format!("{verb} takes a reference and pattern of at most {max_pattern} bytes"),
+                &format!("{verb} takes a reference and patterns of at most {max_pattern} bytes"),
             );
             return;
         }
-        let pattern = ListPattern::new(&full, FolderName::DELIMITER as u8);
-        let inbox_pattern =
-            ListPattern::new(&full.to_ascii_uppercase(), FolderName::DELIMITER as u8);
+        let patterns: Vec<(ListPattern, ListPattern)> = request
+            .patterns
+            .iter()
+            .map(|p| {
+                let full = [request.reference.as_slice(), p].concat();
+                let delimiter = FolderName::DELIMITER as u8;
+                (
+                    ListPattern::new(&full, delimiter),
+                    ListPattern::new(&full.to_ascii_uppercase(), delimiter),
+                )
+            })
+            .collect();
         let folders = match user_mailbox.folders() {
             Ok(f) => f,
             Err(e) => {
@@ -275,97 +276,157 @@ impl Session {
             }
         };
         let existing: HashSet<String> = folders.iter().map(|f| f.to_string()).collect();
-        let subscribed: Vec<String> = if lsub {
+        let wants_subscriptions = lsub || request.subscribed_only || request.return_subscribed;
+        let subscribed: HashSet<String> = if wants_subscriptions {
             match Subscriptions::new(user_mailbox.root()).list() {
-                Ok(list) => list,
+                Ok(list) => list.into_iter().collect(),
                 Err(e) => {
                     warn!(error = %e, "cannot read subscriptions");
-                    Vec::new()
+                    HashSet::new()
                 }
             }
         } else {
-            Vec::new()
+            HashSet::new()
         };
-        // Every name to consider: the folders, and their parents that are not folders.
-        let mut names: Vec<String> = if lsub {
-            subscribed.clone()
+        let only_subscribed = lsub || request.subscribed_only;
+        let source: &HashSet<String> = if only_subscribed {
+            &subscribed
         } else {
-            existing.iter().cloned().collect()
+            &existing
         };
-        let mut parents: Vec<String> = Vec::new();
-        for name in &names {
-            let mut prefix = String::new();
-            let parts: Vec<&str> = name.split('.').collect();
-            for part in &parts[..parts.len().saturating_sub(1)] {
-                if !prefix.is_empty() {
-                    prefix.push('.');
+        // Every name to consider: the source's, and their parents that are not in it.
+        let mut parents: HashSet<String> = HashSet::new();
+        for name in source {
+            let mut end = 0;
+            while let Some(dot) = name[end..].find('.') {
+                end += dot;
+                let parent = &name[..end];
+                if !source.contains(parent) {
+                    parents.insert(parent.to_owned());
                 }
-                prefix.push_str(part);
-                if !names.contains(&prefix) && !parents.contains(&prefix) {
-                    parents.push(prefix.clone());
-                }
+                end += 1;
             }
         }
-        let lines_source = names.clone();
-        names.extend(parents.iter().cloned());
-        names.sort_by(|a, b| (a != "INBOX", a).cmp(&(b != "INBOX", b)));
-        let mut lines = Vec::new();
+        let mut names: Vec<&String> = source.iter().chain(parents.iter()).collect();
+        names.sort_by(|a, b| (*a != "INBOX", a).cmp(&(*b != "INBOX", b)));
+        let matches = |folder: &FolderName, wire: &str| {
+            patterns.iter().any(|(pattern, inbox_pattern)| {
+                if folder.is_inbox() {
+                    inbox_pattern.matches(b"INBOX")
+                } else {
+                    pattern.matches(wire.as_bytes())
+                }
+            })
+        };
+        let mut listed: Vec<(FolderName, Vec<u8>)> = Vec::new();
         for name in names {
-            let Ok(folder) = FolderName::new(&name) else {
+            let Ok(folder) = FolderName::new(name) else {
                 continue;
             };
             let wire = wire_name(&folder);
-            let matched = if folder.is_inbox() {
-                inbox_pattern.matches(b"INBOX")
-            } else {
-                pattern.matches(wire.as_bytes())
-            };
-            if !matched {
+            if !matches(&folder, &wire) {
                 continue;
             }
-            let is_parent = parents.contains(&name);
-            if is_parent {
+            let is_parent = parents.contains(name);
+            let prefix = format!("{name}.");
+            // Subscribed names below this one that the patterns leave out: CHILDINFO
+            // tells of them (RFC 5258 §3.5; those that match are listed themselves).
+            let subscribed_below = request.recursive_match
+                && subscribed.iter().any(|s| {
+                    s.starts_with(&prefix)
+                        && FolderName::new(s).is_ok_and(|f| !matches(&f, &wire_name(&f)))
+                });
+            if is_parent && !subscribed_below {
+                // Selecting subscribed names, a parent is told only with CHILDINFO.
+                if request.subscribed_only {
+                    continue;
+                }
                 // A name that is only the parent of others is listed when none of
                 // those matches (RFC 3501 §6.3.9: LSUB with %).
-                let prefix = format!("{wire}.");
-                let descendant_matches = lines_source
-                    .iter()
-                    .filter(|n| !parents.contains(n))
-                    .filter_map(|n| FolderName::new(n).ok())
-                    .map(|f| wire_name(&f))
-                    .any(|w| w.starts_with(&prefix) && pattern.matches(w.as_bytes()));
+                let descendant_matches =
+                    source
+                        .iter()
+                        .filter_map(|n| FolderName::new(n).ok())
+                        .any(|f| {
+                            let w = wire_name(&f);
+                            w.starts_with(&format!("{wire}.")) && matches(&f, &w)
+                        });
                 if descendant_matches {
                     continue;
                 }
             }
+            let exists = existing.contains(name);
             let mut attrs: Vec<&str> = Vec::new();
-            let exists = existing.contains(&name);
-            if !exists || (lsub && is_parent) {
+            if !exists && subscribed.contains(name) && !lsub {
+                // Subscribed, but no such folder (RFC 5258 §3.4; implies \Noselect).
+                attrs.push("\\NonExistent");
+            } else if !exists || (lsub && is_parent) {
                 attrs.push("\\Noselect");
             }
-            if !lsub {
-                let prefix = format!("{name}.");
+            if !lsub && exists {
                 if existing.iter().any(|f| f.starts_with(&prefix)) {
                     attrs.push("\\HasChildren");
                 } else {
                     attrs.push("\\HasNoChildren");
                 }
-                if let Some(use_) = folder.special_use() {
-                    attrs.push(use_.imap_attribute());
+            } else if !lsub && existing.iter().any(|f| f.starts_with(&prefix)) {
+                attrs.push("\\HasChildren");
+            }
+            if !lsub && subscribed.contains(name) && request.return_subscribed {
+                attrs.push("\\Subscribed");
+            }
+            if !lsub && let Some(use_) = folder.special_use() {
+                attrs.push(use_.imap_attribute());
+            }
+            let mut line = format!("* {verb} ({}) \".\" ", attrs.join(" ")).into_bytes();
+            string(&mut line, wire.as_bytes());
+            if subscribed_below && !lsub {
+                line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
+            line.extend_from_slice(b"\r\n");
+            listed.push((folder, line));
+        }
+        for (folder, line) in listed {
+            self.out.extend_from_slice(&line);
+            // LIST-STATUS: right after the folder's LIST, for those that can be selected
+            // (RFC 5819 §2); one that cannot be read now is left out.
+            if !request.status.is_empty() && existing.contains(folder.as_str()) {
+                match self.status_counts(&user_mailbox, &folder) {
+                    Ok(counts) => {
+                        let line = status_line(&folder, &request.status, &counts);
+                        self.out.extend_from_slice(&line);
+                    }
+                    Err(e) => debug!(folder = %folder, error = %e, "no STATUS for LIST"),
                 }
             }
-            lines.push(format!("* {verb} ({}) \".\" ", attrs.join(" ")).into_bytes());
-            let line = lines.last_mut().map(|l| {
-                string(l, wire.as_bytes());
-                l.extend_from_slice(b"\r\n");
-            });
-            let _ = line;
-        }
-        for line in lines {
-            self.out.extend_from_slice(&line);
         }
         self.sync(true);
         self.ok(&tag, None, &format!("{verb} completed"));
+    }
+
+    /// MESSAGES, RECENT, UNSEEN, UIDNEXT and UIDVALIDITY of a folder.
+    fn status_counts(
+        &self,
+        user_mailbox: &Mailbox,
+        name: &FolderName,
+    ) -> Result<StatusCounts, StoreError> {
+        let folder = user_mailbox.open_folder(name)?;
+        let state = self.settings.shared.folder(user_mailbox, &folder)?;
+        let listing = folder.messages()?;
+        let mut index = state.index();
+        let assigned = index.assign(listing)?;
+        // Recent: no read-write session has taken them yet (STATUS takes nothing).
+        let floor = crate::recent::peek(&folder, index.uid_validity())?;
+        Ok(StatusCounts {
+            messages: assigned.len(),
+            recent: assigned.iter().filter(|(r, _)| r.uid > floor).count(),
+            unseen: assigned
+                .iter()
+                .filter(|(_, e)| !e.flags.contains(Flag::Seen))
+                .count(),
+            uid_next: index.uid_next(),
+            uid_validity: index.uid_validity(),
+        })
     }
 
     pub(super) fn status(
@@ -380,28 +441,20 @@ impl Session {
         let Some(user_mailbox) = self.user_mailbox() else {
             return;
         };
-        let counts = (|| -> Result<(usize, usize, usize, u32, u32), StoreError> {
-            let folder = user_mailbox.open_folder(&name)?;
-            let state = self.settings.shared.folder(&user_mailbox, &folder)?;
-            let listing = folder.messages()?;
-            let mut index = state.index();
-            let assigned = index.assign(listing)?;
-            // Recent: no read-write session has taken them yet (STATUS takes nothing).
-            let floor = crate::recent::peek(&folder, index.uid_validity())?;
-            let recent = assigned.iter().filter(|(r, _)| r.uid > floor).count();
-            let unseen = assigned
-                .iter()
-                .filter(|(_, e)| !e.flags.contains(Flag::Seen))
-                .count();
-            Ok((
-                assigned.len(),
-                recent,
-                unseen,
-                index.uid_next(),
-                index.uid_validity(),
-            ))
-        })();
-        let (messages, recent, unseen, uid_next, uid_validity) = match counts {
+        if !items.iter().all(|item| {
+            matches!(
+                item,
+                StatusDataItemName::Messages
+                    | StatusDataItemName::Recent
+                    | StatusDataItemName::UidNext
+                    | StatusDataItemName::UidValidity
+                    | StatusDataItemName::Unseen
+            )
+        }) {
+            self.bad(&tag, "STATUS item not supported");
+            return;
+        }
+        let counts = match self.status_counts(&user_mailbox, &name) {
             Ok(c) => c,
             Err(e) if e.is_not_found() => {
                 self.no(&tag, Some("NONEXISTENT"), "no such folder");
@@ -412,26 +465,8 @@ impl Session {
                 return;
             }
         };
-        let mut parts: Vec<String> = Vec::new();
-        for item in items {
-            match item {
-                StatusDataItemName::Messages => parts.push(format!("MESSAGES {messages}")),
-                StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
-                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {uid_next}")),
-                StatusDataItemName::UidValidity => {
-                    parts.push(format!("UIDVALIDITY {uid_validity}"))
-                }
-                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {unseen}")),
-                _ => {
-                    self.bad(&tag, "STATUS item not supported");
-                    return;
-                }
-            }
-        }
-        self.out.extend_from_slice(b"* STATUS ");
-        string(&mut self.out, wire_name(&name).as_bytes());
-        self.out
-            .extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        let line = status_line(&name, items, &counts);
+        self.out.extend_from_slice(&line);
         self.sync(true);
         self.ok(&tag, None, "STATUS completed");
     }
@@ -569,4 +604,32 @@ fn rename_inbox(mailbox: &Mailbox, to: &FolderName) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// What STATUS reports of a folder.
+pub(super) struct StatusCounts {
+    messages: usize,
+    recent: usize,
+    unseen: usize,
+    uid_next: u32,
+    uid_validity: u32,
+}
+
+/// `* STATUS name (items)` with the items in the order asked (those STATUS knows).
+fn status_line(name: &FolderName, items: &[StatusDataItemName], counts: &StatusCounts) -> Vec<u8> {
+    let parts: Vec<String> = items
+        .iter()
+        .filter_map(|item| match item {
+            StatusDataItemName::Messages => Some(format!("MESSAGES {}", counts.messages)),
+            StatusDataItemName::Recent => Some(format!("RECENT {}", counts.recent)),
+            StatusDataItemName::UidNext => Some(format!("UIDNEXT {}", counts.uid_next)),
+            StatusDataItemName::UidValidity => Some(format!("UIDVALIDITY {}", counts.uid_validity)),
+            StatusDataItemName::Unseen => Some(format!("UNSEEN {}", counts.unseen)),
+            _ => None,
+        })
+        .collect();
+    let mut line = b"* STATUS ".to_vec();
+    string(&mut line, wire_name(name).as_bytes());
+    line.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+    line
 }

@@ -253,3 +253,157 @@ fn search_flags_recent_new_and_old() {
     assert!(d.ok("a SEARCH RECENT").contains("* SEARCH\r\n"));
     assert!(d.ok("b SEARCH OLD").contains("* SEARCH 1 2 3\r\n"));
 }
+
+/// The folders of imaptest's "listext": `t.test6` subscribed, then deleted.
+fn listext_folders(c: &mut Client) {
+    for name in [
+        "t.test1",
+        "t.test2.test1",
+        "t.test3",
+        "t.test4.test5",
+        "t.test4.test52",
+        "t.test6",
+        "t.test7.test7",
+        "t.test8.test8",
+        "t.test8.test9",
+    ] {
+        c.ok(&format!("c CREATE {name}"));
+    }
+    for name in [
+        "t.test1",
+        "t.test2.test1",
+        "t.test6",
+        "t.test7.test7",
+        "t.test8.test8",
+        "t.test8.test9",
+    ] {
+        c.ok(&format!("s SUBSCRIBE {name}"));
+    }
+    c.ok("d DELETE t.test6");
+}
+
+/// The LIST lines of an answer, in order.
+fn list_lines(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("* LIST ")).collect()
+}
+
+#[test]
+fn list_extended_patterns_selection_and_return_options() {
+    let h = Harness::new();
+    let mut c = h.logged_in();
+    assert!(
+        c.ok("cap CAPABILITY")
+            .contains(" LIST-EXTENDED LIST-STATUS ")
+    );
+    listext_folders(&mut c);
+    // Several patterns: each name once (t.test2 is only a parent here).
+    let out = c.ok("l1 LIST \"\" (t.*2 t.test3 t.test3)");
+    assert_eq!(
+        list_lines(&out),
+        [
+            "* LIST (\\Noselect \\HasChildren) \".\" \"t.test2\"",
+            "* LIST (\\HasNoChildren) \".\" \"t.test3\"",
+            "* LIST (\\HasNoChildren) \".\" \"t.test4.test52\"",
+        ],
+        "{out}"
+    );
+    // Subscribed names, one of them gone.
+    let out = c.ok("l2 LIST (SUBSCRIBED) \"\" t.*");
+    assert_eq!(
+        list_lines(&out),
+        [
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test1\"",
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test2.test1\"",
+            "* LIST (\\NonExistent \\Subscribed) \".\" \"t.test6\"",
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test7.test7\"",
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test8.test8\"",
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test8.test9\"",
+        ],
+        "{out}"
+    );
+    // RECURSIVEMATCH: a parent whose subscribed children the pattern leaves out.
+    let out = c.ok("l3 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" t.test2% RETURN (CHILDREN)");
+    assert_eq!(
+        list_lines(&out),
+        ["* LIST (\\Noselect \\HasChildren) \".\" \"t.test2\" (\"CHILDINFO\" (\"SUBSCRIBED\"))"],
+        "{out}"
+    );
+    let out = c.ok("l4 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" t*test8");
+    assert_eq!(
+        list_lines(&out),
+        [
+            "* LIST (\\Noselect \\HasChildren) \".\" \"t.test8\" (\"CHILDINFO\" (\"SUBSCRIBED\"))",
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test8.test8\"",
+        ],
+        "{out}"
+    );
+    let out = c.ok("l5 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (t.test2 t.test2.test1)");
+    assert_eq!(
+        list_lines(&out),
+        ["* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test2.test1\""],
+        "{out}"
+    );
+    // RETURN (SUBSCRIBED) marks them among all folders.
+    let out = c.ok("l6 LIST \"\" t.% RETURN (CHILDREN SUBSCRIBED)");
+    assert!(
+        out.contains("* LIST (\\HasNoChildren \\Subscribed) \".\" \"t.test1\"\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("* LIST (\\Noselect \\HasChildren) \".\" \"t.test2\"\r\n"),
+        "{out}"
+    );
+    // REMOTE changes nothing here; a plain LIST is as before.
+    let remote = c.ok("l7 LIST (REMOTE) \"\" t.%");
+    let plain = c.ok("l7 LIST \"\" t.%");
+    assert_eq!(remote, plain);
+    // What RFC 5258 calls errors.
+    for (i, command) in [
+        "LIST (imaptest) \"\" \"\"",
+        "LIST (RECURSIVEMATCH) \"\" \"\"",
+        "LIST (RECURSIVEMATCH REMOTE) \"\" \"\"",
+        "LIST \"\" \"\" RETURN (imaptest)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = c.cmd(&format!("e{i} {command}"));
+        assert!(out.starts_with(&format!("e{i} BAD ")), "{command}: {out}");
+    }
+}
+
+#[test]
+fn list_status_gives_each_selectable_folder_its_counts() {
+    let h = Harness::new();
+    h.deliver("one");
+    h.deliver("two");
+    let mut c = h.logged_in();
+    c.ok("c CREATE Work.Plans");
+    c.ok("s SELECT INBOX");
+    c.ok("st STORE 1 +FLAGS (\\Seen)");
+    c.ok("u UNSELECT");
+    let out = c.ok("l LIST \"\" (INBOX Work*) RETURN (STATUS (MESSAGES UNSEEN UIDNEXT))");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "* LIST (\\HasNoChildren) \".\" \"INBOX\"",
+            "* STATUS \"INBOX\" (MESSAGES 2 UNSEEN 1 UIDNEXT 3)",
+            "* LIST (\\HasNoChildren) \".\" \"Work.Plans\"",
+            "* STATUS \"Work.Plans\" (MESSAGES 0 UNSEEN 0 UIDNEXT 1)",
+            "l OK LIST completed",
+        ],
+        "{out}"
+    );
+    // Not a folder: no STATUS (RFC 5819 §2).
+    let out = c.ok("l1 LIST \"\" Work% RETURN (STATUS (MESSAGES))");
+    assert_eq!(
+        out,
+        "* LIST (\\Noselect \\HasChildren) \".\" \"Work\"\r\nl1 OK LIST completed\r\n"
+    );
+    let out = c.cmd("l2 LIST \"\" * RETURN (STATUS (SIZE))");
+    assert!(out.starts_with("l2 BAD"), "{out}");
+    // Reference and patterns together stay within max_list_pattern_length (1024).
+    let patterns = vec!["x".repeat(100); 11].join(" ");
+    let out = c.cmd(&format!("l3 LIST \"\" ({patterns})"));
+    assert!(out.starts_with("l3 NO [LIMIT]"), "{out}");
+}
