@@ -27,6 +27,11 @@
 //! confirmation mail), confirmation links, moderation links and the RFC 8058
 //! one-click unsubscribe POST.
 //!
+//! The code: [`actions`] holds what mail and the web page both do (tokens
+//! carried out once, members added and removed, moderation, the fan-out);
+//! [`jobs`] the mail side (the `list` job workers, the held-posts loop);
+//! [`web`] the page, which uses the actions only; [`server`] starts them.
+//!
 //! Standards: RFC 2369 and 2919 (List-* fields), RFC 8058 (one-click
 //! unsubscription), RFC 3834 (automatic replies), RFC 3464 (reading DSNs).
 //!
@@ -60,9 +65,11 @@
 //! `web_request_timeout_secs`, `web_max_body_bytes`, `web_form_expiry_secs`,
 //! `web_requests_per_ip_per_hour`.
 
+pub mod actions;
 pub mod bounce;
 pub mod commands;
 pub mod headers;
+pub mod jobs;
 pub mod notice;
 pub mod policy;
 pub mod server;

@@ -7,7 +7,7 @@
 //! the key (`<data_dir>/lists/.secret`, 32 random bytes, mode 0600, made on
 //! first start) nobody can make one, and changing any byte breaks the
 //! signature. The nonce makes each token single-use: the server records it
-//! when the token is used (see [`crate::server`]) and refuses it afterwards;
+//! when the token is used (see [`crate::actions`]) and refuses it afterwards;
 //! a form token ([`Action::Form`]) is not recorded, since sending the form
 //! again only asks for the same confirmation, which the server sends once.
 

@@ -75,8 +75,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::actions::{ActionError, Requested, Shared};
 use crate::headers::url_segment;
-use crate::server::{ActionError, Requested, Shared};
 use crate::token::{Action, TokenError};
 
 /// The config key of the page's listener, for logs.
