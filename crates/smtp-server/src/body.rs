@@ -37,6 +37,21 @@ pub enum Flaw {
     Unstored,
 }
 
+impl Flaw {
+    /// Which flaw decides the reply when a body has several: a smuggling
+    /// attempt over size, size over a long line. Every flaw of a body is
+    /// found whatever pieces it arrives in, so the reply is the same too.
+    fn outranks(self, other: Flaw) -> bool {
+        let rank = |flaw| match flaw {
+            Flaw::BadLineEnding => 3,
+            Flaw::TooBig => 2,
+            Flaw::LineTooLong => 1,
+            Flaw::Unstored => 0,
+        };
+        rank(self) > rank(other)
+    }
+}
+
 /// The outcome of a body once its end was read.
 #[derive(Debug)]
 pub enum Body {
@@ -83,8 +98,7 @@ impl DataReader {
     }
 
     fn flaw(&mut self, flaw: Flaw) {
-        // The first flaw decides the reply; a smuggling attempt wins over size.
-        if self.flaw.is_none() || flaw == Flaw::BadLineEnding {
+        if self.flaw.is_none_or(|had| flaw.outranks(had)) {
             self.flaw = Some(flaw);
         }
         self.data = Vec::new();
@@ -249,7 +263,7 @@ impl ChunkReader {
     }
 
     fn set_flaw(&mut self, flaw: Flaw) {
-        if self.flaw.is_none() || flaw == Flaw::BadLineEnding {
+        if self.flaw.is_none_or(|had| flaw.outranks(had)) {
             self.flaw = Some(flaw);
         }
         self.spool.clear();
@@ -292,12 +306,15 @@ pub fn header_block(message: &Spool) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A message as it is queued: our trace field, then the body as received,
+/// A message as it is queued: our trace fields (and the header block, when
+/// fields were taken out of it), then the rest of the message as received,
 /// which stays where the [`Spool`] has it.
 #[derive(Debug)]
 pub struct Message {
     trace: Vec<u8>,
     body: Spool,
+    /// Octets at the start of `body` replaced by what `trace` holds.
+    skip: u64,
 }
 
 impl Message {
@@ -306,12 +323,30 @@ impl Message {
         Message {
             trace: qs_queue::message::prepend(fields, b""),
             body,
+            skip: 0,
+        }
+    }
+
+    /// `fields`, then `header` in place of the first `replaced` octets of
+    /// `body` (its header block, with fields taken out).
+    pub fn with_header(fields: &[String], header: &[u8], body: Spool, replaced: usize) -> Message {
+        Message {
+            trace: qs_queue::message::prepend(fields, header),
+            skip: (replaced as u64).min(body.len()),
+            body,
+        }
+    }
+
+    /// Puts `fields` above everything else.
+    pub fn prepend_fields(&mut self, fields: &[String]) {
+        if !fields.is_empty() {
+            self.trace = qs_queue::message::prepend(fields, &self.trace);
         }
     }
 
     /// Its length in octets.
     pub fn len(&self) -> u64 {
-        self.trace.len() as u64 + self.body.len()
+        self.trace.len() as u64 + self.body.len() - self.skip
     }
 
     /// Whether it has no octets.
@@ -321,9 +356,18 @@ impl Message {
 
     /// The whole message in memory (for tests and small messages).
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
-        let mut out = self.trace.clone();
-        out.extend_from_slice(&self.body.to_vec()?);
-        Ok(out)
+        let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        out.extend_from_slice(&self.trace);
+        let mut offset = self.skip;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.body.read_at(offset, &mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+            offset += n as u64;
+        }
     }
 }
 
@@ -335,7 +379,7 @@ impl qs_queue::BodySource for Message {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let trace_len = self.trace.len() as u64;
         if offset >= trace_len {
-            return self.body.read_at(offset - trace_len, buf);
+            return self.body.read_at(offset - trace_len + self.skip, buf);
         }
         qs_queue::BodySource::read_at(self.trace.as_slice(), offset, buf)
     }
@@ -476,6 +520,24 @@ mod tests {
         c.add(b"a\r");
         c.add(b"\nb\r\n");
         assert_eq!(outcome(c.finish()), Ok(b"a\r\nb\r\n".to_vec()));
+    }
+
+    /// Found by the property tests: a body both too big and with a line too
+    /// long was refused for the one the reader met first, so the reply
+    /// depended on how the chunks were cut.
+    #[test]
+    fn a_body_with_several_flaws_gets_one_reply_however_it_is_cut() {
+        let line = vec![b'a'; MAX_LINE + 10];
+        let mut whole = ChunkReader::new(20, spool());
+        whole.add(&line);
+        let mut cut = ChunkReader::new(20, spool());
+        cut.add(&line[..21]);
+        cut.add(&line[21..]);
+        assert_eq!(outcome(whole.finish()), Err(Flaw::TooBig));
+        assert_eq!(outcome(cut.finish()), Err(Flaw::TooBig));
+        let mut data = line.clone();
+        data.extend_from_slice(b"\r\n.\r\n");
+        assert_eq!(all_chunkings(&data, 20).unwrap().0, Err(Flaw::TooBig));
     }
 
     #[test]
