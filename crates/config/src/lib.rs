@@ -414,6 +414,10 @@ pub struct SmtpRelayConfig {
     pub dns_server: Option<SocketAddr>,
     /// Direct mode: the port to connect to at each MX.
     pub mx_port: u16,
+    /// Sign outgoing mail with DKIM when its From domain has a key.
+    pub dkim: bool,
+    /// The DKIM keys, `<domain>.<selector>.key` (absolute).
+    pub dkim_dir: PathBuf,
 }
 
 /// `[pop_client]`.
@@ -812,6 +816,8 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         down_period_secs: r.number("down_period_secs", 60, 0, 86_400),
         dns_server: r.socket_addr("dns_server", ""),
         mx_port: u16::try_from(r.number("mx_port", 25, 1, 65_535)).unwrap_or(25),
+        dkim: r.bool("dkim", true),
+        dkim_dir: data(r.path("dkim_dir", "dkim")),
     };
     if split_host_port(&smtp_relay.smarthost).is_none() {
         r.problem(

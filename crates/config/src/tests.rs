@@ -35,6 +35,8 @@ fn an_empty_file_takes_every_default() {
     assert_eq!(c.smtp_relay.mode, RelayMode::Smarthost);
     assert_eq!(c.smtp_relay.tls, ClientTls::StartTls);
     assert_eq!(c.smtp_relay.max_recipients_per_message, 50);
+    assert!(c.smtp_relay.dkim);
+    assert_eq!(c.smtp_relay.dkim_dir, PathBuf::from("/etc/qs/var/dkim"));
     assert_eq!(c.directory.subaddress_separator, Some('+'));
     assert_eq!(c.queue.delay_warning_secs, Some(14_400));
     assert_eq!(
@@ -92,6 +94,20 @@ fn data_dir_is_relative_to_the_config_file_and_paths_to_data_dir() {
     assert_eq!(c.data_dir, PathBuf::from("/etc/qs/../data"));
     assert_eq!(c.tls.cert, PathBuf::from("/abs/cert.pem"));
     assert_eq!(c.tls.key, PathBuf::from("/etc/qs/../data/tls/key.pem"));
+}
+
+#[test]
+fn the_dkim_keys_can_be_elsewhere_or_unused() {
+    let c = parse("[smtp_relay]\ndkim = false\ndkim_dir = \"/srv/keys\"\n").unwrap();
+    assert!(!c.smtp_relay.dkim);
+    assert_eq!(c.smtp_relay.dkim_dir, PathBuf::from("/srv/keys"));
+    assert_eq!(
+        problems("[smtp_relay]\ndkim = \"yes\"\ndkim_dir = \"\"\n"),
+        [
+            "smtp_relay.dkim: expected true or false, found a string",
+            "smtp_relay.dkim_dir: a path may not be empty",
+        ]
+    );
 }
 
 #[test]
