@@ -764,14 +764,18 @@ p.quit()
         .output()
         .unwrap();
     assert!(output.status.success(), "{}\n{}", text(&output), pop3.log());
+    // No read-write session has seen them: they are \Recent in this EXAMINE.
     let out = c.cmd("c NOOP");
     assert!(
-        out.contains("* 2 FETCH (FLAGS (\\Seen))\r\n* 1 EXPUNGE\r\n"),
+        out.contains("* 2 FETCH (FLAGS (\\Seen \\Recent))\r\n* 1 EXPUNGE\r\n"),
         "{out}"
     );
     let out = c.cmd("d UID FETCH 1:* (UID FLAGS)");
-    assert!(out.contains("* 1 FETCH (UID 2 FLAGS (\\Seen))"), "{out}");
-    assert!(out.contains("* 2 FETCH (UID 3 FLAGS ())"), "{out}");
+    assert!(
+        out.contains("* 1 FETCH (UID 2 FLAGS (\\Seen \\Recent))"),
+        "{out}"
+    );
+    assert!(out.contains("* 2 FETCH (UID 3 FLAGS (\\Recent))"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
