@@ -24,6 +24,13 @@
 //! temporary. One log line per attempt names the queue id, the recipients, the
 //! host and the reply.
 //!
+//! Every message whose `From` domain (or a parent domain) has a key in
+//! `dkim_dir` is signed with DKIM (RFC 6376, see `qs_dkim`) after the checks
+//! below: the signature is one more header field at the top, the rest of the
+//! bytes are the queued message. Mail from other domains goes out unsigned
+//! (logged at debug). The keys are read at start; a key file that cannot be
+//! used (bad contents, readable by others) stops the start with its name.
+//!
 //! Protocol: RFC 5321, with STARTTLS (RFC 3207), AUTH (RFC 4954), PIPELINING
 //! (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531).
 //!
@@ -48,7 +55,8 @@
 //! `max_recipients_per_message`. Idle connections close after 10 s.
 //!
 //! # Config
-//! `hostname` (EHLO), `[queue]` (the client), and every key of `[smtp_relay]`.
+//! `hostname` (EHLO), `[queue]` (the client), and every key of `[smtp_relay]`
+//! (`dkim`, `dkim_dir` for signing).
 
 use std::io;
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
 use qs_config::{ClientTls, Config, RelayMode};
+use qs_dkim::{KeyStore, Signing};
 use qs_queue::{Client, Job, JobClass, JobRecipient, Outcome, QueueId, RecipientResult};
 use qs_service::shutdown::Shutdown;
 use tokio::task::JoinSet;
@@ -53,6 +54,8 @@ struct Shared {
     max_per_transaction: usize,
     lease: Duration,
     deadline: Duration,
+    /// The DKIM keys (`None` with `dkim = false`).
+    dkim: Option<Arc<KeyStore>>,
 }
 
 /// One leased message, as the batches of its delivery see it.
@@ -134,6 +137,19 @@ impl Shared {
                 port: r.mx_port,
             },
         };
+        let dkim = if r.dkim {
+            let keys = KeyStore::load(&r.dkim_dir)
+                .map_err(|e| RelayError::Config(format!("smtp_relay.dkim_dir: {e}")))?;
+            for key in keys.signing_keys() {
+                info!(domain = %key.info.domain, selector = %key.info.selector, algorithm = %key.info.algorithm, "DKIM key");
+            }
+            for old in keys.older() {
+                info!(domain = %old.domain, selector = %old.selector, "DKIM key kept but not signing: the domain has a newer one");
+            }
+            Some(Arc::new(keys))
+        } else {
+            None
+        };
         let connect_timeout = Duration::from_secs(r.connect_timeout_secs);
         let command_timeout = Duration::from_secs(r.command_timeout_secs);
         let deadline = connect_timeout + command_timeout * 3;
@@ -155,6 +171,7 @@ impl Shared {
                 .unwrap_or(usize::MAX),
             lease: deadline + Duration::from_secs(60),
             deadline,
+            dkim,
         })
     }
 
@@ -320,11 +337,15 @@ async fn deliver(shared: Arc<Shared>, job: Job, results: Arc<Mutex<Vec<Recipient
         info!(queue_id = %job.id, to = %u.recipient.address, status = "bounced", reply = %u.reason, "delivery");
         push(u.recipient.index, reply::permanent(u.reason));
     }
+    let body = match &shared.dkim {
+        Some(keys) => dkim_sign(keys.clone(), &job.id, job.body).await,
+        None => job.body,
+    };
     let message = Arc::new(Message {
         id: job.id,
         sender: job.sender,
-        eight_bit: message::is_8bit(&job.body),
-        body: job.body,
+        eight_bit: message::is_8bit(&body),
+        body,
     });
     let mut tasks = JoinSet::new();
     for batch in batches {
@@ -338,6 +359,52 @@ async fn deliver(shared: Arc<Shared>, job: Job, results: Arc<Mutex<Vec<Recipient
                 }
             }
             Err(e) => error!(queue_id = %message.id, error = %e, "a delivery task failed"),
+        }
+    }
+}
+
+/// The message with a `DKIM-Signature` field at the top when its From
+/// domain has a key; unchanged otherwise. Signed on the blocking pool: the
+/// body hash and an RSA signature take a while for a large message.
+async fn dkim_sign(keys: Arc<KeyStore>, id: &QueueId, body: Vec<u8>) -> Vec<u8> {
+    let body = Arc::new(body);
+    let signing = {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || keys.sign(&body)).await
+    };
+    // The signing task has let go of its reference, finished or not.
+    let body = Arc::try_unwrap(body).unwrap_or_else(|shared| (*shared).clone());
+    match signing {
+        Ok(Signing::Signed {
+            header,
+            domain,
+            selector,
+        }) => {
+            debug!(queue_id = %id, domain = %domain, selector = %selector, "DKIM-signed");
+            let mut signed = Vec::with_capacity(header.len() + body.len());
+            signed.extend_from_slice(header.as_bytes());
+            signed.extend_from_slice(&body);
+            signed
+        }
+        Ok(Signing::NoKey { from_domain }) => {
+            debug!(queue_id = %id, from_domain = %from_domain, "no DKIM key for the From domain: sent unsigned");
+            body
+        }
+        Ok(Signing::NoFromDomain { reason }) => {
+            debug!(queue_id = %id, reason, "no single From domain: sent unsigned");
+            body
+        }
+        Ok(Signing::Failed {
+            domain,
+            selector,
+            reason,
+        }) => {
+            warn!(queue_id = %id, domain = %domain, selector = %selector, error = %reason, "DKIM signing failed: sent unsigned");
+            body
+        }
+        Err(e) => {
+            error!(queue_id = %id, error = %e, "DKIM signing task failed: sent unsigned");
+            body
         }
     }
 }
