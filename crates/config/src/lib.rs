@@ -265,6 +265,41 @@ pub struct SmtpServerConfig {
     /// Octets of a message body kept in memory while it arrives; past this
     /// it goes to a file in `<data_dir>/spool/smtp-server/`.
     pub spool_threshold: u64,
+    /// The sender checks of the port-25 role (SPF, DKIM, DMARC, ARC, DNS
+    /// blacklists, greylisting).
+    pub checks: SenderChecksConfig,
+}
+
+/// `[smtp_server]`: the checks of mail arriving on the port-25 role from
+/// clients that are neither authenticated nor in `relay_networks`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SenderChecksConfig {
+    /// SPF, DKIM, DMARC and ARC are checked and written into an
+    /// Authentication-Results field.
+    pub enabled: bool,
+    /// Clients that are not checked at all (besides `relay_networks`).
+    pub unchecked_networks: Vec<IpNetwork>,
+    /// SPF `fail` (`-all`) is refused (550 5.7.23) instead of marked.
+    pub spf_fail_reject: bool,
+    /// DMARC `p=reject` is refused with 550 5.7.1.
+    pub dmarc_reject: bool,
+    /// DMARC `p=quarantine` is delivered into the recipient's Junk folder.
+    pub dmarc_quarantine: bool,
+    /// DNS blacklist zones asked about the client's address at connect.
+    pub dnsbl_zones: Vec<String>,
+    /// The name server the checks ask (`None` = the system's).
+    pub dns_server: Option<SocketAddr>,
+    /// Seconds one DNS lookup may take.
+    pub dns_timeout_secs: u64,
+    /// Seconds all the checks of one message (or one MAIL FROM) may take.
+    pub timeout_secs: u64,
+    /// Octets of messages held in memory for DKIM at once, all sessions together.
+    pub memory_limit: u64,
+    /// Unknown (client /24, sender, recipient) triplets are refused for a while.
+    pub greylisting: bool,
+    /// Seconds an unknown triplet is refused (451 4.7.1) before it is let in.
+    pub greylist_delay_secs: u64,
 }
 
 /// `[imap_server]` and `[pop3_server]`: a mail access protocol's listeners.
@@ -761,7 +796,29 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
         max_auth_failures: s.number("max_auth_failures", 5, 1, 1000),
         enforce_sender: s.bool("enforce_sender", true),
         spool_threshold: s.number("spool_threshold", 1_048_576, 0, 1 << 30),
+        checks: SenderChecksConfig {
+            enabled: s.bool("check_senders", true),
+            unchecked_networks: s.networks_or("unchecked_networks", &["127.0.0.0/8", "::1/128"]),
+            spf_fail_reject: s.bool("spf_fail_reject", false),
+            dmarc_reject: s.bool("dmarc_reject", true),
+            dmarc_quarantine: s.bool("dmarc_quarantine", true),
+            dnsbl_zones: s.string_list("dnsbl_zones", &[]),
+            dns_server: s.socket_addr("dns_server", ""),
+            dns_timeout_secs: s.number("dns_timeout_secs", 5, 1, 60),
+            timeout_secs: s.number("check_timeout_secs", 30, 1, 600),
+            memory_limit: s.number("check_memory_limit", 67_108_864, 1_048_576, 1 << 34),
+            greylisting: s.bool("greylisting", false),
+            greylist_delay_secs: s.number("greylist_delay_secs", 300, 1, day),
+        },
     };
+    for (i, zone) in smtp_server.checks.dnsbl_zones.iter().enumerate() {
+        if !is_host_name(zone) {
+            s.problem(
+                &format!("dnsbl_zones[{i}]"),
+                format!("\"{zone}\" is not a DNS zone name (e.g. zen.spamhaus.org)"),
+            );
+        }
+    }
     s.finish();
 
     // RFC 3501 asks for an autologout of at least 30 minutes, RFC 1939 of 10.

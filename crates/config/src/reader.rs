@@ -206,8 +206,13 @@ impl<'a> Section<'a> {
     }
 
     pub(crate) fn networks(&self, key: &str) -> Vec<IpNetwork> {
+        self.networks_or(key, &[])
+    }
+
+    /// A list of networks, `default` when the key is absent.
+    pub(crate) fn networks_or(&self, key: &str, default: &[&str]) -> Vec<IpNetwork> {
         let mut out = Vec::new();
-        for (i, text) in self.string_list(key, &[]).iter().enumerate() {
+        for (i, text) in self.string_list(key, default).iter().enumerate() {
             match text.parse::<IpNetwork>() {
                 Ok(net) => out.push(net),
                 Err(reason) => self.problem(&format!("{key}[{i}]"), reason),

@@ -373,3 +373,34 @@ fn the_production_example_in_deploy_loads() {
     assert_eq!(c.pop_client.accounts.len(), 1);
     assert_eq!(c.smtp_server.relay_networks.len(), 1);
 }
+
+#[test]
+fn the_sender_checks_are_on_with_safe_defaults_and_blacklists_must_be_zones() {
+    let c = parse("").unwrap();
+    let checks = &c.smtp_server.checks;
+    assert!(checks.enabled && checks.dmarc_reject && checks.dmarc_quarantine);
+    assert!(!checks.spf_fail_reject && !checks.greylisting);
+    assert!(checks.dnsbl_zones.is_empty() && checks.dns_server.is_none());
+    assert!(
+        checks
+            .unchecked_networks
+            .iter()
+            .any(|n| n.contains("127.0.0.1".parse().unwrap()))
+    );
+    assert_eq!(
+        (checks.dns_timeout_secs, checks.greylist_delay_secs),
+        (5, 300)
+    );
+    let found = problems(
+        "[smtp_server]\ndnsbl_zones = [\"bl.example\", \"not a zone\"]\ndns_server = \"x\"\n",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("smtp_server.dns_server: "),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("smtp_server.dnsbl_zones[1]: \"not a zone\""),
+        "{found:?}"
+    );
+}

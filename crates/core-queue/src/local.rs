@@ -1,5 +1,6 @@
 //! Local delivery: lease `local` jobs, write each recipient's copy into their
-//! Maildir INBOX, report the results.
+//! Maildir INBOX (or their Junk folder, for what smtp-server's DMARC check
+//! quarantined), report the results.
 //!
 //! Each copy gets `Return-Path` and `Delivered-To` on top. Delivery is
 //! idempotent per (queue id, recipient): the Maildir delivery key is exactly
@@ -12,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qs_mailstore::{DeliveryItem, FolderName, Mailbox};
-use qs_queue::{Job, JobClass, Outcome, RecipientResult, unix_now};
+use qs_mailstore::{DeliveryItem, FolderName, Mailbox, SpecialUse};
+use qs_queue::{Job, JobClass, Origin, Outcome, RecipientResult, unix_now};
 use qs_service::shutdown::Shutdown;
 use tracing::{error, info, warn};
 
@@ -106,13 +107,22 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
     }
     let snapshot = core.directory().snapshot();
     let mut results: Vec<Vec<RecipientResult>> = vec![Vec::new(); jobs.len()];
-    let mut by_mailbox: HashMap<PathBuf, Vec<Pending>> = HashMap::new();
+    let mut by_mailbox: HashMap<(PathBuf, FolderName), Vec<Pending>> = HashMap::new();
 
     for (j, job) in jobs.iter().enumerate() {
         // The same test smtp-server makes at the end of DATA: what it could
         // see there was refused, so this finds only loops through aliases
         // and forwards, or mail from other producers.
         let trace = message::LoopTrace::read(&job.body);
+        // The junk mark is smtp-server's own (it removes any that comes from
+        // outside), so it counts only on mail that came from there.
+        let folder = if job.origin.module == Origin::SMTP_SERVER
+            && message::count(&job.body, message::JUNK_FIELD) > 0
+        {
+            SpecialUse::Junk.folder_name()
+        } else {
+            FolderName::inbox()
+        };
         for r in &job.recipients {
             let fail = |reply: String| RecipientResult {
                 index: r.index,
@@ -147,18 +157,20 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
                 format!("Return-Path: <{}>", job.sender),
                 format!("Delivered-To: {}", user.address()),
             ];
-            by_mailbox.entry(root).or_default().push(Pending {
-                job: j,
-                index: r.index,
-                key: format!("{}:{}", job.id, user.address()),
-                bytes: message::prepend(&trace, &job.body),
-                address: user.address().to_string(),
-            });
+            by_mailbox
+                .entry((root, folder.clone()))
+                .or_default()
+                .push(Pending {
+                    job: j,
+                    index: r.index,
+                    key: format!("{}:{}", job.id, user.address()),
+                    bytes: message::prepend(&trace, &job.body),
+                    address: user.address().to_string(),
+                });
         }
     }
 
-    let inbox = FolderName::inbox();
-    for (root, pending) in by_mailbox {
+    for ((root, folder), pending) in by_mailbox {
         let outcome: Vec<Result<(), String>> = match Mailbox::open(root.clone(), &core.hostname) {
             Ok(mailbox) => {
                 let items: Vec<DeliveryItem<'_>> = pending
@@ -169,7 +181,7 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
                     })
                     .collect();
                 mailbox
-                    .deliver_many(&inbox, &items)
+                    .deliver_many(&folder, &items)
                     .into_iter()
                     .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
                     .collect()

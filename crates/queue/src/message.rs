@@ -5,6 +5,13 @@
 //! `sendmail -t` envelope, RFC 5322 dates, and the trace fields that tell a
 //! mail loop ([`LoopTrace`]).
 
+/// The field smtp-server adds on top of a message that a DMARC policy of
+/// `quarantine` put aside; core-queue's local delivery files such a message
+/// into the recipient's Junk folder. smtp-server removes any such field that
+/// arrives from outside, on every listener, so local delivery believes it
+/// only on mail that came through smtp-server (`Origin::SMTP_SERVER`).
+pub const JUNK_FIELD: &str = "X-Quicksilver-Junk";
+
 /// One header field as it stands in the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field<'a> {

@@ -49,6 +49,7 @@
 //! `[smtp_server]`.
 
 pub mod body;
+pub mod checks;
 pub mod policy;
 pub mod reply;
 pub mod server;

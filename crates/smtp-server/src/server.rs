@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, error, info, warn};
 
+use crate::checks::{Checker, SenderVerdict};
 use crate::policy::DirectoryPolicy;
 use crate::reply::Reply;
 use crate::session::{Action, AuthOutcome, ListenerKind, Peer, Session, SessionConfig};
@@ -51,6 +52,9 @@ pub enum ServerError {
     /// The spool folder cannot be made or cleaned.
     #[error("cannot set up the spool folder: {0}")]
     Spool(std::io::Error),
+    /// The sender checks' DNS resolver cannot be set up.
+    #[error("smtp_server.dns_server: {0}")]
+    Resolver(String),
 }
 
 /// What every connection shares.
@@ -60,6 +64,9 @@ struct Shared {
     acceptor: TlsAcceptor,
     queue: Client,
     relay_networks: Vec<qs_config::IpNetwork>,
+    unchecked_networks: Vec<qs_config::IpNetwork>,
+    /// The sender checks, when any is on.
+    checker: Option<Arc<Checker>>,
     idle_timeout: Duration,
     session_timeout: Duration,
     auth_failures: FailedLogins,
@@ -80,6 +87,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
     let threshold = usize::try_from(s.spool_threshold).unwrap_or(usize::MAX);
     let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", threshold)
         .map_err(ServerError::Spool)?;
+    let checks = &s.checks;
+    let check_sender = checks.enabled || !checks.dnsbl_zones.is_empty();
+    let checker = if check_sender || checks.greylisting {
+        let checker = Checker::new(&config.hostname, checks).map_err(ServerError::Resolver)?;
+        Some(Arc::new(checker))
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         session: Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -91,6 +106,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
             allow_plaintext_auth: s.allow_plaintext_auth,
             enforce_sender: s.enforce_sender,
             spool,
+            check_sender,
+            check_message: checks.enabled,
+            greylisting: checks.greylisting,
         }),
         policy: Arc::new(DirectoryPolicy::new(
             directory,
@@ -99,6 +117,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         acceptor: qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?,
         queue: qs_service::queue::client(&config)?,
         relay_networks: s.relay_networks.clone(),
+        unchecked_networks: checks.unchecked_networks.clone(),
+        checker,
         idle_timeout: Duration::from_secs(s.idle_timeout_secs),
         session_timeout: Duration::from_secs(s.session_timeout_secs),
         auth_failures: FailedLogins::new(
@@ -190,6 +210,16 @@ async fn connection(
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + shared.session_timeout;
     let may_relay = shared.relay_networks.iter().any(|n| n.contains(peer.ip()));
+    let checked = kind == ListenerKind::Mx
+        && !may_relay
+        && !shared
+            .unchecked_networks
+            .iter()
+            .any(|n| n.contains(peer.ip()));
+    let mut state = ConnectionState {
+        checks: ClientChecks::start(&shared, checked, peer.ip()),
+        admitted,
+    };
     let new_session = |tls: bool| {
         Session::new(
             shared.session.clone(),
@@ -198,6 +228,7 @@ async fn connection(
             Peer {
                 ip: peer.ip(),
                 may_relay,
+                checked,
             },
             tls,
             id.clone(),
@@ -209,7 +240,7 @@ async fn connection(
             return Ok(());
         };
         let session = new_session(true);
-        serve(&shared, session, tls, true, deadline, shutdown, admitted).await?;
+        serve(&shared, session, tls, true, deadline, shutdown, &mut state).await?;
         return Ok(());
     }
     let upgraded = serve(
@@ -219,7 +250,7 @@ async fn connection(
         true,
         deadline,
         shutdown.clone(),
-        admitted,
+        &mut state,
     )
     .await?;
     if let Some(plain) = upgraded {
@@ -230,9 +261,67 @@ async fn connection(
         info!("TLS started");
         // A fresh session: nothing from before the handshake survives it.
         let session = new_session(true);
-        serve(&shared, session, tls, false, deadline, shutdown, admitted).await?;
+        serve(&shared, session, tls, false, deadline, shutdown, &mut state).await?;
     }
     Ok(())
+}
+
+/// What a connection keeps across its sessions (STARTTLS starts a new one).
+struct ConnectionState<'a> {
+    /// Its place in the connection limits.
+    admitted: &'a mut Admitted,
+    checks: ClientChecks,
+}
+
+/// The checks of one connection's client that outlive a session (STARTTLS
+/// starts a new one): the DNS blacklists, asked when it connects.
+struct ClientChecks {
+    dnsbl: Option<tokio::task::JoinHandle<Option<Reply>>>,
+    /// The blacklists' answer, once known: the refusal of every MAIL FROM.
+    listed: Option<Option<Reply>>,
+}
+
+impl ClientChecks {
+    fn start(shared: &Shared, checked: bool, ip: IpAddr) -> ClientChecks {
+        let dnsbl = match &shared.checker {
+            Some(checker) if checked && checker.asks_dnsbl() => {
+                let checker = checker.clone();
+                Some(tokio::spawn(async move { checker.dnsbl(ip).await }))
+            }
+            _ => None,
+        };
+        ClientChecks {
+            dnsbl,
+            listed: None,
+        }
+    }
+
+    /// The refusal the blacklists ask for, waiting for their answer.
+    async fn dnsbl_refusal(&mut self) -> Option<Reply> {
+        if let Some(handle) = self.dnsbl.take() {
+            let answer = match handle.await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    error!(error = %e, "the DNS blacklist lookup failed");
+                    Some(Reply::new(
+                        451,
+                        "4.3.0",
+                        "Temporary failure, try again later",
+                    ))
+                }
+            };
+            self.listed = Some(answer);
+        }
+        self.listed.clone().flatten()
+    }
+}
+
+impl Drop for ClientChecks {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.dnsbl {
+            handle.abort();
+        }
+    }
 }
 
 /// Runs a session over `stream`; returns the stream when it asked for STARTTLS.
@@ -243,7 +332,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     greet: bool,
     deadline: Instant,
     mut shutdown: Shutdown,
-    admitted: &mut Admitted,
+    state: &mut ConnectionState<'_>,
 ) -> std::io::Result<Option<S>> {
     if greet {
         stream.write_all(&session.greeting()).await?;
@@ -285,6 +374,37 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     session.enqueued(result.map(|id| id.to_string()).map_err(|e| e.to_string()));
                 }
+                Action::CheckSender { helo, sender } => {
+                    let ip = session_peer_ip(&session);
+                    let verdict = match state.checks.dnsbl_refusal().await {
+                        Some(refusal) => SenderVerdict::Refuse(refusal),
+                        None => match &shared.checker {
+                            Some(checker) => checker.sender(ip, &helo, &sender).await,
+                            None => SenderVerdict::Accept(None),
+                        },
+                    };
+                    session.sender_checked(verdict);
+                }
+                Action::CheckRecipient { sender, recipient } => {
+                    let ip = session_peer_ip(&session);
+                    let refusal = match &shared.checker {
+                        Some(checker) => {
+                            let now = qs_queue::unix_now();
+                            checker
+                                .greylist(&shared.queue, ip, &sender, &recipient, now)
+                                .await
+                        }
+                        None => None,
+                    };
+                    session.recipient_checked(refusal);
+                }
+                Action::CheckMessage(envelope) => {
+                    let verdict = match (&shared.checker, &envelope.checks) {
+                        (Some(checker), Some(spf)) => checker.message(spf, &envelope.message).await,
+                        _ => crate::checks::MessageVerdict::Accept { fields: Vec::new() },
+                    };
+                    session.message_checked(envelope, verdict);
+                }
                 Action::StartTls => {
                     stream.flush().await?;
                     return Ok(Some(stream));
@@ -292,7 +412,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Action::Close => {
                     // The session is over: its address may connect again
                     // while this connection is still being closed.
-                    admitted.end_session();
+                    state.admitted.end_session();
                     stream.flush().await?;
                     let _ = stream.shutdown().await;
                     return Ok(None);

@@ -22,6 +22,7 @@ use smtp_proto::{
 use qs_service::spool::SpoolDir;
 
 use crate::body::{Body, ChunkReader, DataReader, Flaw, Message};
+use crate::checks::{MessageVerdict, SenderVerdict, SpfCheck};
 use crate::reply::Reply;
 
 /// The longest command line, CRLF included.
@@ -95,6 +96,14 @@ pub struct SessionConfig {
     pub enforce_sender: bool,
     /// Where message bodies go while they arrive.
     pub spool: Arc<SpoolDir>,
+    /// Checked clients' senders are checked at MAIL FROM
+    /// ([`Action::CheckSender`]): DNS blacklists, SPF.
+    pub check_sender: bool,
+    /// Checked clients' messages are checked at their end
+    /// ([`Action::CheckMessage`]): DKIM, ARC, DMARC.
+    pub check_message: bool,
+    /// Checked clients' recipients are greylisted ([`Action::CheckRecipient`]).
+    pub greylisting: bool,
 }
 
 /// The client, as the listener saw it.
@@ -104,6 +113,9 @@ pub struct Peer {
     pub ip: IpAddr,
     /// Inside `relay_networks`.
     pub may_relay: bool,
+    /// A port-25 client whose mail is checked (not in `relay_networks` nor
+    /// `unchecked_networks`); an authenticated session is not checked either.
+    pub checked: bool,
 }
 
 /// A message ready to be queued.
@@ -117,6 +129,9 @@ pub struct Envelope {
     pub message: Message,
     /// The authenticated user, if any.
     pub auth_user: Option<String>,
+    /// What the checks of the message need (the SPF result of MAIL FROM),
+    /// when it is checked.
+    pub checks: Option<SpfCheck>,
 }
 
 /// What the session asks of the I/O layer.
@@ -133,6 +148,25 @@ pub enum Action {
     },
     /// Queue a message durably; answer with [`Session::enqueued`].
     Enqueue(Envelope),
+    /// Check the sender of a checked client (DNS blacklists, SPF); answer
+    /// with [`Session::sender_checked`].
+    CheckSender {
+        /// The EHLO or HELO name.
+        helo: String,
+        /// `MAIL FROM` ("" for `<>`).
+        sender: String,
+    },
+    /// Check a recipient of a checked client (greylisting); answer with
+    /// [`Session::recipient_checked`].
+    CheckRecipient {
+        /// `MAIL FROM` ("" for `<>`).
+        sender: String,
+        /// The recipient.
+        recipient: String,
+    },
+    /// Check a message of a checked client (DKIM, ARC, DMARC); answer with
+    /// [`Session::message_checked`], which gives the envelope back.
+    CheckMessage(Envelope),
     /// Start TLS now; a fresh session continues on the encrypted stream and
     /// every byte received before the handshake is thrown away.
     StartTls,
@@ -157,6 +191,17 @@ pub enum AuthOutcome {
 enum Waiting {
     Auth,
     Enqueue,
+    /// The checks of MAIL FROM, then the sender and its SMTPUTF8 flag.
+    Sender {
+        address: String,
+        smtputf8: bool,
+    },
+    /// The checks of a recipient, then its address and mailbox.
+    Recipient {
+        address: String,
+        mailbox: Option<String>,
+    },
+    Message,
 }
 
 /// Where the session stands.
@@ -186,6 +231,8 @@ enum State {
 #[derive(Debug, Default)]
 struct Transaction {
     sender: Option<String>,
+    /// The SPF result of MAIL FROM, for the checks at the end of the message.
+    spf: Option<SpfCheck>,
     recipients: Vec<String>,
     /// The canonical addresses of the local mailboxes among the recipients,
     /// checked against the message's Delivered-To fields at its end.
@@ -347,13 +394,85 @@ impl<P: Policy> Session<P> {
         self.tx = Transaction::default();
     }
 
+    /// The answer to [`Action::CheckSender`].
+    pub fn sender_checked(&mut self, verdict: SenderVerdict) {
+        let State::Waiting(Waiting::Sender { .. }) = self.state else {
+            return;
+        };
+        let State::Waiting(Waiting::Sender { address, smtputf8 }) =
+            std::mem::replace(&mut self.state, State::Command)
+        else {
+            return;
+        };
+        match verdict {
+            SenderVerdict::Accept(spf) => self.start_transaction(address, smtputf8, spf),
+            SenderVerdict::Refuse(reply) => self.refuse(reply),
+        }
+    }
+
+    /// The answer to [`Action::CheckRecipient`]: `None` lets the recipient
+    /// in, a reply refuses it.
+    pub fn recipient_checked(&mut self, refusal: Option<Reply>) {
+        let State::Waiting(Waiting::Recipient { .. }) = self.state else {
+            return;
+        };
+        let State::Waiting(Waiting::Recipient { address, mailbox }) =
+            std::mem::replace(&mut self.state, State::Command)
+        else {
+            return;
+        };
+        match refusal {
+            None => self.add_recipient(address, mailbox),
+            // A greylisted recipient is the normal first answer to a
+            // stranger, not the client's error.
+            Some(reply) => reply.write_to(&mut self.out),
+        }
+    }
+
+    /// The answer to [`Action::CheckMessage`], with the envelope it took.
+    pub fn message_checked(&mut self, mut envelope: Envelope, verdict: MessageVerdict) {
+        if !matches!(self.state, State::Waiting(Waiting::Message)) {
+            return;
+        }
+        match verdict {
+            MessageVerdict::Accept { fields } => {
+                envelope.message.prepend_fields(&fields);
+                self.state = State::Waiting(Waiting::Enqueue);
+                self.emit(Action::Enqueue(envelope));
+            }
+            MessageVerdict::Refuse(reply) => {
+                self.state = State::Command;
+                self.tx = Transaction::default();
+                self.refuse(reply);
+            }
+        }
+    }
+
     fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
         Reply::new(code, enhanced, text).write_to(&mut self.out);
+    }
+
+    /// A refusal from the checks, counted towards the error limit like
+    /// [`Session::error`].
+    fn refuse(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+        self.count_error();
+    }
+
+    /// Whether this session's mail is checked: a checked client that has
+    /// not authenticated, on the port-25 role.
+    fn is_checked(&self) -> bool {
+        self.kind == ListenerKind::Mx && self.peer.checked && self.user.is_none()
     }
 
     /// A 4xx/5xx reply that counts towards the error limit.
     fn error(&mut self, code: u16, enhanced: &str, text: &str) {
         self.reply(code, enhanced, text);
+        self.count_error();
+    }
+
+    /// Counts an error just answered; past `max_errors` the session ends.
+    fn count_error(&mut self) {
         self.errors += 1;
         if self.errors >= self.config.max_errors {
             self.reply(421, "4.7.0", "Too many errors, closing the connection");
@@ -773,8 +892,25 @@ impl<P: Policy> Session<P> {
                 return self.error(553, "5.7.1", &text);
             }
         }
+        if self.config.check_sender && self.is_checked() {
+            let helo = self.helo.clone().unwrap_or_default();
+            self.state = State::Waiting(Waiting::Sender {
+                address: address.clone(),
+                smtputf8,
+            });
+            self.emit(Action::CheckSender {
+                helo,
+                sender: address,
+            });
+            return;
+        }
+        self.start_transaction(address, smtputf8, None);
+    }
+
+    fn start_transaction(&mut self, address: String, smtputf8: bool, spf: Option<SpfCheck>) {
         self.tx = Transaction {
             sender: Some(address),
+            spf,
             smtputf8,
             ..Transaction::default()
         };
@@ -825,6 +961,27 @@ impl<P: Policy> Session<P> {
                 None
             }
         };
+        let known = self
+            .tx
+            .recipients
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&address));
+        if !known && self.config.greylisting && self.is_checked() {
+            let sender = self.tx.sender.clone().unwrap_or_default();
+            self.state = State::Waiting(Waiting::Recipient {
+                address: address.clone(),
+                mailbox,
+            });
+            self.emit(Action::CheckRecipient {
+                sender,
+                recipient: address,
+            });
+            return;
+        }
+        self.add_recipient(address, mailbox);
+    }
+
+    fn add_recipient(&mut self, address: String, mailbox: Option<String>) {
         if !self
             .tx
             .recipients
@@ -953,14 +1110,27 @@ impl<P: Policy> Session<P> {
         let sender = self.tx.sender.clone().unwrap_or_default();
         let recipients = std::mem::take(&mut self.tx.recipients);
         let received = self.received_field(&recipients);
-        let message = Message::new(&[received], message);
-        self.state = State::Waiting(Waiting::Enqueue);
-        self.emit(Action::Enqueue(Envelope {
+        // Fields that speak for this host are ours to write: any that came
+        // from outside is forged, and would be believed by the reader or by
+        // local delivery (RFC 8601 §5).
+        let message = match crate::checks::without_claimed_fields(&header, &self.config.hostname) {
+            Some(kept) => Message::with_header(&[received], &kept, message, header.len()),
+            None => Message::new(&[received], message),
+        };
+        let envelope = Envelope {
             sender,
             recipients,
             message,
             auth_user: self.user.clone(),
-        }));
+            checks: self.tx.spf.take(),
+        };
+        if self.config.check_message && self.is_checked() && envelope.checks.is_some() {
+            self.state = State::Waiting(Waiting::Message);
+            self.emit(Action::CheckMessage(envelope));
+        } else {
+            self.state = State::Waiting(Waiting::Enqueue);
+            self.emit(Action::Enqueue(envelope));
+        }
     }
 
     /// Our Received field (RFC 5321 §4.4; the protocol names of RFC 3848).

@@ -64,10 +64,14 @@ impl Client {
             allow_plaintext_auth: true,
             enforce_sender: true,
             spool,
+            check_sender: false,
+            check_message: false,
+            greylisting: false,
         };
         let peer = Peer {
             ip: IpAddr::from([192, 0, 2, 1]),
             may_relay: false,
+            checked: false,
         };
         let session = Session::new(
             Arc::new(config),
@@ -96,6 +100,12 @@ impl Client {
                         .queued
                         .push((envelope.sender.clone(), envelope.recipients.clone()));
                     self.session.enqueued(Ok("Q1".into()));
+                }
+                // The checks are off for this client (`checked: false`).
+                Action::CheckSender { .. }
+                | Action::CheckRecipient { .. }
+                | Action::CheckMessage(_) => {
+                    unreachable!("an unchecked client is not checked")
                 }
                 // A fresh session would go on over TLS; this one reads no more.
                 Action::StartTls | Action::Close => {

@@ -70,6 +70,8 @@ struct Run {
     queued: Vec<Queued>,
     closed: bool,
     starttls: bool,
+    /// The checks asked for, in order.
+    checks: Vec<String>,
 }
 
 impl Run {
@@ -93,6 +95,9 @@ fn config() -> Arc<SessionConfig> {
         allow_plaintext_auth: false,
         enforce_sender: true,
         spool: spool(),
+        check_sender: false,
+        check_message: false,
+        greylisting: false,
     })
 }
 
@@ -104,6 +109,7 @@ fn session(kind: ListenerKind, tls: bool, may_relay: bool) -> Session<FakeDirect
         Peer {
             ip: "192.0.2.1".parse().unwrap(),
             may_relay,
+            checked: false,
         },
         tls,
         "S1".into(),
@@ -134,6 +140,43 @@ fn drive(mut s: Session<FakeDirectory>, input: &[u8], chunk: usize) -> Run {
                 Action::Enqueue(envelope) => {
                     run.queued.push(Queued::from(envelope));
                     s.enqueued(Ok(format!("Q{}", run.queued.len())));
+                }
+                // The checks' answers, told by the addresses and subjects.
+                Action::CheckSender { helo, sender } => {
+                    run.checks.push(format!("sender {sender}"));
+                    s.sender_checked(if sender.starts_with("listed@") {
+                        SenderVerdict::Refuse(Reply::new(554, "5.7.1", "listed"))
+                    } else {
+                        let output = mail_auth::SpfOutput::new("far.example".into());
+                        SenderVerdict::Accept(Some(SpfCheck::new(
+                            s.peer_ip(),
+                            &helo,
+                            &sender,
+                            output,
+                        )))
+                    });
+                }
+                Action::CheckRecipient { recipient, .. } => {
+                    run.checks.push(format!("recipient {recipient}"));
+                    s.recipient_checked(
+                        recipient
+                            .starts_with("bob@")
+                            .then(|| Reply::new(451, "4.7.1", "Greylisted")),
+                    );
+                }
+                Action::CheckMessage(envelope) => {
+                    run.checks.push("message".into());
+                    let text = envelope.message.to_vec().unwrap();
+                    let verdict = if String::from_utf8_lossy(&text).contains("Subject: reject") {
+                        MessageVerdict::Refuse(Reply::new(550, "5.7.1", "DMARC says reject"))
+                    } else {
+                        MessageVerdict::Accept {
+                            fields: vec![
+                                "Authentication-Results: mx.example.test; dmarc=pass".into(),
+                            ],
+                        }
+                    };
+                    s.message_checked(envelope, verdict);
                 }
                 Action::StartTls => run.starttls = true,
                 Action::Close => run.closed = true,
@@ -170,6 +213,7 @@ fn transcript_configured(
                 Peer {
                     ip: "192.0.2.1".parse().unwrap(),
                     may_relay,
+                    checked: false,
                 },
                 false,
                 "S1".into(),
@@ -622,6 +666,7 @@ fn a_message_with_too_many_received_fields_is_a_loop() {
                 Peer {
                     ip: "192.0.2.1".parse().unwrap(),
                     may_relay: false,
+                    checked: false,
                 },
                 false,
                 "S1".into(),
@@ -700,4 +745,94 @@ fn vrfy_does_not_enumerate_users() {
         "EHLO x\r\nVRFY alice\r\nVRFY nobody\r\n",
     );
     assert_eq!(run.codes(), [250, 252, 252]);
+}
+
+/// A port-25 session of a checked client, with every check on.
+fn checked_transcript(authenticated: bool, input: &str) -> Run {
+    let mut c = (*config()).clone();
+    c.check_sender = true;
+    c.check_message = true;
+    c.greylisting = true;
+    let config = Arc::new(c);
+    let make = || {
+        Session::new(
+            config.clone(),
+            Arc::new(FakeDirectory),
+            ListenerKind::Mx,
+            Peer {
+                ip: "192.0.2.1".parse().unwrap(),
+                may_relay: false,
+                checked: true,
+            },
+            authenticated,
+            "S1".into(),
+        )
+    };
+    transcript_with(make, input.as_bytes())
+}
+
+#[test]
+fn a_checked_client_is_checked_at_mail_rcpt_and_the_end_of_data() {
+    let input = "EHLO client.example\r\nMAIL FROM:<someone@far.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: hi\r\nAuthentication-Results: MX.example.test; dmarc=pass\r\nX-Quicksilver-Junk: no\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+    let run = checked_transcript(false, input);
+    assert_eq!(
+        run.codes(),
+        [250, 250, 250, 451, 354, 250, 221],
+        "{}",
+        run.out
+    );
+    assert!(run.out.contains("451 4.7.1 Greylisted\r\n"), "{}", run.out);
+    assert_eq!(
+        run.checks,
+        [
+            "sender someone@far.example",
+            "recipient alice@example.test",
+            "recipient bob@example.test",
+            "message"
+        ]
+    );
+    let e = &run.queued[0];
+    assert_eq!(e.recipients, ["alice@example.test"]);
+    let text = String::from_utf8(e.message.clone()).unwrap();
+    // Our result on top, the forged ones gone, the rest byte for byte.
+    assert!(
+        text.starts_with(
+            "Authentication-Results: mx.example.test; dmarc=pass\r\nReceived: from client.example"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\nSubject: hi\r\n\r\nbody\r\n"), "{text}");
+    assert!(!text.contains("MX.example.test"), "{text}");
+    assert!(!text.contains("X-Quicksilver-Junk"), "{text}");
+}
+
+#[test]
+fn the_checks_refuse_at_mail_and_at_the_end_of_data() {
+    let input = "EHLO client.example\r\nMAIL FROM:<listed@far.example>\r\nMAIL FROM:<someone@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: reject\r\n\r\nbody\r\n.\r\nRSET\r\n";
+    let run = checked_transcript(false, input);
+    assert_eq!(
+        run.codes(),
+        [250, 554, 250, 250, 354, 550, 250],
+        "{}",
+        run.out
+    );
+    assert!(run.queued.is_empty());
+}
+
+#[test]
+fn authenticated_and_unchecked_sessions_are_not_checked_but_lose_claimed_fields() {
+    // Authenticated on port 25 (under TLS): no check at all.
+    let input = "EHLO x\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nAuthentication-Results: mx.example.test; dmarc=pass\r\nSubject: hi\r\n\r\nbody\r\n.\r\n";
+    let run = checked_transcript(true, input);
+    assert_eq!(run.codes(), [250, 235, 250, 250, 354, 250], "{}", run.out);
+    assert!(run.checks.is_empty(), "{:?}", run.checks);
+    let text = String::from_utf8(run.queued[0].message.clone()).unwrap();
+    assert!(!text.contains("Authentication-Results"), "{text}");
+    assert!(text.ends_with("\r\nSubject: hi\r\n\r\nbody\r\n"), "{text}");
+    // Submission: not checked, and the forged field goes as well.
+    let sub = "EHLO x\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nX-Quicksilver-Junk: yes\r\nSubject: hi\r\n\r\nbody\r\n.\r\n";
+    let run = transcript(ListenerKind::Submission, true, sub);
+    assert_eq!(run.codes(), [250, 235, 250, 250, 354, 250], "{}", run.out);
+    let text = String::from_utf8(run.queued[0].message.clone()).unwrap();
+    assert!(!text.contains("X-Quicksilver-Junk"), "{text}");
 }
