@@ -11,9 +11,9 @@
 //! expunged elsewhere `* N EXPUNGE` (held back during FETCH, STORE and SEARCH, which
 //! rely on sequence numbers), a flag changed elsewhere an untagged `FETCH (FLAGS)`,
 //! at the next command or, in IDLE, within a second (inotify on the folder's `new/`
-//! and `cur/`, with a poll every 5 s behind it). A new message is `\Recent` in
-//! exactly one session: the read-write session that first moves it from `new/` to
-//! `cur/`. The folder's message list, UID index and parse cache are shared by the
+//! and `cur/`, with a poll every 5 s behind it). A message is `\Recent` in exactly
+//! one session, the first read-write one to see it, however it arrived ([`recent`]).
+//! The folder's message list, UID index and parse cache are shared by the
 //! sessions of the process ([`store`]); a session keeps only its sequence of UIDs, as
 //! runs of consecutive UIDs ([`seq`]), so an idle session on a big folder costs a few
 //! kilobytes.
@@ -29,7 +29,8 @@
 //! EXPUNGE), RFC 6851 (MOVE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE;
 //! nothing to enable), RFC 6154 (SPECIAL-USE: `\Sent`, `\Drafts`, `\Trash`, `\Junk` on
 //! the folders of those names, made at first login), RFC 7888 (LITERAL+), RFC 3691
-//! (UNSELECT), RFC 3348 (CHILDREN), RFC 3516 (BINARY), RFC 4959 (SASL-IR), RFC 7889
+//! (UNSELECT), RFC 3348 (CHILDREN), RFC 5258 (LIST-EXTENDED, [`list_extended`]), RFC
+//! 5819 (LIST-STATUS), RFC 3516 (BINARY), RFC 4959 (SASL-IR), RFC 7889
 //! (APPENDLIMIT), RFC 4616 (AUTHENTICATE PLAIN), RFC 5530 (response codes), RFC 8314
 //! (implicit TLS on `tls_listen`). Folder names travel in modified UTF-7 and are stored in UTF-8. ENVELOPE
 //! and BODYSTRUCTURE come from mail-parser's MIME tree; they and a message's Date are
