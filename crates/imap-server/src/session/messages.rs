@@ -8,8 +8,9 @@ use super::*;
 const FETCH_STEP: usize = 64;
 
 /// The tagged NO of a FETCH that named messages expunged meanwhile whose answer
-/// needed their text (Dovecot's wording, which clients and imaptest know).
-const EXPUNGED_FETCH: &str = "Some of the requested messages no longer exist.";
+/// needed their text, or of a STORE that found nothing known of one (Dovecot's
+/// wording, which clients and imaptest know).
+const EXPUNGED_MESSAGES: &str = "Some of the requested messages no longer exist.";
 
 impl Session {
     /// Brings the selected folder up to date and writes what changed. False (and the
@@ -23,7 +24,7 @@ impl Session {
     /// here: the client may have used sequence numbers in it that an EXPUNGE now
     /// would move, so expunges wait (as Dovecot holds them back while input is
     /// pending).
-    pub(super) fn commands_waiting(&self) -> bool {
+    fn commands_waiting(&self) -> bool {
         !self.pending.is_empty()
     }
 
@@ -155,7 +156,7 @@ impl Session {
             self.no(&job.tag, Some("UNKNOWN-CTE"), why);
         } else if job.missing > 0 {
             // The others were answered (RFC 2180 §4.1.2).
-            self.no(&job.tag, Some("EXPUNGEISSUED"), EXPUNGED_FETCH);
+            self.no(&job.tag, Some("EXPUNGEISSUED"), EXPUNGED_MESSAGES);
         } else {
             self.ok(&job.tag, None, "FETCH completed");
         }
@@ -267,7 +268,7 @@ impl Session {
             return;
         }
         if missing > 0 {
-            self.no(&tag, Some("EXPUNGEISSUED"), EXPUNGED_FETCH);
+            self.no(&tag, Some("EXPUNGEISSUED"), EXPUNGED_MESSAGES);
         } else {
             self.ok(&tag, None, "STORE completed");
         }
