@@ -725,7 +725,7 @@ mod tests {
         // b has not looked: what it may still answer with stays.
         assert!(state.view().expunged(uid).is_some());
         assert!(state.summary(&id).is_some());
-        assert_eq!(state.view().caught_up(b), [id.clone()]);
+        assert_eq!(state.view().caught_up(b), [id]);
         assert!(state.view().expunged(uid).is_none());
 
         // A session that leaves without looking no longer holds anything back, and
