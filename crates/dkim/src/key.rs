@@ -214,7 +214,7 @@ pub fn generate(
         Algorithm::Ed25519 => {
             let pair =
                 DkimKeyPair::generate_ed25519().map_err(|e| DkimError::Generate(e.to_string()))?;
-            pem("PRIVATE KEY", pair.private_key())
+            pem("PRIVATE KEY", &ed25519_pkcs8_v1(pair.private_key())?)
         }
         Algorithm::Rsa => {
             let pair = DkimKeyPair::generate_rsa(RSA_BITS)
@@ -247,6 +247,27 @@ pub fn generate(
         .and_then(|d| d.sync_all())
         .map_err(DkimError::io(dir))?;
     load_key(&path).map(|(info, _)| info)
+}
+
+/// The seed of an Ed25519 key in a PKCS#8 v1 PrivateKeyInfo (RFC 8410 §7).
+/// ed25519-dalek writes v2, with the public key in it, which OpenSSL 3.0
+/// does not read; v1 is what `openssl genpkey -algorithm ed25519` writes.
+fn ed25519_pkcs8_v1(pkcs8: &[u8]) -> Result<Vec<u8>, DkimError> {
+    // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING {
+    // OCTET STRING (32 bytes) } }: everything before the seed.
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    // The same after the outer SEQUENCE's header and the version, in v1 or v2.
+    let seed = pkcs8
+        .get(5..)
+        .filter(|rest| rest.len() >= 43 && rest[..11] == V1_PREFIX[5..])
+        .map(|rest| &rest[11..43])
+        .ok_or_else(|| DkimError::Generate("unexpected Ed25519 key encoding".into()))?;
+    let mut v1 = V1_PREFIX.to_vec();
+    v1.extend_from_slice(seed);
+    Ok(v1)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -501,6 +522,9 @@ mod tests {
         assert_eq!(mode(&keys), 0o700);
         let text = fs::read_to_string(&info.path).unwrap();
         assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{text}");
+        // PKCS#8 v1 (version 0, no public key inside), as OpenSSL 3.0 reads.
+        let der = PrivateKeyDer::from_pem_slice(text.as_bytes()).unwrap();
+        assert_eq!(&der.secret_der()[..5], &[0x30, 0x2e, 0x02, 0x01, 0x00]);
         // A second key for the selector is refused and the first one kept.
         let again = generate(&keys, "example.org", "S1", Algorithm::Rsa).unwrap_err();
         assert!(matches!(again, DkimError::Exists { .. }), "{again}");

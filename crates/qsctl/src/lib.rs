@@ -27,17 +27,23 @@
 //! - `qsctl sendmail [-t] [-i] [-f ADDR] [RCPT...]`: the sendmail command line, so
 //!   scripts and web applications that call sendmail work unchanged; a link named
 //!   `sendmail` to qsctl behaves the same.
+//! - `qsctl dkim generate DOMAIN [--selector S] [--algorithm rsa|ed25519]`,
+//!   `qsctl dkim show DOMAIN`, `qsctl dkim list`: smtp-relay's DKIM keys
+//!   (files of mode 0600 in `dkim_dir`, never replaced) and the DNS TXT
+//!   records that publish them (see `dkim_cmd`).
 //! - `qsctl fetch [NAME] [--no-wait]`: asks the running pop-client to poll
 //!   now, through its control socket `<data_dir>/run/pop-client.sock`.
 //!
 //! # Security
 //! Passwords are read from standard input (`--password-stdin`) or generated and
 //! printed once; they are stored only as argon2id hashes and never logged.
+//! DKIM private keys are never printed, only the public half in DNS form.
 //!
 //! # Config
 //! Reads the file named by `--config`, `QS_CONFIG` or `./quicksilver.toml`.
 
 mod admin;
+mod dkim_cmd;
 mod fetch;
 mod init;
 mod list_cmd;
@@ -104,6 +110,9 @@ pub enum Command {
     /// Mailing lists (list-server's files).
     #[command(subcommand)]
     List(list_cmd::ListCommand),
+    /// DKIM signing keys of outgoing mail and their DNS records.
+    #[command(subcommand)]
+    Dkim(dkim_cmd::DkimCommand),
 }
 
 /// Runs one command.
@@ -122,6 +131,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sendmail(args) => queue_cmd::sendmail(&load_config(&cli.config)?, args),
         Command::Fetch(args) => fetch::fetch(&load_config(&cli.config)?, args),
         Command::List(cmd) => list_cmd::list(&load_config(&cli.config)?, cmd),
+        Command::Dkim(cmd) => dkim_cmd::dkim(&load_config(&cli.config)?, cmd),
     }
 }
 
