@@ -851,7 +851,7 @@ async fn list_patterns_built_to_backtrack_and_searches_with_many_ors() {
     let out = c.cmd(&format!("f LIST \"\" \"{}\"", "*".repeat(1100)));
     assert!(
         out.starts_with(
-            "f NO [LIMIT] LIST takes a reference and pattern of at most 1024 bytes\r\n"
+            "f NO [LIMIT] LIST takes a reference and patterns of at most 1024 bytes\r\n"
         ),
         "{out}"
     );
