@@ -5,6 +5,8 @@
 //! up to date) and returns their path; [`Installation`] is a throw-away config and
 //! data folder made with the real `qsctl init`.
 
+pub mod dns;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

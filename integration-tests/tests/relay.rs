@@ -7,16 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, MX};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use integration_tests::dns::{Rr, dns_server};
 use integration_tests::{Daemon, Installation, all_files};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -427,74 +425,6 @@ fn serve(stream: TcpStream, n: usize, script: &Script, log: &Mutex<Log>) {
             _ => peer.send("502 5.5.2 Error: command not recognized"),
         }
     }
-}
-
-// ---------------------------------------------------------------------------
-// The scripted DNS server
-
-#[derive(Clone)]
-enum Rr {
-    Mx(u16, &'static str),
-    A(Ipv4Addr),
-}
-
-/// Answers UDP queries from `zone` (names without the final dot). A name not
-/// in the zone is NXDOMAIN; a name without records of the asked type gets an
-/// empty NOERROR answer.
-fn dns_server(zone: Vec<(&'static str, Rr)>) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let Some(q) = query.queries.first().cloned() else {
-                continue;
-            };
-            let asked = q
-                .name()
-                .to_ascii()
-                .trim_end_matches('.')
-                .to_ascii_lowercase();
-            let mut reply = Message::response(query.metadata.id, OpCode::Query);
-            reply.metadata.recursion_desired = query.metadata.recursion_desired;
-            reply.metadata.recursion_available = true;
-            reply.metadata.authoritative = true;
-            reply.add_query(q.clone());
-            let known: Vec<&Rr> = zone
-                .iter()
-                .filter(|(name, _)| *name == asked)
-                .map(|(_, rr)| rr)
-                .collect();
-            if known.is_empty() {
-                reply.metadata.response_code = ResponseCode::NXDomain;
-            }
-            for rr in known {
-                let data = match (rr, q.query_type()) {
-                    (Rr::Mx(pref, host), RecordType::MX) => {
-                        let exchange = if *host == "." {
-                            Name::root()
-                        } else {
-                            Name::from_ascii(format!("{host}.")).unwrap()
-                        };
-                        RData::MX(MX::new(*pref, exchange))
-                    }
-                    (Rr::A(ip), RecordType::A) => RData::A(A(*ip)),
-                    _ => continue,
-                };
-                reply.add_answer(Record::from_rdata(q.name().clone(), 60, data));
-            }
-            if let Ok(bytes) = reply.to_vec() {
-                let _ = socket.send_to(&bytes, from);
-            }
-        }
-    });
-    addr
 }
 
 // ---------------------------------------------------------------------------
@@ -1271,4 +1201,240 @@ fn postfix_smtp_sink_receives_relayed_mail() {
         )),
         "{log}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// DKIM signing
+
+/// `qsctl dkim generate` for `domain`: the TXT record's name and its value
+/// (the printed strings joined, as a receiver joins them).
+fn dkim_key(
+    inst: &Installation,
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+) -> (String, String) {
+    let out = inst.ok(&[
+        "dkim",
+        "generate",
+        domain,
+        "--selector",
+        selector,
+        "--algorithm",
+        algorithm,
+    ]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("._domainkey."))
+        .unwrap_or_else(|| panic!("no record in:\n{out}"));
+    let (name, strings) = line.split_once(" TXT ").unwrap();
+    let value: String = strings.split('"').skip(1).step_by(2).collect();
+    (name.to_string(), value)
+}
+
+/// A transaction's data as the message it carries: the final `.CRLF` gone
+/// and the dot-stuffing undone.
+fn unstuffed(wire: &[u8]) -> Vec<u8> {
+    let data = wire.strip_suffix(b".\r\n").expect("data ends with .CRLF");
+    let mut out = Vec::with_capacity(data.len());
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+/// mail-auth's verdict on each DKIM signature of `message`, its keys looked
+/// up at the scripted DNS server `dns`.
+fn mail_auth_verdicts(dns: SocketAddr, message: &[u8]) -> Vec<String> {
+    use mail_auth::hickory_resolver::config::{
+        ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig,
+    };
+    use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
+    runtime().block_on(async {
+        let mut udp = ConnectionConfig::udp();
+        udp.port = dns.port();
+        let ns = NameServerConfig::new(dns.ip(), true, vec![udp]);
+        let config = ResolverConfig::from_parts(None, Vec::new(), vec![ns]);
+        let mut builder = mail_auth::hickory_resolver::TokioResolver::builder_with_config(
+            config,
+            TokioRuntimeProvider::default(),
+        );
+        builder.options_mut().use_hosts_file = ResolveHosts::Never;
+        let authenticator = mail_auth::MessageAuthenticator(builder.build().unwrap());
+        let parsed = mail_auth::AuthenticatedMessage::parse(message).unwrap();
+        authenticator
+            .verify_dkim(mail_auth::Parameters::new(&parsed))
+            .await
+            .iter()
+            .map(|output| format!("{:?}", output.result()))
+            .collect()
+    })
+}
+
+/// Debian's dkimpy (python3-dkim), a second implementation: its verdict on
+/// the first signature of `message`, with the one record `(name, value)` as
+/// its DNS. `Err` has its log.
+fn dkimpy_verifies(record: &(String, String), message: &[u8]) -> Result<(), String> {
+    const SCRIPT: &str = r#"
+import logging, sys
+import dkim
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+name, value = sys.argv[1].encode(), sys.argv[2].encode()
+def txt(query, timeout=5):
+    return value if query.rstrip(b".").lower() == name.lower() else None
+ok = dkim.DKIM(sys.stdin.buffer.read(), logger=logging.getLogger()).verify(dnsfunc=txt)
+print("pass" if ok else "fail")
+sys.exit(0 if ok else 1)
+"#;
+    // Debian's interpreter: the package installs into its dist-packages.
+    let python = "/usr/bin/python3";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", SCRIPT, &record.0, &record.1])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (.ci/setup installs python3-dkim)"));
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'dkim'"),
+        "dkimpy is missing: install python3-dkim (.ci/setup does)"
+    );
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("{}{stderr}", String::from_utf8_lossy(&out.stdout))),
+    }
+}
+
+fn signed_body(from: &str, id: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <{from}>\r\nTo: friend@far.example\r\nSubject: signed {id}\r\n\
+         Date: Fri, 4 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{id}@test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
+         Line one.\r\n.a line that starts with a dot\r\n\r\nLast line.\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn relayed_mail_is_dkim_signed_and_both_mail_auth_and_dkimpy_verify_it() {
+    let inst = installation();
+    let ed = dkim_key(&inst, "ed.example", "ed1", "ed25519");
+    let rsa = dkim_key(&inst, "rsa.example", "rs1", "rsa");
+    assert_eq!(ed.0, "ed1._domainkey.ed.example");
+    assert!(ed.1.starts_with("v=DKIM1; k=ed25519; p="), "{}", ed.1);
+    assert!(rsa.1.starts_with("v=DKIM1; k=rsa; p="), "{}", rsa.1);
+    let dns = dns_server(vec![
+        (ed.0.clone(), Rr::Txt(ed.1.clone())),
+        (rsa.0.clone(), Rr::Txt(rsa.1.clone())),
+    ]);
+    let sink = Sink::start(Script::new());
+    let r = relay_to(&sink, |_| {});
+    for key in [
+        "domain=ed.example selector=ed1",
+        "domain=rsa.example selector=rs1",
+    ] {
+        r.relay.wait_for_log_line(WAIT, |line| line.contains(key));
+    }
+
+    let cases = [
+        (
+            "alice@ed.example",
+            "a=ed25519-sha256; s=ed1; d=ed.example;",
+            &ed,
+        ),
+        // A subdomain is signed by its parent's key (DMARC relaxed alignment).
+        (
+            "alice@news.rsa.example",
+            "a=rsa-sha256; s=rs1; d=rsa.example;",
+            &rsa,
+        ),
+    ];
+    for (n, (from, tags, record)) in cases.into_iter().enumerate() {
+        let body = signed_body(from, &format!("m{n}"));
+        r.enqueue(from, &["friend@far.example"], &body);
+        let tx = sink.wait_txs(n + 1).remove(n);
+        let message = unstuffed(&tx.wire);
+        // One header field more at the top; the rest is the queued message.
+        let (header, rest) = message.split_at(message.len() - body.len());
+        assert_eq!(rest, body.as_slice());
+        let header = String::from_utf8(header.to_vec()).unwrap();
+        assert!(header.starts_with("DKIM-Signature: v=1; "), "{header}");
+        assert!(header.contains(tags), "{header}");
+        assert!(header.contains("c=relaxed/relaxed;"), "{header}");
+        assert_eq!(
+            header
+                .split("\r\n")
+                .filter(|l| !l.starts_with('\t'))
+                .count(),
+            2,
+            "one field (and its folded lines), then the end: {header:?}"
+        );
+        assert_eq!(mail_auth_verdicts(dns, &message), ["Pass"], "{header}");
+        dkimpy_verifies(record, &message).unwrap_or_else(|log| panic!("dkimpy: {log}"));
+
+        // Both see a change made on the way.
+        let text = String::from_utf8(message).unwrap();
+        let tampered = text.replace("Line one.", "Line 1.");
+        assert_ne!(mail_auth_verdicts(dns, tampered.as_bytes()), ["Pass"]);
+        assert!(dkimpy_verifies(record, tampered.as_bytes()).is_err());
+        let second_from = text.replace("To: friend", "From: mallory@evil.example\r\nTo: friend");
+        assert_ne!(mail_auth_verdicts(dns, second_from.as_bytes()), ["Pass"]);
+    }
+
+    // Mail from a domain without a key goes out exactly as queued.
+    let body = signed_body("bob@nokey.example", "m2");
+    r.enqueue("bob@nokey.example", &["friend@far.example"], &body);
+    let tx = sink.wait_txs(3).remove(2);
+    assert_eq!(unstuffed(&tx.wire), body);
+}
+
+#[test]
+fn direct_mode_signs_too_and_dkim_false_signs_nothing() {
+    let inst = installation();
+    let key = dkim_key(&inst, "example.test", "d1", "ed25519");
+    let sink = Sink::start(Script::new());
+    let dns = dns_server(vec![
+        ("far.test".to_string(), Rr::Mx(10, "mx.far.test")),
+        (
+            "mx.far.test".to_string(),
+            Rr::A(Ipv4Addr::new(127, 0, 0, 1)),
+        ),
+        (key.0.clone(), Rr::Txt(key.1.clone())),
+    ]);
+    inst.set("smtp_relay", "mode", "\"direct\"");
+    inst.set("smtp_relay", "dns_server", &format!("\"{dns}\""));
+    inst.set("smtp_relay", "mx_port", &sink.addr.port().to_string());
+    let mut r = start(inst);
+    let body = signed_body("alice@example.test", "direct");
+    let id = r.enqueue("alice@example.test", &["a@far.test"], &body);
+    r.wait_gone(&id);
+    let message = unstuffed(&sink.txs()[0].wire);
+    assert!(message.starts_with(b"DKIM-Signature: "));
+    assert_eq!(mail_auth_verdicts(dns, &message), ["Pass"]);
+    dkimpy_verifies(&key, &message).unwrap_or_else(|log| panic!("dkimpy: {log}"));
+
+    r.relay.terminate(WAIT).expect("smtp-relay stops");
+    r.inst.set("smtp_relay", "dkim", "false");
+    r.relay = r.inst.start("smtp-relay");
+    let id = r.enqueue("alice@example.test", &["b@far.test"], &body);
+    r.wait_gone(&id);
+    assert_eq!(unstuffed(&sink.txs()[1].wire), body);
+}
+
+#[test]
+fn a_dkim_key_others_may_read_stops_the_relay_with_its_name() {
+    let inst = installation();
+    dkim_key(&inst, "example.test", "s1", "ed25519");
+    let path = inst.data_dir().join("dkim/example.test.s1.key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut relay = inst.start("smtp-relay");
+    let status = relay.wait_exit(WAIT).expect("smtp-relay exits");
+    assert!(!status.success());
+    let log = relay.log();
+    assert!(log.contains(&path.display().to_string()), "{log}");
+    assert!(log.contains("chmod 600"), "{log}");
 }
