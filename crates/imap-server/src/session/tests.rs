@@ -408,7 +408,10 @@ fn two_sessions_see_each_other() {
     // is gone is answered from what is known of it (RFC 2180 §4.1)...
     let out = b.cmd("b4 FETCH 1:2 FLAGS");
     assert!(!out.contains("EXPUNGE\r\n"), "{out}");
-    assert!(out.contains("* 1 FETCH (FLAGS (\\Deleted \\Seen))"), "{out}");
+    assert!(
+        out.contains("* 1 FETCH (FLAGS (\\Deleted \\Seen))"),
+        "{out}"
+    );
     assert!(out.contains("* 2 FETCH (FLAGS ("), "{out}");
     assert!(out.ends_with("b4 OK FETCH completed\r\n"), "{out}");
     // ... unless its text is asked for: the others are answered, the command is
@@ -417,9 +420,7 @@ fn two_sessions_see_each_other() {
     assert!(!out.contains("* 1 FETCH"), "{out}");
     assert!(out.contains("* 2 FETCH (BODY[TEXT] {"), "{out}");
     assert!(
-        out.ends_with(
-            "b4b NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n"
-        ),
+        out.ends_with("b4b NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n"),
         "{out}"
     );
     let out = b.ok("b5 NOOP");
@@ -475,7 +476,10 @@ fn a_fetch_that_asks_for_the_uid_first_is_no_uid_fetch() {
     let out = b.ok("b2 FETCH 1:3 (UID FLAGS)");
     assert!(!out.contains("EXPUNGE"), "{out}");
     // The expunged message is answered from what is known of it.
-    assert!(out.contains("* 1 FETCH (UID 1 FLAGS (\\Deleted))\r\n"), "{out}");
+    assert!(
+        out.contains("* 1 FETCH (UID 1 FLAGS (\\Deleted))\r\n"),
+        "{out}"
+    );
     assert!(out.contains("* 3 FETCH (UID 3 FLAGS ())\r\n"), "{out}");
     // A UID FETCH may tell of it: before its answer, so that the numbers agree.
     let out = b.ok("b3 UID FETCH 1:* (FLAGS)");
@@ -505,7 +509,10 @@ fn a_store_on_a_message_expunged_meanwhile_answers_its_flags() {
     let out = b.ok("b4 NOOP");
     assert!(out.contains("* 1 EXPUNGE\r\n"), "{out}");
     let out = b.ok("b5 FETCH 1 (UID FLAGS)");
-    assert!(out.contains("* 1 FETCH (UID 2 FLAGS (\\Flagged))\r\n"), "{out}");
+    assert!(
+        out.contains("* 1 FETCH (UID 2 FLAGS (\\Flagged))\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -694,7 +701,10 @@ fn folders_are_created_listed_renamed_and_deleted() {
 
     c.ok("c1 CREATE Projekte.B&APw-ro");
     c.ok("c2 CREATE \"Tom &- Jerry\"");
-    assert!(c.cmd("c2b CREATE \"Tom & Jerry\"").starts_with("c2b NO [CANNOT]"));
+    assert!(
+        c.cmd("c2b CREATE \"Tom & Jerry\"")
+            .starts_with("c2b NO [CANNOT]")
+    );
     assert!(c.cmd("c3 CREATE INBOX").starts_with("c3 NO"));
     assert!(c.cmd("c4 CREATE Tom").starts_with("c4 OK"));
     assert!(c.cmd("c5 CREATE Tom").starts_with("c5 NO [ALREADYEXISTS]"));
