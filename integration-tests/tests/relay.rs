@@ -1331,7 +1331,9 @@ fn relayed_mail_is_dkim_signed_and_both_mail_auth_and_dkimpy_verify_it() {
         (rsa.0.clone(), Rr::Txt(rsa.1.clone())),
     ]);
     let sink = Sink::start(Script::new());
-    let r = relay_to(&sink, |_| {});
+    inst.set("smtp_relay", "smarthost", &format!("\"{}\"", sink.addr));
+    inst.set("smtp_relay", "tls", "\"none\"");
+    let r = start(inst);
     for key in [
         "domain=ed.example selector=ed1",
         "domain=rsa.example selector=rs1",
