@@ -30,6 +30,14 @@
 //! - STARTTLS with parameters is 501 5.5.4 (RFC 3207).
 //! - An authenticated user sends only as one of their addresses (553 5.7.1)
 //!   when `enforce_sender`.
+//! - Mail on the port-25 role from clients neither authenticated nor in
+//!   `relay_networks` or `unchecked_networks` is checked ([`checks`]): DNS
+//!   blacklists (RFC 5782, 554 5.7.1 at MAIL FROM), SPF (RFC 7208), DKIM
+//!   (RFC 6376), ARC (RFC 8617) and DMARC (RFC 7489: p=reject 550 5.7.1,
+//!   p=quarantine to the Junk folder), optional greylisting (451 4.7.1); one
+//!   Authentication-Results field (RFC 8601) with our host name, after every
+//!   one claiming it and every `X-Quicksilver-Junk` was removed (on every
+//!   listener). A DNS failure is 451 4.4.3, never a pass.
 //! - A bare CR or LF or a NUL in commands or data is refused (SMTP smuggling,
 //!   CVE-2023-51764); only `<CRLF>.<CRLF>` ends DATA. STARTTLS throws away every
 //!   byte received before the handshake (CVE-2011-0411).
@@ -42,7 +50,9 @@
 //! `idle_timeout_secs`, `session_timeout_secs`, `max_connections` (port 25),
 //! `submission_max_connections`, `submissions_max_connections` (each listener
 //! role a budget of its own), `max_connections_per_ip`; more than 100 Received
-//! fields is a loop (554 5.4.6).
+//! fields is a loop (554 5.4.6); `dns_timeout_secs` per lookup and
+//! `check_timeout_secs` per step of the checks, `check_memory_limit` of
+//! messages in memory for DKIM at once.
 //!
 //! # Config
 //! `hostname`, `[tls]`, `[directory]`, `[queue]` (the client), and every key of
