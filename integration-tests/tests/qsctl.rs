@@ -397,3 +397,83 @@ fn domain_count(file: &std::path::Path) -> usize {
     let dir = qs_directory::Directory::open(file, Default::default()).unwrap();
     dir.refresh().unwrap().domains().count()
 }
+
+#[test]
+fn dkim_keys_are_kept_private_never_replaced_and_their_records_shown_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let inst = Installation::init();
+    let out = inst.qsctl(&[
+        "dkim",
+        "generate",
+        "Example.test",
+        "--selector",
+        "s1",
+        "--algorithm",
+        "ed25519",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let record = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        record.starts_with("s1._domainkey.example.test TXT \"v=DKIM1; k=ed25519; p="),
+        "{record}"
+    );
+    let dir = inst.data_dir().join("dkim");
+    let key = dir.join("example.test.s1.key");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    // The private half is on disk only, never printed.
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let secret = pem.lines().nth(1).unwrap();
+    assert!(!text(&out).contains(secret) && !text(&out).contains("PRIVATE"));
+
+    // The same selector again is refused and the key kept, whatever the algorithm.
+    let refused = inst.fails(&["dkim", "generate", "example.test", "--selector", "S1"]);
+    assert!(refused.contains("already exists"), "{refused}");
+    assert!(refused.contains("new selector"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
+
+    assert_eq!(inst.ok(&["dkim", "show", "example.test"]).trim(), record);
+    // A new selector (rotation): it signs, the old record stays shown.
+    let rsa = inst.ok(&["dkim", "generate", "example.test", "--selector", "s2"]);
+    assert!(
+        rsa.contains("s2._domainkey.example.test TXT \"v=DKIM1; k=rsa; p=MIIB"),
+        "{rsa}"
+    );
+    let old = std::fs::File::options().write(true).open(&key).unwrap();
+    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let shown = inst.ok(&["dkim", "show", "example.test"]);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 2, "{shown}");
+    assert!(lines[0].starts_with("s2._domainkey."), "{shown}");
+    assert_eq!(lines[1], record);
+    let listed = inst.ok(&["dkim", "list"]);
+    assert!(
+        listed.contains("example.test\ts2\trsa\tsigning\t"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("example.test\ts1\ted25519\tolder\t"),
+        "{listed}"
+    );
+
+    for (args, problem) in [
+        (
+            &["dkim", "show", "other.test"][..],
+            "no DKIM key for other.test",
+        ),
+        (&["dkim", "generate", "localhost"], "not a domain name"),
+        (
+            &["dkim", "generate", "example.test", "--selector", "a.b"],
+            "not a DKIM selector",
+        ),
+        (
+            &["dkim", "generate", "example.test", "--algorithm", "dsa"],
+            "not a DKIM key algorithm",
+        ),
+    ] {
+        let err = inst.fails(args);
+        assert!(err.contains(problem), "{args:?}: {err}");
+    }
+}
