@@ -254,6 +254,9 @@ fn zone(key: &TestKey) -> Vec<(String, Rr)> {
         txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine"),
         // Its name server never answers.
         ("temp.test".to_string(), Rr::Silent),
+        // SPF answers, DMARC never does.
+        txt("slow-dmarc.test", "v=spf1 ip4:127.0.0.1 -all"),
+        ("_dmarc.slow-dmarc.test".to_string(), Rr::Silent),
     ]
 }
 
@@ -367,6 +370,20 @@ fn spf_dkim_and_dmarc_decide_and_are_written_in_one_field() {
     // The session goes on: the next sender is checked afresh.
     let mail = client.send("MAIL FROM:<a@pass.test>");
     assert!(mail.starts_with("250 "), "{mail}");
+    client.send("QUIT");
+
+    // DMARC's lookup times out at the end of DATA: 451 4.4.3, nothing queued.
+    let reply = send(
+        mx.addr,
+        "a@slow-dmarc.test",
+        &message("a@slow-dmarc.test", "slow"),
+    );
+    assert!(reply.starts_with("451 4.4.3 "), "{reply}");
+    assert!(
+        !folder(&mx.inst, "")
+            .iter()
+            .any(|m| m.contains("Subject: slow"))
+    );
 }
 
 #[test]
