@@ -300,6 +300,8 @@ pub struct SenderChecksConfig {
     pub greylisting: bool,
     /// Seconds an unknown triplet is refused (451 4.7.1) before it is let in.
     pub greylist_delay_secs: u64,
+    /// Days without mail after which a triplet is forgotten.
+    pub greylist_expiry_days: u64,
 }
 
 /// `[imap_server]` and `[pop3_server]`: a mail access protocol's listeners.
@@ -809,6 +811,7 @@ fn read_config(root: &Section<'_>, file: &Path) -> Config {
             memory_limit: s.number("check_memory_limit", 67_108_864, 1_048_576, 1 << 34),
             greylisting: s.bool("greylisting", false),
             greylist_delay_secs: s.number("greylist_delay_secs", 300, 1, day),
+            greylist_expiry_days: s.number("greylist_expiry_days", 35, 1, 3650),
         },
     };
     for (i, zone) in smtp_server.checks.dnsbl_zones.iter().enumerate() {

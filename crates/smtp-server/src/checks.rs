@@ -13,7 +13,8 @@
 //!   smtp-server writes).
 //! - Greylisting at RCPT (`greylisting`): a (client /24, sender, recipient)
 //!   triplet not seen for `greylist_delay_secs` gets `451 4.7.1`; what was
-//!   seen is kept in core-queue's state area.
+//!   seen is kept in core-queue's state area, and forgotten after
+//!   `greylist_expiry_days` without mail.
 //!
 //! The results go into one `Authentication-Results` field (RFC 8601) naming
 //! our host name, above the others. A DNS lookup that fails or times out
@@ -389,39 +390,25 @@ impl Checker {
         recipient: &str,
         now: u64,
     ) -> Option<Reply> {
+        let unavailable = || Reply::new(451, "4.3.0", "Temporary failure, try again later");
         let key = greylist_key(ip, sender, recipient);
-        let first_seen = match queue.state_get(GREYLIST_NAMESPACE, &key).await {
-            Ok(Some(value)) => std::str::from_utf8(&value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok()),
-            Ok(None) => None,
+        let entry = match queue.state_get(GREYLIST_NAMESPACE, &key).await {
+            Ok(value) => value.as_deref().and_then(Triplet::parse),
             Err(e) => {
                 warn!(error = %e, "cannot read greylisting's state");
-                return Some(Reply::new(
-                    451,
-                    "4.3.0",
-                    "Temporary failure, try again later",
-                ));
+                return Some(unavailable());
             }
         };
-        let first_seen = match first_seen {
-            Some(first) => first,
-            None => {
-                if let Err(e) = queue
-                    .state_put(GREYLIST_NAMESPACE, &key, now.to_string().as_bytes())
-                    .await
-                {
-                    warn!(error = %e, "cannot write greylisting's state");
-                    return Some(Reply::new(
-                        451,
-                        "4.3.0",
-                        "Temporary failure, try again later",
-                    ));
-                }
-                now
-            }
-        };
-        let wait = greylist_wait(first_seen, now, self.config.greylist_delay_secs)?;
+        let (wait, write) = greylist_step(entry, now, &self.config);
+        if let Some(triplet) = write
+            && let Err(e) = queue
+                .state_put(GREYLIST_NAMESPACE, &key, triplet.to_string().as_bytes())
+                .await
+        {
+            warn!(error = %e, "cannot write greylisting's state");
+            return Some(unavailable());
+        }
+        let wait = wait?;
         info!(%ip, %sender, %recipient, wait, "greylisted");
         Some(Reply::new(
             451,
@@ -429,13 +416,92 @@ impl Checker {
             &format!("Greylisted: please try again in {wait} seconds"),
         ))
     }
+
+    /// Removes the triplets not seen for `greylist_expiry_days`; returns how
+    /// many.
+    pub async fn sweep_greylist(
+        &self,
+        queue: &qs_queue::Client,
+        now: u64,
+    ) -> Result<usize, qs_queue::ClientError> {
+        const PAGE: u32 = 1000;
+        let mut after: Option<String> = None;
+        let mut removed = 0;
+        loop {
+            let page = queue
+                .state_scan(GREYLIST_NAMESPACE, "", after.as_deref(), PAGE)
+                .await?;
+            for (key, value) in &page {
+                let expired = Triplet::parse(value)
+                    .is_none_or(|t| t.expired(now, self.config.greylist_expiry_days));
+                if expired {
+                    queue.state_delete(GREYLIST_NAMESPACE, key).await?;
+                    removed += 1;
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() >= PAGE as usize => after = Some(key.clone()),
+                _ => return Ok(removed),
+            }
+        }
+    }
 }
 
-/// Seconds still to wait for a triplet first seen at `first_seen`, `None`
-/// once `delay` has passed.
-fn greylist_wait(first_seen: u64, now: u64, delay: u64) -> Option<u64> {
-    let ready = first_seen.saturating_add(delay);
-    (now < ready).then(|| ready - now)
+/// What greylisting keeps of a triplet: when it was first seen, and when
+/// last (a passed triplet's last accepted delivery, updated at most daily).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Triplet {
+    first_seen: u64,
+    last_seen: u64,
+}
+
+impl Triplet {
+    fn parse(value: &[u8]) -> Option<Triplet> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (first, last) = text.split_once(' ')?;
+        Some(Triplet {
+            first_seen: first.parse().ok()?,
+            last_seen: last.parse().ok()?,
+        })
+    }
+
+    fn expired(&self, now: u64, expiry_days: u64) -> bool {
+        now.saturating_sub(self.last_seen) > expiry_days.saturating_mul(86_400)
+    }
+}
+
+impl std::fmt::Display for Triplet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.first_seen, self.last_seen)
+    }
+}
+
+/// Greylisting's decision for a triplet known as `entry`: the seconds still
+/// to wait (`None`: let in), and what to write back, if anything.
+fn greylist_step(
+    entry: Option<Triplet>,
+    now: u64,
+    config: &SenderChecksConfig,
+) -> (Option<u64>, Option<Triplet>) {
+    let entry = entry.filter(|t| !t.expired(now, config.greylist_expiry_days));
+    let Some(known) = entry else {
+        let new = Triplet {
+            first_seen: now,
+            last_seen: now,
+        };
+        return (Some(config.greylist_delay_secs), Some(new));
+    };
+    let ready = known.first_seen.saturating_add(config.greylist_delay_secs);
+    if now < ready {
+        return (Some(ready - now), None);
+    }
+    // Let in; the last delivery is written down once a day, not per message.
+    let refresh = now.saturating_sub(known.last_seen) >= 86_400 || known.last_seen < ready;
+    let update = refresh.then_some(Triplet {
+        first_seen: known.first_seen,
+        last_seen: now,
+    });
+    (None, update)
 }
 
 /// The state area key of a triplet: the client's network (/24 for IPv4, /64
@@ -783,9 +849,51 @@ Subject: hi\r\n\r\n"
             greylist_key("2001:db8:0:1::5".parse().unwrap(), "", "b@x.test"),
             "2001:db8:0:1::/64  b@x.test"
         );
-        assert_eq!(greylist_wait(1000, 1000, 300), Some(300));
-        assert_eq!(greylist_wait(1000, 1299, 300), Some(1));
-        assert_eq!(greylist_wait(1000, 1300, 300), None);
+        let mut config = config();
+        config.greylist_delay_secs = 300;
+        config.greylist_expiry_days = 35;
+        let day = 86_400;
+        let t = |first_seen, last_seen| Triplet {
+            first_seen,
+            last_seen,
+        };
+        // New: refused for the whole delay, remembered.
+        assert_eq!(
+            greylist_step(None, 1000, &config),
+            (Some(300), Some(t(1000, 1000)))
+        );
+        // Too early a retry: the rest of the delay, nothing written.
+        assert_eq!(
+            greylist_step(Some(t(1000, 1000)), 1299, &config),
+            (Some(1), None)
+        );
+        // After the delay: let in, the pass written down.
+        assert_eq!(
+            greylist_step(Some(t(1000, 1000)), 1300, &config),
+            (None, Some(t(1000, 1300)))
+        );
+        // Later deliveries the same day write nothing; the next day's do.
+        assert_eq!(
+            greylist_step(Some(t(1000, 1300)), 5000, &config),
+            (None, None)
+        );
+        assert_eq!(
+            greylist_step(Some(t(1000, 1300)), 1300 + day, &config),
+            (None, Some(t(1000, 1300 + day)))
+        );
+        // Not seen for longer than the expiry: a stranger again.
+        let late = 1300 + 35 * day + 1;
+        assert_eq!(
+            greylist_step(Some(t(1000, 1300)), late, &config),
+            (Some(300), Some(t(late, late)))
+        );
+        assert!(t(0, 0).expired(35 * day + 1, 35) && !t(0, 0).expired(35 * day, 35));
+        assert_eq!(Triplet::parse(b"1000 1300"), Some(t(1000, 1300)));
+        assert_eq!(
+            Triplet::parse(t(7, 9).to_string().as_bytes()),
+            Some(t(7, 9))
+        );
+        assert_eq!(Triplet::parse(b"1000"), None);
     }
 
     #[test]

@@ -28,6 +28,8 @@ use crate::session::{Action, AuthOutcome, ListenerKind, Peer, Session, SessionCo
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long sessions may take to finish after a stop was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often greylisting's expired triplets are swept away.
+const GREYLIST_SWEEP: Duration = Duration::from_secs(3600);
 /// How long an address stays refused after too many failed logins.
 const AUTH_BLOCK: Duration = Duration::from_secs(15 * 60);
 /// The delay before a failed login is answered; doubled with each failure of
@@ -156,6 +158,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
     qs_service::runfile::write(&config.data_dir, "smtp-server", &bound)
         .map_err(ServerError::RunFile)?;
 
+    if checks.greylisting
+        && let Some(checker) = &shared.checker
+    {
+        let (checker, queue) = (checker.clone(), shared.queue.clone());
+        tokio::spawn(sweep_greylist(checker, queue, shutdown.clone()));
+    }
+
     let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
     accept::serve(
         listeners,
@@ -194,6 +203,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
     qs_service::runfile::remove(&config.data_dir, "smtp-server");
     info!("stopped");
     Ok(())
+}
+
+/// Forgets greylisting's triplets not seen for `greylist_expiry_days`, every
+/// `GREYLIST_SWEEP`, until `shutdown`.
+async fn sweep_greylist(checker: Arc<Checker>, queue: Client, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(GREYLIST_SWEEP) => {}
+            _ = shutdown.wait() => return,
+        }
+        match checker.sweep_greylist(&queue, qs_queue::unix_now()).await {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "greylisting: expired triplets forgotten"),
+            Err(e) => warn!(error = %e, "greylisting: cannot sweep the expired triplets"),
+        }
+    }
 }
 
 /// What a client over the connection limit reads on a plaintext listener.
