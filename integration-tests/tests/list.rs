@@ -458,7 +458,10 @@ fn a_non_member_post_is_held_approved_by_reply_or_refused() {
         .iter()
         .any(|m| String::from_utf8_lossy(m).contains("only members may post"))
     {
-        assert!(start.elapsed() < WAIT, "no refusal notice for the postmaster");
+        assert!(
+            start.elapsed() < WAIT,
+            "no refusal notice for the postmaster"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
