@@ -228,9 +228,38 @@ fn transcript_with(make: impl Fn() -> Session<FakeDirectory>, input: &[u8]) -> R
     for n in [1, 2, 3, 4, 8, 16, 64] {
         let chunked = drive(make(), input, n);
         assert_eq!(chunked.out, whole.out, "chunks of {n} differ");
-        assert_eq!(chunked.queued, whole.queued, "chunks of {n} differ");
+        assert_eq!(
+            undated(&chunked.queued),
+            undated(&whole.queued),
+            "chunks of {n} differ"
+        );
     }
     whole
+}
+
+/// The messages with the date of our Received field blanked: two runs may
+/// straddle a second.
+fn undated(queued: &[Queued]) -> Vec<Queued> {
+    queued
+        .iter()
+        .map(|q| {
+            let mut message = q.message.clone();
+            // Our field comes first; its date follows its last ';'.
+            let end = message
+                .windows(3)
+                .position(|w| w[0] == b'\r' && w[1] == b'\n' && !matches!(w[2], b' ' | b'\t'))
+                .unwrap_or(message.len());
+            if let Some(semicolon) = message[..end].iter().rposition(|&b| b == b';') {
+                message[semicolon..end].fill(b'-');
+            }
+            Queued {
+                message,
+                sender: q.sender.clone(),
+                recipients: q.recipients.clone(),
+                auth_user: q.auth_user.clone(),
+            }
+        })
+        .collect()
 }
 
 const TX: &str = "EHLO client.example\r\nMAIL FROM:<someone@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\nQUIT\r\n";
