@@ -1031,6 +1031,46 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// Starts chromedriver on a port the OS chooses: the process, its port, and
+/// the rest of its output. A chromedriver that ends before it names its port
+/// (seen once on a loaded machine) is started again, twice at most; then the
+/// test fails with what it wrote on standard error.
+fn start_chromedriver(
+    chromedriver: &std::path::Path,
+) -> (
+    std::process::Child,
+    u16,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut stderr = String::new();
+    for _ in 0..3 {
+        let errors = tempfile::tempfile().unwrap();
+        let mut driver = std::process::Command::new(chromedriver)
+            .arg("--port=0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(errors.try_clone().unwrap())
+            .spawn()
+            .expect("start chromedriver");
+        // "ChromeDriver was started successfully on port 38523."
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let port = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            line.split_once("started successfully on port ")
+                .and_then(|(_, rest)| rest.trim_end_matches('.').parse::<u16>().ok())
+        });
+        if let Some(port) = port {
+            return (driver, port, lines);
+        }
+        let _ = driver.kill();
+        let _ = driver.wait();
+        let mut errors = errors;
+        use std::io::{Read, Seek};
+        let _ = errors.rewind();
+        stderr.clear();
+        let _ = errors.read_to_string(&mut stderr);
+    }
+    panic!("chromedriver did not say which port it listens on; it wrote:\n{stderr}");
+}
+
 /// An executable on PATH.
 fn on_path(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
@@ -1052,22 +1092,7 @@ impl Browser {
             eprintln!("SKIPPED: apt-get install chromium chromium-driver to run this test");
             return None;
         };
-        let mut driver = std::process::Command::new(chromedriver)
-            .arg("--port=0")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        // "ChromeDriver was started successfully on port 38523."
-        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-        let port = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.split_once("started successfully on port ")
-                    .and_then(|(_, rest)| rest.trim_end_matches('.').parse::<u16>().ok())
-            })
-            .expect("chromedriver did not say which port it listens on");
+        let (driver, port, lines) = start_chromedriver(&chromedriver);
         // Keep reading so chromedriver never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
 
