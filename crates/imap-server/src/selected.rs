@@ -46,6 +46,8 @@ pub struct Msg {
     pub date: i64,
     /// Gone from the folder; the client has not been told yet.
     pub expunged: bool,
+    /// Its modification sequence (RFC 7162): when its flags last changed.
+    pub modseq: u64,
 }
 
 /// The selected folder.
@@ -96,6 +98,7 @@ fn msg_of(entry: &crate::store::Entry, recent: bool) -> Msg {
         size: entry.size,
         date: entry.date,
         expunged: false,
+        modseq: entry.modseq,
     }
 }
 
@@ -257,11 +260,12 @@ impl Selected {
             Err(e) if e.is_not_found() => return Ok(Some(Msg { flags, ..msg })),
             Err(e) => return Err(e),
         };
-        self.state.set_flags(msg.uid, now.flags);
+        let modseq = self.state.set_flags(msg.uid, now.flags);
         self.told.insert(msg.uid, now.flags);
         Ok(Some(Msg {
             flags: now.flags,
             in_new: false,
+            modseq,
             ..msg
         }))
     }

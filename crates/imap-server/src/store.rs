@@ -215,7 +215,9 @@ impl FolderState {
         // directory read is not atomic while other processes rename files.
         let extra: Vec<_> = {
             let listed: HashSet<&MessageId> = listing.iter().map(|e| &e.id).collect();
-            if view.entries.iter().any(|e| !listed.contains(&e.id)) {
+            let seems_gone = view.entries.iter().any(|e| !listed.contains(&e.id))
+                || lock(&self.index).misses_live(&listed);
+            if seems_gone {
                 folder
                     .messages()?
                     .into_iter()
@@ -242,27 +244,41 @@ impl FolderState {
                     path: folder.path().to_owned(),
                 });
             }
+            // What changed since the index last recorded the folder: flags, new
+            // messages, messages gone (by any program).
+            let listed: HashSet<u32> = assigned.iter().map(|(r, _)| r.uid).collect();
+            let changed: Vec<(u32, Flags)> = assigned
+                .iter()
+                .filter(|(r, e)| index.flag_state(r.uid).map(|(_, f)| f) != Some(e.flags))
+                .map(|(r, e)| (r.uid, e.flags))
+                .collect();
+            let mut gone: Vec<u32> = index.live_uids().filter(|u| !listed.contains(u)).collect();
+            gone.sort_unstable();
+            if !changed.is_empty() || !gone.is_empty() {
+                index.record(&changed, &gone)?;
+            }
             if let Err(e) = index.compact_if_worth_it(folder, assigned.len()) {
                 tracing::warn!(folder = %folder.name(), error = %e, "cannot compact the UID index");
             }
+            view.modseq = index.highest_modseq();
             assigned
+                .into_iter()
+                .map(|(r, e)| {
+                    let modseq = index.flag_state(r.uid).map_or(view.modseq, |(m, _)| m);
+                    (r, e, modseq)
+                })
+                .collect::<Vec<_>>()
         };
         let old = std::mem::take(&mut view.entries);
         let mut gone: Vec<Entry> = Vec::new();
         let mut old_iter = old.into_iter().peekable();
         let mut entries = Vec::with_capacity(assigned.len());
-        for (record, entry) in assigned {
+        for (record, entry, modseq) in assigned {
             while let Some(o) = old_iter.next_if(|o| o.uid < record.uid) {
                 gone.push(o);
             }
-            let previous = old_iter.next_if(|o| o.uid == record.uid);
-            let modseq = match previous {
-                Some(p) if p.flags == entry.flags => p.modseq,
-                _ => {
-                    view.modseq += 1;
-                    view.modseq
-                }
-            };
+            // Still here, so not gone.
+            old_iter.next_if(|o| o.uid == record.uid);
             entries.push(Entry {
                 uid: record.uid,
                 id: entry.id,
@@ -284,31 +300,45 @@ impl FolderState {
         Ok(())
     }
 
-    /// Records a flag change this process made (the file is renamed already), so
-    /// that the other sessions see it without a listing. Returns its modification
-    /// sequence.
+    /// Records a flag change this process made (the file is renamed already) in the
+    /// index, and in the view so that the other sessions see it without a listing.
+    /// Returns its modification sequence. When the index cannot be written, the next
+    /// listing records the change (the file names are the flags' store).
     pub fn set_flags(&self, uid: u32, flags: Flags) -> u64 {
         let mut view = lock(&self.view);
-        let Ok(i) = view.entries.binary_search_by_key(&uid, |e| e.uid) else {
-            return view.modseq;
+        let modseq = {
+            let mut index = lock(&self.index);
+            let modseq = match index.record(&[(uid, flags)], &[]) {
+                Ok(modseqs) => modseqs[0],
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record a flag change in the UID index");
+                    index.highest_modseq()
+                }
+            };
+            view.modseq = index.highest_modseq();
+            modseq
         };
-        if view.entries[i].flags == flags {
-            // A listing saw the change already (and gave it a sequence).
-            view.entries[i].in_new = false;
-            return view.entries[i].modseq;
+        if let Ok(i) = view.entries.binary_search_by_key(&uid, |e| e.uid) {
+            let e = &mut view.entries[i];
+            e.flags = flags;
+            e.in_new = false;
+            e.modseq = modseq;
         }
-        view.modseq += 1;
-        let modseq = view.modseq;
-        let e = &mut view.entries[i];
-        e.flags = flags;
-        e.in_new = false;
-        e.modseq = modseq;
         modseq
     }
 
-    /// Notes that this process removed messages (`uids` ascending) from the folder.
+    /// Notes that this process removed messages (`uids` ascending) from the folder,
+    /// in the index (a new modification sequence; when it cannot be written, the next
+    /// listing records it) and in the view.
     pub fn remove(&self, uids: &[u32]) {
         let mut view = lock(&self.view);
+        {
+            let mut index = lock(&self.index);
+            if let Err(e) = index.record(&[], uids) {
+                tracing::warn!(error = %e, "cannot record an expunge in the UID index");
+            }
+            view.modseq = index.highest_modseq();
+        }
         let mut gone = Vec::new();
         view.entries.retain(|e| {
             let keep = uids.binary_search(&e.uid).is_err();

@@ -1,5 +1,6 @@
 //! The persistent IMAP UID index of a folder: UIDVALIDITY, UIDNEXT, each message's UID
-//! and INTERNALDATE, and the folder's keyword names, in a file beside the Maildir.
+//! and INTERNALDATE, the folder's keyword names, and the modification sequences of
+//! CONDSTORE/QRESYNC (RFC 7162), in a file beside the Maildir.
 //!
 //! # The file
 //!
@@ -7,9 +8,11 @@
 //! per line:
 //!
 //! ```text
-//! qs-uids 1 <uidvalidity> <uidnext>      first line
+//! qs-uids 1 <uidvalidity> <uidnext> [<highestmodseq>]   first line
 //! <uid> <internaldate> <base name>       a message (internaldate: seconds since 1970)
 //! k <letter> <keyword>                   keyword <keyword> is the Maildir letter <letter>
+//! m <uid> <modseq> <letters>             at <modseq>, message <uid> had these flags
+//! x <uid> <modseq>                       at <modseq>, message <uid> left the folder
 //! ```
 //!
 //! Records are appended, never changed. The UIDNEXT of the first line is a lower bound:
@@ -17,6 +20,21 @@
 //! until a compaction rewrites the file (temp file, fsync, rename) without the records of
 //! messages that two listings in a row did not find; the first line then carries the
 //! UIDNEXT, so no UID is ever handed out twice.
+//!
+//! # Modification sequences
+//!
+//! HIGHESTMODSEQ is the greatest of the first line's and every `m` and `x` record's;
+//! it only grows, and survives compactions in the first line. Whoever notices a change
+//! records it: the session that stored flags or expunged, or a listing that finds a
+//! message's flags differ from its last `m` record (another program renamed the file),
+//! a message with no `m` record yet (new mail, or a folder indexed before modification
+//! sequences), or a message with one that is gone. The messages of one record batch
+//! share one new modification sequence. `m` and `x` records are written without an
+//! fsync: a crash of the machine may lose the last flag changes' records (the flags
+//! themselves are in the file names, and the next listing records them again under a
+//! new sequence), never a message or a UID. A compaction keeps the last `m` record of
+//! each message and the newest [`KEPT_EXPUNGES`] `x` records; for an older expunge
+//! QRESYNC reports a UID as vanished without knowing when, as RFC 7162 §3.2.5 allows.
 //!
 //! # Locking
 //!
@@ -35,7 +53,7 @@
 //! new base name, so a record's UID is never given to a message that arrives later.
 //! Base names with a line break in them cannot be recorded and get no UID.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -45,7 +63,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error::{Result, StoreError};
 use crate::fsutil::{FILE_MODE, sync_dir};
 use crate::mailbox::{Folder, Mailbox, MessageEntry};
-use crate::names::{MessageId, leading_secs};
+use crate::names::{Flags, MessageId, leading_secs};
 
 /// The index file in a folder's directory.
 pub const UID_FILE: &str = "qs-uids";
@@ -60,6 +78,8 @@ const MAGIC: &str = "qs-uids";
 pub const MAX_KEYWORDS: usize = 26;
 /// A compaction is worth it once this many records are of messages that are gone…
 const COMPACT_MIN_DEAD: usize = 1000;
+/// `x` records a compaction keeps (the newest).
+pub const KEPT_EXPUNGES: usize = 10_000;
 
 /// What the index knows of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +99,13 @@ pub struct UidIndex {
     uid_next: u32,
     by_id: HashMap<MessageId, UidRecord>,
     keywords: Vec<String>,
+    /// HIGHESTMODSEQ (see the module header).
+    highest_modseq: u64,
+    /// The last `m` record of each message that has one and has not left: its
+    /// modification sequence and flags.
+    flag_state: HashMap<u32, (u64, Flags)>,
+    /// The `x` records: when each message left, by UID.
+    expunged: BTreeMap<u32, u64>,
     /// The file as last read: inode and the offset after the last whole line.
     read_state: Option<(u64, u64, u64)>,
 }
@@ -94,6 +121,9 @@ impl UidIndex {
             uid_next: 1,
             by_id: HashMap::new(),
             keywords: Vec::new(),
+            highest_modseq: 1,
+            flag_state: HashMap::new(),
+            expunged: BTreeMap::new(),
             read_state: None,
         };
         index.refresh()?;
@@ -141,6 +171,80 @@ impl UidIndex {
     pub fn keyword_of(&self, letter: char) -> Option<&str> {
         let i = (letter as usize).checked_sub('a' as usize)?;
         self.keywords.get(i).map(String::as_str)
+    }
+
+    /// HIGHESTMODSEQ: the greatest modification sequence given out (at least 1).
+    pub fn highest_modseq(&self) -> u64 {
+        self.highest_modseq
+    }
+
+    /// The last recorded modification sequence and flags of a message that has not
+    /// left the folder, by UID.
+    pub fn flag_state(&self, uid: u32) -> Option<(u64, Flags)> {
+        self.flag_state.get(&uid).copied()
+    }
+
+    /// The UIDs with a recorded state that have not left the folder.
+    pub fn live_uids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.flag_state.keys().copied()
+    }
+
+    /// True if some message with a recorded state (that has not left) is not among
+    /// `listed`, by base name.
+    pub fn misses_live(&self, listed: &HashSet<&MessageId>) -> bool {
+        self.by_id
+            .iter()
+            .any(|(id, r)| self.flag_state.contains_key(&r.uid) && !listed.contains(id))
+    }
+
+    /// When a message left the folder, if that is still recorded.
+    pub fn expunged_at(&self, uid: u32) -> Option<u64> {
+        self.expunged.get(&uid).copied()
+    }
+
+    /// Records flag changes (`(uid, flags)`) and messages that left (`gone`) under one
+    /// new modification sequence, leaving out what is recorded so already (another
+    /// process may have seen the same change first). Returns each change's
+    /// modification sequence, in order: the new one, or the recorded one where
+    /// nothing was left to record.
+    pub fn record(&mut self, changes: &[(u32, Flags)], gone: &[u32]) -> Result<Vec<u64>> {
+        let pending = |index: &UidIndex| {
+            changes
+                .iter()
+                .any(|(uid, flags)| index.flag_state(*uid).map(|(_, f)| f) != Some(*flags))
+                || gone.iter().any(|uid| index.flag_state.contains_key(uid))
+        };
+        self.refresh()?;
+        if pending(self) {
+            let _lock = self.lock()?;
+            self.refresh()?;
+            if pending(self) {
+                let modseq = self.highest_modseq + 1;
+                let mut lines = String::new();
+                for &(uid, flags) in changes {
+                    if self.flag_state(uid).map(|(_, f)| f) != Some(flags) {
+                        lines.push_str(&format!("m {uid} {modseq} {flags}\n"));
+                        self.flag_state.insert(uid, (modseq, flags));
+                        self.expunged.remove(&uid);
+                    }
+                }
+                for &uid in gone {
+                    if self.flag_state.remove(&uid).is_some() {
+                        lines.push_str(&format!("x {uid} {modseq}\n"));
+                        self.expunged.insert(uid, modseq);
+                    }
+                }
+                self.append_lines(&lines, false)?;
+                self.highest_modseq = modseq;
+            }
+        }
+        Ok(changes
+            .iter()
+            .map(|(uid, _)| {
+                self.flag_state(*uid)
+                    .map_or(self.highest_modseq, |(m, _)| m)
+            })
+            .collect())
     }
 
     /// The letter of a keyword, recording it if it is new. `None` when the folder already
@@ -204,6 +308,9 @@ impl UidIndex {
                 self.by_id.clear();
                 self.keywords.clear();
                 self.uid_next = 1;
+                self.highest_modseq = 1;
+                self.flag_state.clear();
+                self.expunged.clear();
                 0
             }
         };
@@ -367,7 +474,10 @@ impl UidIndex {
         if keep_only_live {
             self.by_id.retain(|id, _| live.contains(id));
         }
-        let mut text = format!("{MAGIC} 1 {} {}\n", self.uid_validity, self.uid_next);
+        let mut text = format!(
+            "{MAGIC} 1 {} {} {}\n",
+            self.uid_validity, self.uid_next, self.highest_modseq
+        );
         for (i, keyword) in self.keywords.iter().enumerate() {
             if let Some(c) = letter(i) {
                 text.push_str(&format!("k {c} {keyword}\n"));
@@ -375,8 +485,24 @@ impl UidIndex {
         }
         let mut records: Vec<(&MessageId, &UidRecord)> = self.by_id.iter().collect();
         records.sort_by_key(|(_, r)| r.uid);
+        let kept: HashSet<u32> = records.iter().map(|(_, r)| r.uid).collect();
         for (id, record) in records {
             text.push_str(&format!("{} {} {id}\n", record.uid, record.internal_date));
+            if let Some((modseq, flags)) = self.flag_state.get(&record.uid) {
+                text.push_str(&format!("m {} {modseq} {flags}\n", record.uid));
+            }
+        }
+        let mut expunges: Vec<(u32, u64)> = self
+            .expunged
+            .iter()
+            .filter(|(uid, _)| !kept.contains(uid))
+            .map(|(&uid, &modseq)| (uid, modseq))
+            .collect();
+        expunges.sort_by_key(|&(uid, modseq)| (std::cmp::Reverse(modseq), uid));
+        expunges.truncate(KEPT_EXPUNGES);
+        expunges.sort_unstable();
+        for (uid, modseq) in expunges {
+            text.push_str(&format!("x {uid} {modseq}\n"));
         }
         let path = self.dir.join(UID_FILE);
         let temp = self.dir.join(format!("{UID_FILE}.tmp"));
@@ -399,13 +525,18 @@ impl UidIndex {
 
     /// Appends whole lines and syncs them. Hold the lock.
     fn append(&mut self, lines: &str) -> Result<()> {
+        self.append_lines(lines, true)
+    }
+
+    /// Appends whole lines, synced or not. Hold the lock.
+    fn append_lines(&mut self, lines: &str, sync: bool) -> Result<()> {
         let path = self.dir.join(UID_FILE);
         let mut file = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
         file.write_all(lines.as_bytes())
-            .and_then(|()| file.sync_data())
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
             .map_err(|e| StoreError::io(&path, e))?;
         // Our own lines are known already; skip them on the next refresh.
         if let Some((dev, ino, offset)) = self.read_state {
@@ -448,10 +579,16 @@ impl UidIndex {
             }
             _ => None,
         };
+        // Written since modification sequences came; older files have none.
+        let modseq = words
+            .next()
+            .and_then(|m| m.parse::<u64>().ok())
+            .unwrap_or(1);
         match parsed {
             Some((validity, next)) if validity > 0 => {
                 self.uid_validity = validity;
                 self.uid_next = self.uid_next.max(next).max(1);
+                self.highest_modseq = self.highest_modseq.max(modseq).max(1);
                 Ok(())
             }
             _ => Err(StoreError::io(
@@ -467,6 +604,34 @@ impl UidIndex {
             if let Some((_, name)) = rest.split_once(' ') {
                 self.keywords.push(name.to_owned());
             }
+            return;
+        }
+        if let Some(rest) = line.strip_prefix("m ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(Ok(uid)), Some(Ok(modseq)), Some(letters)) = (
+                parts.next().map(str::parse::<u32>),
+                parts.next().map(str::parse::<u64>),
+                parts.next(),
+            ) else {
+                return;
+            };
+            self.highest_modseq = self.highest_modseq.max(modseq);
+            self.expunged.remove(&uid);
+            self.flag_state
+                .insert(uid, (modseq, Flags::from_info(letters)));
+            return;
+        }
+        if let Some(rest) = line.strip_prefix("x ") {
+            let mut parts = rest.splitn(2, ' ');
+            let (Some(Ok(uid)), Some(Ok(modseq))) = (
+                parts.next().map(str::parse::<u32>),
+                parts.next().map(str::parse::<u64>),
+            ) else {
+                return;
+            };
+            self.highest_modseq = self.highest_modseq.max(modseq);
+            self.flag_state.remove(&uid);
+            self.expunged.insert(uid, modseq);
             return;
         }
         let mut parts = line.splitn(3, ' ');

@@ -373,3 +373,89 @@ fn uids_from_several_processes_are_distinct() {
     keywords.sort();
     assert_eq!(keywords, ["kw0", "kw1", "kw2"]);
 }
+
+#[test]
+fn modification_sequences_grow_persist_and_survive_compaction() {
+    let (_tmp, mailbox) = mailbox();
+    let inbox = mailbox.inbox();
+    let ids = deliver_many(&mailbox, "Q", 3);
+    let mut index = UidIndex::open(&mailbox, &inbox).unwrap();
+    uids(&mut index, &inbox);
+    assert_eq!(index.highest_modseq(), 1);
+    assert_eq!(index.flag_state(1), None);
+
+    // A first record of three messages: one new sequence for the batch.
+    let none = Flags::new();
+    let seen = Flags::new().with(Flag::Seen);
+    let got = index
+        .record(&[(1, none), (2, none), (3, none)], &[])
+        .unwrap();
+    assert_eq!(got, [2, 2, 2]);
+    // The same state again records nothing and answers the recorded sequence.
+    assert_eq!(index.record(&[(2, none)], &[]).unwrap(), [2]);
+    assert_eq!(index.highest_modseq(), 2);
+    // A change, then an expunge: each gets the next one.
+    assert_eq!(index.record(&[(2, seen)], &[]).unwrap(), [3]);
+    assert_eq!(index.record(&[], &[3]).unwrap(), Vec::<u64>::new());
+    assert_eq!(index.highest_modseq(), 4);
+    assert_eq!(index.expunged_at(3), Some(4));
+    assert_eq!(index.flag_state(3), None);
+    let mut live: Vec<u32> = index.live_uids().collect();
+    live.sort_unstable();
+    assert_eq!(live, [1, 2]);
+
+    // Another process's index reads what was recorded.
+    let mut other = UidIndex::open(&mailbox, &inbox).unwrap();
+    assert_eq!(other.highest_modseq(), 4);
+    assert_eq!(other.flag_state(2), Some((3, seen)));
+    assert_eq!(other.expunged_at(3), Some(4));
+    // It records a change the first one sees on its next refresh.
+    assert_eq!(other.record(&[(1, seen)], &[]).unwrap(), [5]);
+    index.refresh().unwrap();
+    assert_eq!(index.flag_state(1), Some((5, seen)));
+    assert_eq!(index.highest_modseq(), 5);
+
+    // A compaction keeps the highest sequence, the last state of each message and
+    // the expunge, without the older records.
+    inbox.remove(&ids[2]).unwrap();
+    index.compact(&inbox, &inbox.messages().unwrap()).unwrap();
+    let text = fs::read_to_string(inbox.path().join(UID_FILE)).unwrap();
+    assert!(text.lines().next().unwrap().ends_with(" 5"), "{text}");
+    assert_eq!(text.matches("\nm ").count(), 2, "{text}");
+    assert!(text.contains("\nx 3 4\n"), "{text}");
+    let reopened = UidIndex::open(&mailbox, &inbox).unwrap();
+    assert_eq!(reopened.highest_modseq(), 5);
+    assert_eq!(reopened.flag_state(1), Some((5, seen)));
+    assert_eq!(reopened.flag_state(2), Some((3, seen)));
+    assert_eq!(reopened.expunged_at(3), Some(4));
+}
+
+#[test]
+fn an_index_written_before_modification_sequences_reads_as_sequence_one() {
+    let (_tmp, mailbox) = mailbox();
+    let inbox = mailbox.inbox();
+    let id = deliver(&mailbox, "Q1:bob");
+    fs::write(
+        inbox.path().join(UID_FILE),
+        format!("qs-uids 1 1700000000 8\n7 1700000001 {id}\n"),
+    )
+    .unwrap();
+    let mut index = UidIndex::open(&mailbox, &inbox).unwrap();
+    assert_eq!(index.uid_validity(), 1_700_000_000);
+    assert_eq!(index.highest_modseq(), 1);
+    assert_eq!(uids(&mut index, &inbox)[&id], 7);
+    assert_eq!(index.record(&[(7, Flags::new())], &[]).unwrap(), [2]);
+    // The UID and UIDVALIDITY stay; a half-written record at the end waits.
+    let path = inbox.path().join(UID_FILE);
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(b"m 7 9 S").unwrap();
+    let mut again = UidIndex::open(&mailbox, &inbox).unwrap();
+    assert_eq!(again.flag_state(7), Some((2, Flags::new())));
+    file.write_all(b"\n").unwrap();
+    again.refresh().unwrap();
+    assert_eq!(
+        again.flag_state(7),
+        Some((9, Flags::new().with(Flag::Seen)))
+    );
+    assert_eq!(again.highest_modseq(), 9);
+}
