@@ -103,6 +103,42 @@ pub fn ascii_or_encoded_word(text: &str) -> std::borrow::Cow<'_, str> {
     format!("=?UTF-8?B?{encoded}?=").into()
 }
 
+/// A set of disjoint ascending ranges as IMAP writes it: `1:3,5`.
+pub fn range_set(ranges: &[(u32, u32)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}:{last}")
+            }
+        })
+        .collect();
+    parts.join(",")
+}
+
+/// A UID set in the shortest form: runs as `a:b`.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +176,12 @@ mod tests {
         assert_eq!(out, b"01234567890123");
         assert_eq!(ascii_or_encoded_word("Bob"), "Bob");
         assert_eq!(ascii_or_encoded_word("Zoë"), "=?UTF-8?B?Wm/Dqw==?=");
+    }
+
+    #[test]
+    fn uid_sets_are_compact() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[]), "");
     }
 }

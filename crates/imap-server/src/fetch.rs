@@ -10,7 +10,7 @@ use qs_mailstore::{Flag, StoreError};
 
 use crate::encode::{date_time, literal, number};
 use crate::message::{self, HeaderSummary, SectionSpec, SectionWhat, Structure};
-use crate::selected::Selected;
+use crate::selected::{Selected, write_modseq};
 use crate::store::write_flags;
 
 /// Bytes of a file read at most when only its header is wanted.
@@ -60,6 +60,8 @@ pub enum Item {
         /// The part number; empty for the whole message.
         path: Vec<u32>,
     },
+    /// MODSEQ (RFC 7162 §3.1.4.1).
+    ModSeq,
 }
 
 /// What [`fetch_one`] did with a message.
@@ -74,7 +76,7 @@ pub enum Fetched {
 }
 
 /// The items of a FETCH command, UID first for UID FETCH. Refuses the extensions that
-/// are not offered (MODSEQ).
+/// are not offered.
 pub fn items(
     names: &MacroOrMessageDataItemNames<'_>,
     uid: bool,
@@ -167,6 +169,7 @@ pub fn items(
             MessageDataItemName::BinarySize { section } => Item::BinarySize {
                 path: section.iter().map(|n| n.get()).collect(),
             },
+            MessageDataItemName::ModSeq => Item::ModSeq,
             #[allow(unreachable_patterns)]
             _ => return Err("this FETCH item is not supported"),
         };
@@ -471,6 +474,7 @@ pub fn fetch_one(
                 out.extend_from_slice(b"] ");
                 number(out, data.len() as u64);
             }
+            Item::ModSeq => {}
         }
     }
     if wants_flags {
@@ -478,6 +482,17 @@ pub fn fetch_one(
         out.extend_from_slice(b"FLAGS ");
         let index = sel.state.index();
         write_flags(out, msg.flags, msg.recent, &index);
+    }
+    // With CONDSTORE on, FLAGS always travel with their MODSEQ (RFC 7162 §3.1.4.1).
+    if items.contains(&Item::ModSeq) || (wants_flags && sel.condstore) {
+        if first {
+            // `write_modseq` writes its own leading space.
+            let mut item = Vec::new();
+            write_modseq(&mut item, msg.modseq);
+            out.extend_from_slice(&item[1..]);
+        } else {
+            write_modseq(out, msg.modseq);
+        }
     }
     out.extend_from_slice(b")\r\n");
     Ok(Fetched::Sent)

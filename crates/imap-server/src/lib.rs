@@ -26,8 +26,10 @@
 //!
 //! # Standards
 //! RFC 3501 (IMAP4rev1), RFC 2177 (IDLE), RFC 4315 (UIDPLUS: APPENDUID, COPYUID, UID
-//! EXPUNGE), RFC 6851 (MOVE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE;
-//! nothing to enable), RFC 6154 (SPECIAL-USE: `\Sent`, `\Drafts`, `\Trash`, `\Junk` on
+//! EXPUNGE), RFC 6851 (MOVE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE),
+//! RFC 7162 (CONDSTORE and QRESYNC: modification sequences from the UID index,
+//! CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ, STATUS HIGHESTMODSEQ, SELECT with
+//! QRESYNC, VANISHED), RFC 6154 (SPECIAL-USE: `\Sent`, `\Drafts`, `\Trash`, `\Junk` on
 //! the folders of those names, made at first login), RFC 7888 (LITERAL+), RFC 3691
 //! (UNSELECT), RFC 3348 (CHILDREN), RFC 5258 (LIST-EXTENDED, [`list_extended`]), RFC
 //! 5819 (LIST-STATUS), RFC 3516 (BINARY), RFC 4959 (SASL-IR), RFC 7889

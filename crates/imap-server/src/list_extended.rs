@@ -187,6 +187,7 @@ fn return_options(r: &mut Reader<'_>, request: &mut ListRequest) -> Result<(), &
                         b"UIDNEXT" => StatusDataItemName::UidNext,
                         b"UIDVALIDITY" => StatusDataItemName::UidValidity,
                         b"UNSEEN" => StatusDataItemName::Unseen,
+                        b"HIGHESTMODSEQ" => StatusDataItemName::HighestModSeq,
                         _ => return Err("unknown STATUS item"),
                     };
                     if !request.status.contains(&item) {

@@ -217,7 +217,7 @@ impl Query {
 }
 
 /// The ranges of `set` (`*` is `largest`, `5:2` is `2:5`), sorted and merged.
-fn merged_ranges(set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
+pub fn merged_ranges(set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
     let value = |s: &SeqOrUid| match s {
         SeqOrUid::Value(v) => v.get(),
         SeqOrUid::Asterisk => largest,
@@ -299,6 +299,8 @@ pub struct Needs {
     pub text: bool,
     /// The size (may need a stat).
     pub size: bool,
+    /// A MODSEQ key (RFC 7162): the response carries the highest one found.
+    pub modseq: bool,
 }
 
 fn walk(key: &SearchKey<'_>, n: &mut Needs) {
@@ -319,6 +321,7 @@ fn walk(key: &SearchKey<'_>, n: &mut Needs) {
         | SearchKey::Text(_)
         | SearchKey::To(_) => n.text = true,
         SearchKey::Larger(_) | SearchKey::Smaller(_) => n.size = true,
+        SearchKey::ModSequence { .. } => n.modseq = true,
         _ => {}
     }
 }
@@ -379,6 +382,8 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, ctx: &Context<'_>) -> boo
         }
         SearchKey::Body(s) => c.text.is_some_and(|t| t.body_contains(&text(s))),
         SearchKey::Text(s) => c.text.is_some_and(|t| t.text_contains(&text(s))),
+        // One modification sequence per message, whatever the entry named.
+        SearchKey::ModSequence { modseq, .. } => c.msg.modseq >= *modseq,
         #[allow(unreachable_patterns)]
         _ => false,
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use qs_mailstore::{Flags, Folder, FolderName, Mailbox, MessageEntry, MessageId, StoreError};
 
-use crate::encode::number;
+use crate::encode::{number, uid_set};
 use crate::seq::UidSeq;
 use crate::store::{FolderState, FolderView, Shared, write_flags};
 
@@ -79,6 +79,11 @@ pub struct Selected {
     /// Flags this session told its client since the last sync (so that its own changes
     /// are not reported back).
     told: HashMap<u32, Flags>,
+    /// CONDSTORE is enabled (RFC 7162 §3.1): every FETCH with FLAGS carries MODSEQ.
+    pub condstore: bool,
+    /// QRESYNC is enabled (RFC 7162 §3.2): expunges are told as `VANISHED`, and
+    /// unsolicited FETCH responses carry the UID.
+    pub qresync: bool,
 }
 
 /// What a sync found that the client has not been told yet.
@@ -134,12 +139,71 @@ impl Selected {
             recent: Vec::new(),
             seen_modseq: 0,
             told: HashMap::new(),
+            condstore: false,
+            qresync: false,
         };
         let mut sink = Vec::new();
         selected.sync(false, &mut sink)?;
         selected.seen_modseq = selected.state.view().modseq;
         selected.keywords_told = selected.state.index().keywords().len();
         Ok(selected)
+    }
+
+    /// HIGHESTMODSEQ of the folder, as the index has it.
+    pub fn highest_modseq(&self) -> u64 {
+        self.state.index().highest_modseq()
+    }
+
+    /// The UIDs of QRESYNC's `VANISHED (EARLIER)` (RFC 7162 §3.2.5.1) for a client
+    /// that knew the folder at `since`: those below UIDNEXT that the folder does not
+    /// hold, within `known` if given, less those recorded as gone by `since` (an
+    /// expunge whose record was compacted away is reported, as the RFC allows).
+    /// Disjoint ascending ranges.
+    pub fn vanished_since(
+        &self,
+        since: u64,
+        known: Option<&imap_next::imap_types::sequence::SequenceSet>,
+    ) -> Vec<(u32, u32)> {
+        let index = self.state.index();
+        let top = index.uid_next().saturating_sub(1);
+        let mut gaps: Vec<(u32, u32)> = Vec::new();
+        let mut next = 1u32;
+        let mut add_gap = |from: u32, to: u32| {
+            if from <= to {
+                gaps.push((from, to));
+            }
+        };
+        for uid in self.uids.iter().filter(|u| !self.gone.contains_key(u)) {
+            if uid > next {
+                add_gap(next, uid - 1);
+            }
+            next = uid.saturating_add(1);
+        }
+        add_gap(next, top);
+        // Less what the client must have known was gone.
+        let mut old = index.expunged_by(since).peekable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(gaps.len());
+        for (mut first, last) in gaps {
+            while let Some(&uid) = old.peek() {
+                if uid > last {
+                    break;
+                }
+                old.next();
+                if uid >= first {
+                    if uid > first {
+                        out.push((first, uid - 1));
+                    }
+                    first = uid.saturating_add(1);
+                }
+            }
+            if first <= last && first != 0 {
+                out.push((first, last));
+            }
+        }
+        match known {
+            None => out,
+            Some(set) => intersect(&out, &crate::search::merged_ranges(set, top)),
+        }
     }
 
     /// Number of messages the client knows of (EXISTS).
@@ -326,7 +390,7 @@ impl Selected {
             self.recent.sort_unstable();
             self.recent.dedup();
         }
-        let mut flag_changes: Vec<(usize, u32, Flags)> = Vec::new();
+        let mut flag_changes: Vec<(usize, u32, Flags, u64)> = Vec::new();
         let forget = {
             let mut view = self.state.view();
             // Gone, and flags changed since the client was last told.
@@ -351,7 +415,7 @@ impl Selected {
                             && !self.gone.contains_key(&uid)
                             && self.told.get(&uid) != Some(&e.flags)
                         {
-                            flag_changes.push((i, uid, e.flags));
+                            flag_changes.push((i, uid, e.flags, e.modseq));
                         }
                     }
                 }
@@ -374,11 +438,20 @@ impl Selected {
         self.announce_keywords(out);
         if !flag_changes.is_empty() {
             let index = self.state.index();
-            for (i, uid, flags) in flag_changes {
+            for (i, uid, flags, modseq) in flag_changes {
                 out.extend_from_slice(b"* ");
                 number(out, i as u64 + 1);
-                out.extend_from_slice(b" FETCH (FLAGS ");
+                out.extend_from_slice(b" FETCH (");
+                if self.qresync {
+                    out.extend_from_slice(b"UID ");
+                    number(out, u64::from(uid));
+                    out.push(b' ');
+                }
+                out.extend_from_slice(b"FLAGS ");
                 write_flags(out, flags, self.recent.binary_search(&uid).is_ok(), &index);
+                if self.condstore {
+                    write_modseq(out, modseq);
+                }
                 out.extend_from_slice(b")\r\n");
             }
         }
@@ -427,19 +500,31 @@ impl Selected {
     }
 
     /// Tells the client of messages that are gone: each `EXPUNGE` names the sequence
-    /// number as it is at that moment.
+    /// number as it is at that moment; with QRESYNC, one `VANISHED` names their UIDs.
     pub fn report_expunges(&mut self, out: &mut Vec<u8>) {
         if self.gone.is_empty() {
             return;
         }
         let mut kept = 0u64;
         let gone = std::mem::take(&mut self.gone);
+        if self.qresync {
+            let mut uids: Vec<u32> = self.uids.iter().filter(|u| gone.contains_key(u)).collect();
+            uids.sort_unstable();
+            if !uids.is_empty() {
+                out.extend_from_slice(b"* VANISHED ");
+                out.extend_from_slice(uid_set(&uids).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        let qresync = self.qresync;
         let recent = &mut self.recent;
         self.uids.retain(|uid| {
             if gone.contains_key(&uid) {
-                out.extend_from_slice(b"* ");
-                number(out, kept + 1);
-                out.extend_from_slice(b" EXPUNGE\r\n");
+                if !qresync {
+                    out.extend_from_slice(b"* ");
+                    number(out, kept + 1);
+                    out.extend_from_slice(b" EXPUNGE\r\n");
+                }
                 if let Ok(i) = recent.binary_search(&uid) {
                     recent.remove(i);
                 }
@@ -450,6 +535,32 @@ impl Selected {
             }
         });
     }
+}
+
+/// The UIDs in both sets of disjoint ascending ranges.
+fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let first = a[i].0.max(b[j].0);
+        let last = a[i].1.min(b[j].1);
+        if first <= last {
+            out.push((first, last));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// ` MODSEQ (n)`, the FETCH item of RFC 7162 §3.1.4.1.
+pub fn write_modseq(out: &mut Vec<u8>, modseq: u64) {
+    out.extend_from_slice(b" MODSEQ (");
+    number(out, modseq.max(1));
+    out.push(b')');
 }
 
 impl Drop for Selected {

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
-use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::command::{
+    Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
+};
 use imap_next::imap_types::core::{Tag, Text, Vec1};
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_next::imap_types::flag::{Flag as ImapFlag, StoreResponse, StoreType};
@@ -30,7 +32,7 @@ use qs_mailstore::{Flag, Flags, FolderName, Mailbox, MessageEntry, StoreError, U
 use qs_service::spool::{Spool, SpoolDir};
 use tracing::{debug, info, warn};
 
-use crate::encode::{number, string};
+use crate::encode::{number, string, uid_set};
 use crate::fetch::{self, Item};
 use crate::input::{InputGuard, InputLimits, Step, Verdict};
 use crate::list_extended::{self, ListRequest};
@@ -188,6 +190,11 @@ pub struct Session {
     /// The message literal of the APPEND being read, which the parser never sees
     /// (it gets an empty literal); `Err` says why it could not be kept.
     spooled: Option<Result<Spool, String>>,
+    /// CONDSTORE is on for the rest of the session (RFC 7162 §3.1: ENABLE, or the
+    /// first command that uses it).
+    condstore: bool,
+    /// QRESYNC is on (ENABLE QRESYNC, which turns CONDSTORE on too).
+    qresync: bool,
 }
 
 mod auth;
@@ -267,6 +274,8 @@ impl Session {
             logged_out: false,
             fresh_parser: false,
             spooled: None,
+            condstore: false,
+            qresync: false,
         }
     }
 
@@ -601,6 +610,17 @@ impl Session {
         }
     }
 
+    /// Turns CONDSTORE on (and QRESYNC with `qresync`) for the session and the
+    /// selected folder.
+    fn enable_condstore(&mut self, qresync: bool) {
+        self.condstore = true;
+        self.qresync |= qresync;
+        if let Some(sel) = self.selected.as_mut() {
+            sel.condstore = true;
+            sel.qresync = self.qresync;
+        }
+    }
+
     fn login_allowed(&self) -> bool {
         self.settings.tls_active || self.settings.allow_plaintext_auth
     }
@@ -671,8 +691,26 @@ impl Session {
                 self.bad(&tag, "already logged in");
             }
             _ if !logged_in => self.bad(&tag, "log in first"),
-            CommandBody::Enable { .. } => {
-                self.out.extend_from_slice(b"* ENABLED\r\n");
+            CommandBody::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for cap in capabilities.as_ref() {
+                    let name = cap.to_string().to_ascii_uppercase();
+                    match name.as_str() {
+                        "CONDSTORE" => self.enable_condstore(false),
+                        "QRESYNC" => self.enable_condstore(true),
+                        _ => continue,
+                    }
+                    if !enabled.contains(&name) {
+                        enabled.push(name);
+                    }
+                }
+                let mut line = b"* ENABLED".to_vec();
+                for name in enabled {
+                    line.push(b' ');
+                    line.extend_from_slice(name.as_bytes());
+                }
+                line.extend_from_slice(b"\r\n");
+                self.out.extend_from_slice(&line);
                 self.ok(&tag, None, "ENABLE completed");
             }
             CommandBody::Namespace => {
@@ -680,8 +718,14 @@ impl Session {
                     .extend_from_slice(b"* NAMESPACE ((\"\" \".\")) NIL NIL\r\n");
                 self.ok(&tag, None, "NAMESPACE completed");
             }
-            CommandBody::Select { mailbox, .. } => self.select(tag, &mailbox, false),
-            CommandBody::Examine { mailbox, .. } => self.select(tag, &mailbox, true),
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => self.select(tag, &mailbox, false, &parameters),
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => self.select(tag, &mailbox, true, &parameters),
             CommandBody::Create { mailbox } => self.create(tag, &mailbox),
             CommandBody::Delete { mailbox } => self.delete(tag, &mailbox),
             CommandBody::Rename { from, to } => self.rename(tag, &from, &to),
@@ -750,9 +794,9 @@ impl Session {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => match fetch::items(&macro_or_item_names, uid) {
-                Ok(items) => self.fetch(tag, &sequence_set, items, uid),
+                Ok(items) => self.fetch(tag, &sequence_set, items, uid, &modifiers),
                 Err(text) => self.bad(&tag, text),
             },
             CommandBody::Store {
@@ -761,8 +805,22 @@ impl Session {
                 response,
                 flags,
                 uid,
-                ..
-            } => self.store(tag, &sequence_set, kind, response, &flags, uid),
+                modifiers,
+            } => {
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|StoreModifier::UnchangedSince(n)| *n)
+                    .next();
+                self.store(
+                    tag,
+                    &sequence_set,
+                    kind,
+                    response,
+                    &flags,
+                    uid,
+                    unchanged_since,
+                );
+            }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
@@ -807,6 +865,8 @@ pub fn capabilities(settings: &Settings, logged_in: bool) -> Vec<String> {
             "LIST-STATUS",
             "SPECIAL-USE",
             "BINARY",
+            "CONDSTORE",
+            "QRESYNC",
         ]
         .map(String::from),
     );

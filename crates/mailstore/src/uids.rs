@@ -197,6 +197,14 @@ impl UidIndex {
             .any(|(id, r)| self.flag_state.contains_key(&r.uid) && !listed.contains(id))
     }
 
+    /// The UIDs recorded as having left the folder at or before `modseq`, ascending.
+    pub fn expunged_by(&self, modseq: u64) -> impl Iterator<Item = u32> + '_ {
+        self.expunged
+            .iter()
+            .filter(move |(_, m)| **m <= modseq)
+            .map(|(uid, _)| *uid)
+    }
+
     /// When a message left the folder, if that is still recorded.
     pub fn expunged_at(&self, uid: u32) -> Option<u64> {
         self.expunged.get(&uid).copied()

@@ -60,27 +60,61 @@ impl Session {
         }
     }
 
-    pub(super) fn select(&mut self, tag: Tag<'static>, mailbox: &ImapMailbox<'_>, read_only: bool) {
-        // Whatever happens, the old folder is no longer selected (RFC 3501 §6.3.1).
-        self.selected = None;
+    pub(super) fn select(
+        &mut self,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'_>,
+        read_only: bool,
+        parameters: &[SelectParameter],
+    ) {
+        // QRESYNC's parameters: UIDVALIDITY, mod-sequence and known UIDs the client
+        // has (RFC 7162 §3.2.5).
+        let mut resync = None;
+        for parameter in parameters {
+            match parameter {
+                SelectParameter::CondStore => self.enable_condstore(false),
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    if !self.qresync {
+                        self.bad(&tag, "QRESYNC is not enabled (ENABLE QRESYNC first)");
+                        return;
+                    }
+                    resync = Some((
+                        uid_validity.get(),
+                        mod_sequence_value.get(),
+                        known_uids.clone(),
+                    ));
+                }
+            }
+        }
+        // Whatever happens, the old folder is no longer selected (RFC 3501 §6.3.1),
+        // and what follows is of the new one (RFC 7162 §3.2.11).
+        if self.selected.take().is_some() {
+            self.out
+                .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        }
         let Some(name) = self.named(&tag, mailbox) else {
             return;
         };
         let Some(user_mailbox) = self.user_mailbox() else {
             return;
         };
-        let selected = match Selected::open(&user_mailbox, &self.settings.shared, &name, read_only)
-        {
-            Ok(s) => s,
-            Err(e) if e.is_not_found() => {
-                self.no(&tag, Some("NONEXISTENT"), "no such folder");
-                return;
-            }
-            Err(e) => {
-                self.store_failed(&tag, "SELECT", &e);
-                return;
-            }
-        };
+        let mut selected =
+            match Selected::open(&user_mailbox, &self.settings.shared, &name, read_only) {
+                Ok(s) => s,
+                Err(e) if e.is_not_found() => {
+                    self.no(&tag, Some("NONEXISTENT"), "no such folder");
+                    return;
+                }
+                Err(e) => {
+                    self.store_failed(&tag, "SELECT", &e);
+                    return;
+                }
+            };
         let out = &mut self.out;
         selected.write_flags_responses(out);
         out.extend_from_slice(b"* ");
@@ -99,6 +133,20 @@ impl Session {
             )
             .as_bytes(),
         );
+        out.extend_from_slice(
+            format!(
+                "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+                selected.highest_modseq()
+            )
+            .as_bytes(),
+        );
+        selected.condstore = self.condstore;
+        selected.qresync = self.qresync;
+        if let Some((validity, since, known)) = resync
+            && validity == selected.uid_validity
+        {
+            resync_report(&selected, since, known.as_ref(), out);
+        }
         let (code, verb) = if read_only {
             ("READ-ONLY", "EXAMINE")
         } else {
@@ -391,7 +439,8 @@ impl Session {
             // LIST-STATUS: right after the folder's LIST, for those that can be selected
             // (RFC 5819 §2); one that cannot be read now is left out.
             if !request.status.is_empty() && existing.contains(folder.as_str()) {
-                match self.status_counts(&user_mailbox, &folder) {
+                let modseq = request.status.contains(&StatusDataItemName::HighestModSeq);
+                match self.status_counts(&user_mailbox, &folder, modseq) {
                     Ok(counts) => {
                         let line = status_line(&folder, &request.status, &counts);
                         self.out.extend_from_slice(&line);
@@ -404,14 +453,21 @@ impl Session {
         self.ok(&tag, None, &format!("{verb} completed"));
     }
 
-    /// MESSAGES, RECENT, UNSEEN, UIDNEXT and UIDVALIDITY of a folder.
+    /// MESSAGES, RECENT, UNSEEN, UIDNEXT, UIDVALIDITY and (brought up to date only
+    /// when asked for) HIGHESTMODSEQ of a folder.
     fn status_counts(
         &self,
         user_mailbox: &Mailbox,
         name: &FolderName,
+        highest_modseq: bool,
     ) -> Result<StatusCounts, StoreError> {
         let folder = user_mailbox.open_folder(name)?;
         let state = self.settings.shared.folder(user_mailbox, &folder)?;
+        if highest_modseq {
+            // A listing records what changed since anyone looked, so that the
+            // sequence is the folder's as it is now.
+            state.refresh(&folder, false)?;
+        }
         let listing = folder.messages()?;
         let mut index = state.index();
         let assigned = index.assign(listing)?;
@@ -426,6 +482,7 @@ impl Session {
                 .count(),
             uid_next: index.uid_next(),
             uid_validity: index.uid_validity(),
+            highest_modseq: index.highest_modseq(),
         })
     }
 
@@ -449,12 +506,18 @@ impl Session {
                     | StatusDataItemName::UidNext
                     | StatusDataItemName::UidValidity
                     | StatusDataItemName::Unseen
+                    | StatusDataItemName::HighestModSeq
             )
         }) {
             self.bad(&tag, "STATUS item not supported");
             return;
         }
-        let counts = match self.status_counts(&user_mailbox, &name) {
+        let modseq = items.contains(&StatusDataItemName::HighestModSeq);
+        if modseq {
+            // STATUS HIGHESTMODSEQ is a CONDSTORE enabling command (RFC 7162 §3.1).
+            self.enable_condstore(false);
+        }
+        let counts = match self.status_counts(&user_mailbox, &name, modseq) {
             Ok(c) => c,
             Err(e) if e.is_not_found() => {
                 self.no(&tag, Some("NONEXISTENT"), "no such folder");
@@ -613,6 +676,36 @@ pub(super) struct StatusCounts {
     unseen: usize,
     uid_next: u32,
     uid_validity: u32,
+    highest_modseq: u64,
+}
+
+/// What a SELECT with QRESYNC tells a client that knew the folder at `since`
+/// (RFC 7162 §3.2.5.1): `VANISHED (EARLIER)` for the messages gone since, then
+/// `FETCH (UID FLAGS MODSEQ)` for those whose flags changed since (or came).
+fn resync_report(selected: &Selected, since: u64, known: Option<&SequenceSet>, out: &mut Vec<u8>) {
+    let vanished = selected.vanished_since(since, known);
+    if !vanished.is_empty() {
+        out.extend_from_slice(b"* VANISHED (EARLIER) ");
+        out.extend_from_slice(crate::encode::range_set(&vanished).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let index = selected.state.index();
+    for (i, msg) in selected.all().into_iter().enumerate() {
+        let Some(msg) = msg else {
+            continue;
+        };
+        if msg.modseq <= since {
+            continue;
+        }
+        out.extend_from_slice(b"* ");
+        number(out, i as u64 + 1);
+        out.extend_from_slice(b" FETCH (UID ");
+        number(out, u64::from(msg.uid));
+        out.extend_from_slice(b" FLAGS ");
+        write_flags(out, msg.flags, msg.recent, &index);
+        crate::selected::write_modseq(out, msg.modseq);
+        out.extend_from_slice(b")\r\n");
+    }
 }
 
 /// `* STATUS name (items)` with the items in the order asked (those STATUS knows).
@@ -625,6 +718,9 @@ fn status_line(name: &FolderName, items: &[StatusDataItemName], counts: &StatusC
             StatusDataItemName::UidNext => Some(format!("UIDNEXT {}", counts.uid_next)),
             StatusDataItemName::UidValidity => Some(format!("UIDVALIDITY {}", counts.uid_validity)),
             StatusDataItemName::Unseen => Some(format!("UNSEEN {}", counts.unseen)),
+            StatusDataItemName::HighestModSeq => {
+                Some(format!("HIGHESTMODSEQ {}", counts.highest_modseq))
+            }
             _ => None,
         })
         .collect();

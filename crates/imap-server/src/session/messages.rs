@@ -95,20 +95,59 @@ impl Session {
         &mut self,
         tag: Tag<'static>,
         set: &SequenceSet,
-        items: Vec<Item>,
+        mut items: Vec<Item>,
         uid: bool,
+        modifiers: &[FetchModifier],
     ) {
+        let mut changed_since = None;
+        let mut vanished = false;
+        for modifier in modifiers {
+            match modifier {
+                FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+                FetchModifier::Vanished => vanished = true,
+            }
+        }
+        if vanished && !(uid && self.qresync && changed_since.is_some()) {
+            // RFC 7162 §3.2.6.
+            self.bad(
+                &tag,
+                "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
+            );
+            return;
+        }
+        // MODSEQ and CHANGEDSINCE turn CONDSTORE on (RFC 7162 §3.1); CHANGEDSINCE
+        // implies MODSEQ.
+        if changed_since.is_some() || items.contains(&Item::ModSeq) {
+            self.enable_condstore(false);
+            if !items.contains(&Item::ModSeq) {
+                items.push(Item::ModSeq);
+            }
+        }
         // UID FETCH may report expunges first; FETCH may not move sequence numbers.
         if uid && !self.sync(true) {
             return;
         }
-        let targets = match self.targets(set, uid) {
+        let mut targets = match self.targets(set, uid) {
             Ok(t) => t,
             Err(text) => {
                 self.bad(&tag, text);
                 return;
             }
         };
+        if let Some(since) = changed_since
+            && let Some(sel) = self.selected.as_ref()
+        {
+            targets.retain(|&i| sel.msg(i).is_none_or(|m| m.modseq > since));
+            if vanished {
+                let gone = sel.vanished_since(since, Some(set));
+                if !gone.is_empty() {
+                    self.out.extend_from_slice(b"* VANISHED (EARLIER) ");
+                    self.out
+                        .extend_from_slice(crate::encode::range_set(&gone).as_bytes());
+                    self.out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
         self.job = Some(FetchJob {
             tag,
             items,
@@ -162,6 +201,7 @@ impl Session {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn store(
         &mut self,
         tag: Tag<'static>,
@@ -170,7 +210,12 @@ impl Session {
         response: StoreResponse,
         flags: &[ImapFlag<'_>],
         uid: bool,
+        unchanged_since: Option<u64>,
     ) {
+        if unchanged_since.is_some() {
+            // A CONDSTORE enabling command (RFC 7162 §3.1).
+            self.enable_condstore(false);
+        }
         if uid && !self.sync(true) {
             return;
         }
@@ -206,12 +251,19 @@ impl Session {
         };
         let letters: Vec<char> = given.to_string().chars().collect();
         let mut missing = 0;
-        let mut changed: Vec<(usize, crate::selected::Msg)> = Vec::new();
+        // What was stored, each with whether its flags changed.
+        let mut changed: Vec<(usize, crate::selected::Msg, bool)> = Vec::new();
+        // Those that failed UNCHANGEDSINCE: sequence numbers, or UIDs for UID STORE.
+        let mut modified: Vec<u32> = Vec::new();
         for &i in &targets {
             let Some(msg) = sel.msg(i) else {
                 missing += 1;
                 continue;
             };
+            if unchanged_since.is_some_and(|since| msg.modseq > since) {
+                modified.push(if uid { msg.uid } else { i as u32 + 1 });
+                continue;
+            }
             let mut new = match kind {
                 StoreType::Replace => Flags::new(),
                 StoreType::Add | StoreType::Remove => msg.flags,
@@ -233,11 +285,11 @@ impl Session {
                 }
             }
             if new == msg.flags && !msg.in_new {
-                changed.push((i, msg));
+                changed.push((i, msg, false));
                 continue;
             }
             match sel.set_flags(i, new) {
-                Ok(Some(now)) => changed.push((i, now)),
+                Ok(Some(now)) => changed.push((i, now, true)),
                 Ok(None) => missing += 1,
                 Err(e) => {
                     warn!(error = %e, "cannot change flags");
@@ -245,22 +297,37 @@ impl Session {
                 }
             }
         }
-        if response == StoreResponse::Answer {
+        let answer = response == StoreResponse::Answer;
+        if answer || sel.condstore {
             // A keyword this STORE defined, or another session since, is announced
             // before a FETCH names it.
             sel.announce_keywords(&mut self.out);
             let index = sel.state.index();
-            for (i, msg) in changed {
+            for (i, msg, really) in changed {
+                // With CONDSTORE, a silent STORE still tells each new MODSEQ
+                // (RFC 7162 §3.1.3).
+                if !answer && !really {
+                    continue;
+                }
                 self.out.extend_from_slice(b"* ");
                 number(&mut self.out, i as u64 + 1);
                 self.out.extend_from_slice(b" FETCH (");
-                if uid {
+                if uid || sel.qresync {
                     self.out.extend_from_slice(b"UID ");
                     number(&mut self.out, u64::from(msg.uid));
                     self.out.push(b' ');
                 }
-                self.out.extend_from_slice(b"FLAGS ");
-                write_flags(&mut self.out, msg.flags, msg.recent, &index);
+                if answer {
+                    self.out.extend_from_slice(b"FLAGS ");
+                    write_flags(&mut self.out, msg.flags, msg.recent, &index);
+                    if sel.condstore {
+                        crate::selected::write_modseq(&mut self.out, msg.modseq);
+                    }
+                } else {
+                    self.out.extend_from_slice(b"MODSEQ (");
+                    number(&mut self.out, msg.modseq.max(1));
+                    self.out.push(b')');
+                }
                 self.out.extend_from_slice(b")\r\n");
             }
         }
@@ -269,6 +336,14 @@ impl Session {
         }
         if missing > 0 {
             self.no(&tag, Some("EXPUNGEISSUED"), EXPUNGED_MESSAGES);
+        } else if !modified.is_empty() {
+            modified.sort_unstable();
+            let code = format!("MODIFIED {}", uid_set(&modified));
+            self.ok(
+                &tag,
+                Some(&code),
+                "conditional STORE failed for some messages",
+            );
         } else {
             self.ok(&tag, None, "STORE completed");
         }
@@ -308,6 +383,8 @@ impl Session {
         };
         query.resolve_sets(&ctx);
         let mut found: Vec<u32> = Vec::new();
+        // The highest MODSEQ among the messages found, for a search by MODSEQ.
+        let mut highest = 0u64;
         for (i, msg) in sel.all().iter().enumerate() {
             let Some(msg) = msg else {
                 continue;
@@ -362,14 +439,25 @@ impl Session {
             };
             if query.matches(&candidate, &ctx) {
                 found.push(if uid { msg.uid } else { i as u32 + 1 });
+                highest = highest.max(msg.modseq);
             }
         }
         self.out.extend_from_slice(b"* SEARCH");
+        let any = !found.is_empty();
         for n in found {
             self.out.push(b' ');
             number(&mut self.out, u64::from(n));
         }
+        // RFC 7162 §3.1.5: a search by MODSEQ tells the highest one it found.
+        if needs.modseq && any {
+            self.out.extend_from_slice(b" (MODSEQ ");
+            number(&mut self.out, highest.max(1));
+            self.out.push(b')');
+        }
         self.out.extend_from_slice(b"\r\n");
+        if needs.modseq {
+            self.enable_condstore(false);
+        }
         if !self.sync_after(uid) {
             return;
         }
@@ -598,37 +686,4 @@ struct Copied {
     dest_uids: Vec<u32>,
     /// Their indices in the view (for MOVE's expunges).
     moved: Vec<usize>,
-}
-
-/// A UID set in the shortest form: runs as `a:b`.
-fn uid_set(uids: &[u32]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}:{end}")
-        });
-        i += 1;
-    }
-    parts.join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uid_sets_are_compact() {
-        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-        assert_eq!(uid_set(&[4]), "4");
-        assert_eq!(uid_set(&[]), "");
-    }
 }

@@ -972,3 +972,4 @@ fn binary_fetch_decodes_parts_and_append_takes_literal8() {
 }
 
 mod compliance;
+mod condstore;
