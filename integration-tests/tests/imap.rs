@@ -575,6 +575,9 @@ fn uids_and_flags_survive_a_restart() {
     c.cmd("d STORE 1 +FLAGS (\\Deleted)");
     c.cmd("e EXPUNGE");
     let before = c.cmd("f UID FETCH 1:* (UID FLAGS)");
+    // Modification sequences (CONDSTORE) as this process gave them.
+    let modseqs = c.cmd("g UID FETCH 1:* (MODSEQ)");
+    let highest = c.cmd("h STATUS INBOX (HIGHESTMODSEQ)");
     drop(c);
 
     daemon.restart();
@@ -603,6 +606,40 @@ fn uids_and_flags_survive_a_restart() {
         before.contains("* 1 FETCH (UID 2 FLAGS (\\Answered \\Recent Project))"),
         "{before}"
     );
+    // The new process reads the same sequences from the index, and a client that
+    // knew the folder before the restart learns only what changed since: the
+    // expunge and the new message.
+    let highest: u64 = highest
+        .split("HIGHESTMODSEQ ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{highest}"));
+    let again = c.cmd("g UID FETCH 2:3 (MODSEQ)");
+    for uid in [2, 3] {
+        let line = |out: &str| {
+            out.lines()
+                .find(|l| l.contains(&format!("(UID {uid} MODSEQ")))
+                .map(str::to_owned)
+        };
+        let modseq_of = |out: &str| line(out).map(|l| l.split("MODSEQ").nth(1).unwrap().to_owned());
+        assert!(modseq_of(&modseqs).is_some(), "{modseqs}");
+        assert_eq!(modseq_of(&again), modseq_of(&modseqs), "{modseqs}\n{again}");
+    }
+    c.cmd("u UNSELECT");
+    c.cmd("e ENABLE QRESYNC");
+    let resync = c.cmd(&format!("s SELECT INBOX (QRESYNC ({validity} {highest}))"));
+    assert!(!resync.contains("VANISHED"), "{resync}");
+    assert!(
+        resync.contains("FETCH (UID 4 FLAGS () MODSEQ ("),
+        "{resync}"
+    );
+    assert!(
+        !resync.contains("UID 2 ") && !resync.contains("UID 3 "),
+        "{resync}"
+    );
+    let resync = c.cmd(&format!("s SELECT INBOX (QRESYNC ({validity} 1))"));
+    assert!(resync.contains("* VANISHED (EARLIER) 1\r\n"), "{resync}");
 }
 
 /// Runs an imaplib script against the daemon; returns what it put in `out`.
