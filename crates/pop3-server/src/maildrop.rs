@@ -15,6 +15,11 @@
 //!   delivered, so an entry stays true for the life of the message; only new
 //!   messages are read at login. Entries of messages that are gone are dropped.
 //!   A cache that cannot be read is rebuilt.
+//!
+//! The UPDATE state also records its removals and `\Seen` marks in the INBOX's UID
+//! index (when IMAP has made one), so IMAP clients see HIGHESTMODSEQ move at once
+//! (RFC 7162). UIDL is the base name's hash, not the index's UID, so it never
+//! depends on the index.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -22,7 +27,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use qs_mailstore::{Flag, Folder, Mailbox, MessageEntry, MessageId, StoreError};
+use qs_mailstore::{Flag, Folder, Mailbox, MessageEntry, MessageId, StoreError, UidIndex};
 
 use crate::encode::Encoder;
 use crate::session::{MessageInfo, UpdatePlan, UpdateReport};
@@ -79,6 +84,7 @@ impl MaildropError {
 /// A user's INBOX, locked for this session. The lock goes when it is dropped.
 #[derive(Debug)]
 pub struct Maildrop {
+    mailbox: Mailbox,
     folder: Folder,
     root: PathBuf,
     _lock: File,
@@ -104,6 +110,7 @@ impl Maildrop {
         let lock = lock(&root)?;
         let maildrop = Maildrop {
             folder: mailbox.inbox(),
+            mailbox,
             root,
             _lock: lock,
         };
@@ -141,10 +148,12 @@ impl Maildrop {
     /// this returns.
     pub fn update(&self, plan: &UpdatePlan) -> UpdateReport {
         let mut report = UpdateReport::default();
+        let mut removed = Vec::with_capacity(plan.remove.len());
+        let mut seen = Vec::with_capacity(plan.mark_seen.len());
         for entry in &plan.remove {
             match self.folder.remove_at(entry) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
+                Ok(()) => removed.push(&entry.id),
+                Err(e) if e.is_not_found() => removed.push(&entry.id),
                 Err(e) => {
                     tracing::warn!(message = %entry.id, error = %e, "cannot remove a deleted message");
                     report.not_removed += 1;
@@ -164,14 +173,44 @@ impl Maildrop {
                 .folder
                 .update_flags_at(entry, |flags| flags.with(Flag::Seen))
             {
-                Ok(_) => {}
+                Ok(now) => seen.push(now),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     tracing::warn!(message = %entry.id, error = %e, "cannot mark a retrieved message as seen");
                 }
             }
         }
+        if let Err(e) = self.record_in_index(&removed, &seen) {
+            // The files are the truth: imap-server's next listing records it.
+            tracing::warn!(error = %e, "cannot record the changes in the UID index");
+        }
         report
+    }
+
+    /// Records what the UPDATE state did in the folder's UID index, as IMAP's
+    /// modification sequences (RFC 7162): the messages removed left, those marked
+    /// seen changed. Messages the index does not know yet are left to IMAP's next
+    /// listing, and a folder IMAP never opened gets no index.
+    fn record_in_index(
+        &self,
+        removed: &[&MessageId],
+        seen: &[MessageEntry],
+    ) -> Result<(), qs_mailstore::StoreError> {
+        if (removed.is_empty() && seen.is_empty())
+            || !self.folder.path().join(qs_mailstore::UID_FILE).exists()
+        {
+            return Ok(());
+        }
+        let mut index = UidIndex::open(&self.mailbox, &self.folder)?;
+        let gone: Vec<u32> = removed
+            .iter()
+            .filter_map(|id| index.get(id).map(|r| r.uid))
+            .collect();
+        let changed: Vec<(u32, qs_mailstore::Flags)> = seen
+            .iter()
+            .filter_map(|e| index.get(&e.id).map(|r| (r.uid, e.flags)))
+            .collect();
+        index.record(&changed, &gone).map(drop)
     }
 
     fn list(&self, only_unread: bool) -> Result<Vec<MessageInfo>, MaildropError> {
@@ -381,6 +420,38 @@ mod tests {
         .unwrap();
         let (_d, listed) = Maildrop::open(tmp.path(), "mx", "alice@example.test", false).unwrap();
         assert!(listed.iter().any(|m| m.entry.id == lf && m.size == 99));
+    }
+
+    #[test]
+    fn update_records_removals_and_seen_marks_in_the_uid_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = deliver(tmp.path(), b"A\r\n", "k1");
+        let b = deliver(tmp.path(), b"B\r\n", "k2");
+        let root = qs_mailstore::mailbox_path(tmp.path(), "example.test", "alice").unwrap();
+        let mailbox = Mailbox::open(root, "mx").unwrap();
+        let inbox = mailbox.inbox();
+        // As IMAP leaves it: UIDs, and each message's state at a sequence.
+        let mut index = UidIndex::open(&mailbox, &inbox).unwrap();
+        let listed = index.assign(inbox.messages().unwrap()).unwrap();
+        let states: Vec<_> = listed.iter().map(|(r, e)| (r.uid, e.flags)).collect();
+        index.record(&states, &[]).unwrap();
+        let before = index.highest_modseq();
+        let (uid_a, uid_b) = (index.get(&a).unwrap().uid, index.get(&b).unwrap().uid);
+
+        let (maildrop, listed) =
+            Maildrop::open(tmp.path(), "mx", "alice@example.test", false).unwrap();
+        let of = |id: &MessageId| listed.iter().find(|m| &m.entry.id == id).unwrap();
+        let plan = UpdatePlan {
+            remove: vec![of(&b).entry.clone()],
+            mark_seen: vec![of(&a).entry.clone()],
+        };
+        assert_eq!(maildrop.update(&plan), UpdateReport::default());
+        index.refresh().unwrap();
+        assert!(index.highest_modseq() > before);
+        assert_eq!(index.expunged_at(uid_b), Some(index.highest_modseq()));
+        let (modseq, flags) = index.flag_state(uid_a).unwrap();
+        assert_eq!(modseq, index.highest_modseq());
+        assert!(flags.contains(Flag::Seen));
     }
 
     #[test]
