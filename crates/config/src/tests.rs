@@ -1,3 +1,6 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
