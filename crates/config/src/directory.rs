@@ -1,6 +1,7 @@
 //! `[directory]`: the directory's file, sub-addresses and the credentials cache.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::reader::Section;
 
@@ -13,8 +14,8 @@ pub struct DirectoryConfig {
     /// The sub-address separator (`+` in `user+tag@domain`), if any.
     pub subaddress_separator: Option<char>,
     /// How long a successful login is remembered, so the same credentials
-    /// again are not hashed again (0 = never).
-    pub credentials_cache_secs: u64,
+    /// again are not hashed again (`credentials_cache_secs`; zero: never).
+    pub credentials_cache_ttl: Duration,
     /// The most successful logins remembered by each process (0 = none).
     pub credentials_cache_entries: u64,
 }
@@ -39,7 +40,7 @@ pub(crate) fn read(root: &Section<'_>, data_dir: &Path) -> DirectoryConfig {
     let directory = DirectoryConfig {
         file: data(dir.path("file", "directory.json")),
         subaddress_separator,
-        credentials_cache_secs: dir.number("credentials_cache_secs", 600, 0, 86_400),
+        credentials_cache_ttl: dir.secs("credentials_cache_secs", 600, 0, 86_400),
         credentials_cache_entries: dir.number("credentials_cache_entries", 1024, 0, 1_000_000),
     };
     dir.finish();

@@ -1,6 +1,7 @@
 //! `[list_server]`: the lists' web page and the lists' time limits.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::reader::Section;
 
@@ -14,29 +15,35 @@ pub struct ListServerConfig {
     pub web_url: String,
     /// Bounces that suspend a member.
     pub bounce_threshold: u32,
-    /// Days a held post waits for a moderator before it is dropped.
-    pub hold_expiry_days: u64,
-    /// Days a subscription confirmation link or token stays valid.
-    pub confirm_expiry_days: u64,
-    /// Days the one-click unsubscribe link of a post stays valid.
-    pub unsubscribe_link_days: u64,
+    /// How long a held post waits for a moderator before it is dropped
+    /// (`hold_expiry_days`).
+    pub hold_expiry: Duration,
+    /// How long a subscription confirmation link or token stays valid
+    /// (`confirm_expiry_days`).
+    pub confirm_expiry: Duration,
+    /// How long the one-click unsubscribe link of a post stays valid
+    /// (`unsubscribe_link_days`).
+    pub unsubscribe_link: Duration,
     /// Open connections to the web page at once, from everyone.
     pub web_max_connections: u64,
     /// Open connections to the web page at once from one client address.
     pub web_max_connections_per_ip: u64,
-    /// Seconds a request's line and header fields may take to arrive, all of them.
-    pub web_head_timeout_secs: u64,
-    /// Seconds a connection may wait for its next request.
-    pub web_idle_timeout_secs: u64,
-    /// Seconds a request may take from its head to the answer (its body included).
-    pub web_request_timeout_secs: u64,
+    /// How long a request's line and header fields may take to arrive, all of
+    /// them (`web_head_timeout_secs`).
+    pub web_head_timeout: Duration,
+    /// How long a connection may wait for its next request (`web_idle_timeout_secs`).
+    pub web_idle_timeout: Duration,
+    /// How long a request may take from its head to the answer, its body
+    /// included (`web_request_timeout_secs`).
+    pub web_request_timeout: Duration,
     /// The largest request body, in bytes.
     pub web_max_body_bytes: u64,
-    /// Seconds a subscription form stays valid after it was shown.
-    pub web_form_expiry_secs: u64,
-    /// Seconds after a confirmation mail during which no other goes to the
-    /// same address for the same list.
-    pub confirm_window_secs: u64,
+    /// How long a subscription form stays valid after it was shown
+    /// (`web_form_expiry_secs`).
+    pub web_form_expiry: Duration,
+    /// How long after a confirmation mail no other goes to the same address
+    /// for the same list (`confirm_window_secs`).
+    pub confirm_window: Duration,
     /// Subscription requests on the web page per client address per hour.
     pub web_requests_per_ip_per_hour: u64,
 }
@@ -54,17 +61,17 @@ pub(crate) fn read(root: &Section<'_>) -> ListServerConfig {
             .trim_end_matches('/')
             .to_string(),
         bounce_threshold: u32::try_from(l.number("bounce_threshold", 5, 1, 1000)).unwrap_or(5),
-        hold_expiry_days: l.number("hold_expiry_days", 14, 1, 365),
-        confirm_expiry_days: l.number("confirm_expiry_days", 7, 1, 90),
-        unsubscribe_link_days: l.number("unsubscribe_link_days", 90, 1, 3650),
+        hold_expiry: l.days("hold_expiry_days", 14, 1, 365),
+        confirm_expiry: l.days("confirm_expiry_days", 7, 1, 90),
+        unsubscribe_link: l.days("unsubscribe_link_days", 90, 1, 3650),
         web_max_connections: l.number("web_max_connections", 256, 1, 1_000_000),
         web_max_connections_per_ip: l.number("web_max_connections_per_ip", 16, 1, 1_000_000),
-        web_head_timeout_secs: l.number("web_head_timeout_secs", 10, 1, 300),
-        web_idle_timeout_secs: l.number("web_idle_timeout_secs", 10, 1, 3600),
-        web_request_timeout_secs: l.number("web_request_timeout_secs", 30, 1, 3600),
+        web_head_timeout: l.secs("web_head_timeout_secs", 10, 1, 300),
+        web_idle_timeout: l.secs("web_idle_timeout_secs", 10, 1, 3600),
+        web_request_timeout: l.secs("web_request_timeout_secs", 30, 1, 3600),
         web_max_body_bytes: l.number("web_max_body_bytes", 16_384, 1024, 1 << 20),
-        web_form_expiry_secs: l.number("web_form_expiry_secs", 86_400, 60, 30 * day),
-        confirm_window_secs: l.number("confirm_window_secs", 3600, 1, 30 * day),
+        web_form_expiry: l.secs("web_form_expiry_secs", 86_400, 60, 30 * day),
+        confirm_window: l.secs("confirm_window_secs", 3600, 1, 30 * day),
         web_requests_per_ip_per_hour: l.number("web_requests_per_ip_per_hour", 20, 1, 1_000_000),
     };
     if !(list_server.web_url.starts_with("http://") || list_server.web_url.starts_with("https://"))

@@ -1,6 +1,7 @@
 //! The keys `[imap_server]` and `[pop3_server]` share.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::reader::Section;
 
@@ -20,8 +21,9 @@ pub struct MailAccessConfig {
     pub tls_max_connections: u64,
     /// Connections from one client address, all listeners together.
     pub max_connections_per_ip: u64,
-    /// Seconds without a command before the session is closed (autologout).
-    pub idle_timeout_secs: u64,
+    /// How long without a command before the session is closed (autologout,
+    /// `idle_timeout_secs`).
+    pub idle_timeout: Duration,
     /// Failed logins from one address (within 15 minutes) before it is refused.
     pub max_auth_failures: u64,
     /// Protocol errors in one session before it is closed.
@@ -45,7 +47,7 @@ pub(crate) fn read_access<'a>(
         max_connections: s.number("max_connections", 200, 1, 1_000_000),
         tls_max_connections: s.number("tls_max_connections", 200, 1, 1_000_000),
         max_connections_per_ip: s.number("max_connections_per_ip", 20, 1, 1_000_000),
-        idle_timeout_secs: s.number(
+        idle_timeout: s.secs(
             "idle_timeout_secs",
             idle_timeout_secs,
             idle_timeout_secs,

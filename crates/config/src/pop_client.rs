@@ -1,6 +1,7 @@
 //! `[pop_client]`: the remote mailboxes to fetch.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::reader::Section;
 use crate::values::{ClientTls, PasswordSource, looks_like_address, read_password};
@@ -29,8 +30,8 @@ pub struct PopAccount {
     pub username: String,
     /// Password.
     pub password: PasswordSource,
-    /// Seconds between polls.
-    pub interval_secs: u64,
+    /// The time between polls (`interval_secs`).
+    pub interval: Duration,
     /// Single-user mode: everything to this address.
     pub deliver_to: Option<String>,
     /// Where unmatched mail goes.
@@ -41,19 +42,21 @@ pub struct PopAccount {
     pub only_listed_headers: bool,
     /// Leave mail on the provider's server.
     pub keep_on_server: bool,
-    /// With keep_on_server: delete this many days after the first fetch (0 = never).
-    pub delete_after_days: u64,
+    /// With keep_on_server: delete this long after the first fetch
+    /// (`delete_after_days`; zero: never).
+    pub delete_after: Duration,
     /// Larger messages stay on the server.
     pub max_message_size: u64,
     /// Extra CA certificates.
     pub tls_ca_file: Option<PathBuf>,
     /// Verify certificates and names.
     pub tls_verify: bool,
-    /// Longest wait for the server (connect, TLS, each reply or piece of a message).
-    pub timeout_secs: u64,
+    /// Longest wait for the server (connect, TLS, each reply or piece of a
+    /// message; `timeout_secs`).
+    pub timeout: Duration,
     /// A failure lasting this long is reported to the postmaster (once, and
-    /// again when it clears).
-    pub report_failure_after_secs: u64,
+    /// again when it clears; `report_failure_after_secs`).
+    pub report_failure_after: Duration,
 }
 
 /// Reads `[pop_client]`; the paths are resolved against `data_dir`.
@@ -107,7 +110,7 @@ fn read_pop_account(mut a: Section<'_>, data_dir: &Path) -> PopAccount {
     check_address("default_user", &default_user);
     let account = PopAccount {
         port: a.number("port", default_port, 1, 65535) as u16,
-        interval_secs: a.number("interval_secs", 200, 10, 86_400),
+        interval: a.secs("interval_secs", 200, 10, 86_400),
         deliver_to: (!deliver_to.is_empty()).then_some(deliver_to),
         default_user,
         headers: a.string_list(
@@ -121,12 +124,12 @@ fn read_pop_account(mut a: Section<'_>, data_dir: &Path) -> PopAccount {
         ),
         only_listed_headers: a.bool("only_listed_headers", false),
         keep_on_server: a.bool("keep_on_server", false),
-        delete_after_days: a.number("delete_after_days", 0, 0, 36_500),
+        delete_after: a.days("delete_after_days", 0, 0, 36_500),
         max_message_size: a.number("max_message_size", 52_428_800, 1024, 1 << 31),
         tls_ca_file: a.optional_path("tls_ca_file").map(|p| data_dir.join(p)),
         tls_verify: a.bool("tls_verify", true),
-        timeout_secs: a.number("timeout_secs", 60, 1, 3600),
-        report_failure_after_secs: a.number("report_failure_after_secs", 86_400, 1, 31_536_000),
+        timeout: a.secs("timeout_secs", 60, 1, 3600),
+        report_failure_after: a.secs("report_failure_after_secs", 86_400, 1, 31_536_000),
         name,
         host,
         tls,

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::reader::Section;
 
@@ -19,22 +20,23 @@ pub struct QueueConfig {
     pub tcp_connect: Option<SocketAddr>,
     /// File with the TCP shared secret.
     pub secret_file: Option<PathBuf>,
-    /// Seconds a client retries while core-queue is unreachable.
-    pub client_retry_secs: u64,
-    /// Seconds before the first retry.
-    pub first_retry_secs: u64,
-    /// Longest interval between retries, in seconds.
-    pub max_retry_interval_secs: u64,
-    /// Age in seconds after which undelivered mail is bounced.
-    pub give_up_after_secs: u64,
-    /// Age in seconds at which a delay warning is sent (`None` = never).
-    pub delay_warning_secs: Option<u64>,
+    /// How long a client retries while core-queue is unreachable (`client_retry_secs`).
+    pub client_retry: Duration,
+    /// The wait before the first retry (`first_retry_secs`).
+    pub first_retry: Duration,
+    /// The longest interval between retries (`max_retry_interval_secs`).
+    pub max_retry_interval: Duration,
+    /// The age after which undelivered mail is bounced (`give_up_after_secs`).
+    pub give_up_after: Duration,
+    /// The age at which a delay warning is sent (`delay_warning_secs`; `None`,
+    /// written 0: never).
+    pub delay_warning: Option<Duration>,
     /// Copy every bounce to the postmaster.
     pub bounce_copy_to_postmaster: bool,
     /// The application drop folder.
     pub maildrop: PathBuf,
-    /// Periodic scan interval of the drop folder, in seconds.
-    pub maildrop_scan_secs: u64,
+    /// Periodic scan interval of the drop folder (`maildrop_scan_secs`).
+    pub maildrop_scan: Duration,
 }
 
 /// Reads `[queue]`; the paths are resolved against `data_dir`.
@@ -48,17 +50,15 @@ pub(crate) fn read(root: &Section<'_>, data_dir: &Path) -> QueueConfig {
         tcp_listen: q.socket_addr("tcp_listen", ""),
         tcp_connect: q.socket_addr("tcp_connect", ""),
         secret_file: q.optional_path("secret_file").map(data),
-        client_retry_secs: q.number("client_retry_secs", 30, 1, 3600),
-        first_retry_secs: q.number("first_retry_secs", 300, 1, day),
-        max_retry_interval_secs: q.number("max_retry_interval_secs", 3600, 1, day),
-        give_up_after_secs: q.number("give_up_after_secs", 5 * day, 60, 60 * day),
-        delay_warning_secs: match q.number("delay_warning_secs", 4 * 3600, 0, 60 * day) {
-            0 => None,
-            n => Some(n),
-        },
+        client_retry: q.secs("client_retry_secs", 30, 1, 3600),
+        first_retry: q.secs("first_retry_secs", 300, 1, day),
+        max_retry_interval: q.secs("max_retry_interval_secs", 3600, 1, day),
+        give_up_after: q.secs("give_up_after_secs", 5 * day, 60, 60 * day),
+        delay_warning: Some(q.secs("delay_warning_secs", 4 * 3600, 0, 60 * day))
+            .filter(|after| !after.is_zero()),
         bounce_copy_to_postmaster: q.bool("bounce_copy_to_postmaster", true),
         maildrop: data(q.path("maildrop", "maildrop")),
-        maildrop_scan_secs: q.number("maildrop_scan_secs", 10, 1, 3600),
+        maildrop_scan: q.secs("maildrop_scan_secs", 10, 1, 3600),
     };
     if (queue.tcp_listen.is_some() || queue.tcp_connect.is_some()) && queue.secret_file.is_none() {
         q.problem(

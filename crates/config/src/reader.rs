@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::{Table, Value};
 
@@ -127,6 +128,16 @@ impl<'a> Section<'a> {
                 default
             }
         }
+    }
+
+    /// A time written in whole seconds (a `*_secs` key), `min..=max` seconds.
+    pub(crate) fn secs(&self, key: &str, default: u64, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.number(key, default, min, max))
+    }
+
+    /// A time written in whole days (a `*_days` key), `min..=max` days.
+    pub(crate) fn days(&self, key: &str, default: u64, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.number(key, default, min, max).saturating_mul(86_400))
     }
 
     pub(crate) fn path(&self, key: &str, default: &str) -> PathBuf {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::reader::Section;
 use crate::values::{ClientTls, PasswordSource, read_password, split_host_port};
@@ -39,12 +40,12 @@ pub struct SmtpRelayConfig {
     pub max_connections: u64,
     /// SMTP connections at once to one destination.
     pub max_connections_per_host: u64,
-    /// Seconds to wait for a connection and its greeting.
-    pub connect_timeout_secs: u64,
-    /// Seconds to wait for each reply (and to send the message).
-    pub command_timeout_secs: u64,
-    /// Seconds a host that could not be reached is skipped.
-    pub down_period_secs: u64,
+    /// How long to wait for a connection and its greeting (`connect_timeout_secs`).
+    pub connect_timeout: Duration,
+    /// How long to wait for each reply, and to send the message (`command_timeout_secs`).
+    pub command_timeout: Duration,
+    /// How long a host that could not be reached is skipped (`down_period_secs`).
+    pub down_period: Duration,
     /// Direct mode: the name server to ask (`None` = the system's).
     pub dns_server: Option<SocketAddr>,
     /// Direct mode: the port to connect to at each MX.
@@ -76,9 +77,9 @@ pub(crate) fn read(root: &Section<'_>, data_dir: &Path) -> SmtpRelayConfig {
         max_recipients_per_message: r.number("max_recipients_per_message", 50, 1, 10_000),
         max_connections: r.number("max_connections", 20, 1, 10_000),
         max_connections_per_host: r.number("max_connections_per_host", 10, 1, 10_000),
-        connect_timeout_secs: r.number("connect_timeout_secs", 30, 1, 3600),
-        command_timeout_secs: r.number("command_timeout_secs", 300, 1, 3600),
-        down_period_secs: r.number("down_period_secs", 60, 0, 86_400),
+        connect_timeout: r.secs("connect_timeout_secs", 30, 1, 3600),
+        command_timeout: r.secs("command_timeout_secs", 300, 1, 3600),
+        down_period: r.secs("down_period_secs", 60, 0, 86_400),
         dns_server: r.socket_addr("dns_server", ""),
         mx_port: u16::try_from(r.number("mx_port", 25, 1, 65_535)).unwrap_or(25),
         dkim: r.bool("dkim", true),

@@ -1,6 +1,7 @@
 //! `[smtp_server]`: the SMTP listeners, their limits and the sender checks.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::reader::Section;
 use crate::values::{IpNetwork, is_host_name};
@@ -36,10 +37,10 @@ pub struct SmtpServerConfig {
     pub max_connections_per_ip: u64,
     /// Errors per session before 421.
     pub max_errors: u64,
-    /// Idle timeout in seconds.
-    pub idle_timeout_secs: u64,
-    /// Longest session in seconds.
-    pub session_timeout_secs: u64,
+    /// How long a session may wait for a command (`idle_timeout_secs`).
+    pub idle_timeout: Duration,
+    /// The longest session (`session_timeout_secs`).
+    pub session_timeout: Duration,
     /// Failed AUTH attempts per address before refusal.
     pub max_auth_failures: u64,
     /// Authenticated users may send only as their own addresses.
@@ -72,18 +73,20 @@ pub struct SenderChecksConfig {
     pub dnsbl_zones: Vec<String>,
     /// The name server the checks ask (`None` = the system's).
     pub dns_server: Option<SocketAddr>,
-    /// Seconds one DNS lookup may take.
-    pub dns_timeout_secs: u64,
-    /// Seconds all the checks of one message (or one MAIL FROM) may take.
-    pub timeout_secs: u64,
+    /// How long one DNS lookup may take (`dns_timeout_secs`).
+    pub dns_timeout: Duration,
+    /// How long all the checks of one message (or one MAIL FROM) may take
+    /// (`check_timeout_secs`).
+    pub timeout: Duration,
     /// Octets of messages held in memory for DKIM at once, all sessions together.
     pub memory_limit: u64,
     /// Unknown (client /24, sender, recipient) triplets are refused for a while.
     pub greylisting: bool,
-    /// Seconds an unknown triplet is refused (451 4.7.1) before it is let in.
-    pub greylist_delay_secs: u64,
-    /// Days without mail after which a triplet is forgotten.
-    pub greylist_expiry_days: u64,
+    /// How long an unknown triplet is refused (451 4.7.1) before it is let in
+    /// (`greylist_delay_secs`).
+    pub greylist_delay: Duration,
+    /// How long without mail before a triplet is forgotten (`greylist_expiry_days`).
+    pub greylist_expiry: Duration,
 }
 
 /// Reads `[smtp_server]`.
@@ -104,8 +107,8 @@ pub(crate) fn read(root: &Section<'_>) -> SmtpServerConfig {
         submissions_max_connections: s.number("submissions_max_connections", 100, 1, 1_000_000),
         max_connections_per_ip: s.number("max_connections_per_ip", 20, 1, 1_000_000),
         max_errors: s.number("max_errors", 10, 1, 1000),
-        idle_timeout_secs: s.number("idle_timeout_secs", 300, 1, day),
-        session_timeout_secs: s.number("session_timeout_secs", 1800, 1, day),
+        idle_timeout: s.secs("idle_timeout_secs", 300, 1, day),
+        session_timeout: s.secs("session_timeout_secs", 1800, 1, day),
         max_auth_failures: s.number("max_auth_failures", 5, 1, 1000),
         enforce_sender: s.bool("enforce_sender", true),
         spool_threshold: s.number("spool_threshold", 1_048_576, 0, 1 << 30),
@@ -117,12 +120,12 @@ pub(crate) fn read(root: &Section<'_>) -> SmtpServerConfig {
             dmarc_quarantine: s.bool("dmarc_quarantine", true),
             dnsbl_zones: s.string_list("dnsbl_zones", &[]),
             dns_server: s.socket_addr("dns_server", ""),
-            dns_timeout_secs: s.number("dns_timeout_secs", 5, 1, 60),
-            timeout_secs: s.number("check_timeout_secs", 30, 1, 600),
+            dns_timeout: s.secs("dns_timeout_secs", 5, 1, 60),
+            timeout: s.secs("check_timeout_secs", 30, 1, 600),
             memory_limit: s.number("check_memory_limit", 67_108_864, 1_048_576, 1 << 34),
             greylisting: s.bool("greylisting", false),
-            greylist_delay_secs: s.number("greylist_delay_secs", 300, 1, day),
-            greylist_expiry_days: s.number("greylist_expiry_days", 35, 1, 3650),
+            greylist_delay: s.secs("greylist_delay_secs", 300, 1, day),
+            greylist_expiry: s.days("greylist_expiry_days", 35, 1, 3650),
         },
     };
     for (i, zone) in smtp_server.checks.dnsbl_zones.iter().enumerate() {

@@ -103,10 +103,10 @@ pub enum CoreError {
 pub fn retry_policy(config: &Config) -> RetryPolicy {
     let q = &config.queue;
     RetryPolicy {
-        first_retry: Duration::from_secs(q.first_retry_secs),
-        max_interval: Duration::from_secs(q.max_retry_interval_secs),
-        give_up_after: Duration::from_secs(q.give_up_after_secs),
-        delay_warning_after: q.delay_warning_secs.map(Duration::from_secs),
+        first_retry: q.first_retry,
+        max_interval: q.max_retry_interval,
+        give_up_after: q.give_up_after,
+        delay_warning_after: q.delay_warning,
     }
 }
 
@@ -216,7 +216,7 @@ pub async fn run_with(
     tasks.spawn(maildrop::run(
         core.clone(),
         config.queue.maildrop.clone(),
-        Duration::from_secs(config.queue.maildrop_scan_secs),
+        config.queue.maildrop_scan,
         shutdown.clone(),
     ));
 

@@ -96,8 +96,6 @@ pub mod store;
 #[cfg(test)]
 mod proptests;
 
-use std::time::Duration;
-
 use qs_config::Config;
 use qs_service::shutdown::Shutdown;
 use tracing::info;
@@ -126,7 +124,7 @@ pub fn limits(config: &Config) -> Limits {
     let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let defaults = Limits::default();
     Limits {
-        idle_timeout: Duration::from_secs(access.idle_timeout_secs),
+        idle_timeout: access.idle_timeout,
         max_connections: count(access.max_connections),
         max_tls_connections: count(access.tls_max_connections),
         max_connections_per_address: count(access.max_connections_per_ip),

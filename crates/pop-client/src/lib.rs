@@ -157,7 +157,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PopClientErro
     let keyed = Client::new(
         queue.endpoint().clone(),
         ClientOptions {
-            retry_for: Duration::from_secs(config.queue.client_retry_secs),
+            retry_for: config.queue.client_retry,
             io_timeout: Duration::from_secs(120),
             ..ClientOptions::default()
         },

@@ -76,8 +76,6 @@ pub mod reply;
 pub mod server;
 pub mod session;
 
-use std::time::Duration;
-
 use qs_config::Config;
 use qs_service::shutdown::Shutdown;
 use tracing::info;
@@ -106,7 +104,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
         tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
         limits: Limits {
-            idle_timeout: Duration::from_secs(access.idle_timeout_secs),
+            idle_timeout: access.idle_timeout,
             max_connections: usize::try_from(access.max_connections).unwrap_or(usize::MAX),
             max_tls_connections: usize::try_from(access.tls_max_connections).unwrap_or(usize::MAX),
             max_connections_per_address: usize::try_from(access.max_connections_per_ip)

@@ -150,15 +150,14 @@ impl Shared {
         } else {
             None
         };
-        let connect_timeout = Duration::from_secs(r.connect_timeout_secs);
-        let command_timeout = Duration::from_secs(r.command_timeout_secs);
+        let (connect_timeout, command_timeout) = (r.connect_timeout, r.command_timeout);
         let deadline = connect_timeout + command_timeout * 3;
         Ok(Shared {
             queue: qs_service::queue::client(config)?,
             pool: Pool::new(
                 usize::try_from(r.max_connections).unwrap_or(usize::MAX),
                 usize::try_from(r.max_connections_per_host).unwrap_or(usize::MAX),
-                Duration::from_secs(r.down_period_secs),
+                r.down_period,
             ),
             mode,
             settings: Settings {

@@ -121,8 +121,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         relay_networks: s.relay_networks.clone(),
         unchecked_networks: checks.unchecked_networks.clone(),
         checker,
-        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
-        session_timeout: Duration::from_secs(s.session_timeout_secs),
+        idle_timeout: s.idle_timeout,
+        session_timeout: s.session_timeout,
         auth_failures: FailedLogins::new(
             u32::try_from(s.max_auth_failures).unwrap_or(u32::MAX),
             AUTH_BLOCK,
