@@ -17,7 +17,7 @@ pub struct DirectoryConfig {
     /// again are not hashed again (`credentials_cache_secs`; zero: never).
     pub credentials_cache_ttl: Duration,
     /// The most successful logins remembered by each process (0 = none).
-    pub credentials_cache_entries: u64,
+    pub credentials_cache_entries: usize,
 }
 
 /// Reads `[directory]`; the file is resolved against `data_dir`.
@@ -41,7 +41,7 @@ pub(crate) fn read(root: &Section<'_>, data_dir: &Path) -> DirectoryConfig {
         file: data(dir.path("file", "directory.json")),
         subaddress_separator,
         credentials_cache_ttl: dir.secs("credentials_cache_secs", 600, 0, 86_400),
-        credentials_cache_entries: dir.number("credentials_cache_entries", 1024, 0, 1_000_000),
+        credentials_cache_entries: dir.count("credentials_cache_entries", 1024, 0, 1_000_000),
     };
     dir.finish();
     directory

@@ -25,9 +25,9 @@ pub struct ListServerConfig {
     /// (`unsubscribe_link_days`).
     pub unsubscribe_link: Duration,
     /// Open connections to the web page at once, from everyone.
-    pub web_max_connections: u64,
+    pub web_max_connections: usize,
     /// Open connections to the web page at once from one client address.
-    pub web_max_connections_per_ip: u64,
+    pub web_max_connections_per_ip: usize,
     /// How long a request's line and header fields may take to arrive, all of
     /// them (`web_head_timeout_secs`).
     pub web_head_timeout: Duration,
@@ -37,7 +37,7 @@ pub struct ListServerConfig {
     /// included (`web_request_timeout_secs`).
     pub web_request_timeout: Duration,
     /// The largest request body, in bytes.
-    pub web_max_body_bytes: u64,
+    pub web_max_body_bytes: usize,
     /// How long a subscription form stays valid after it was shown
     /// (`web_form_expiry_secs`).
     pub web_form_expiry: Duration,
@@ -45,7 +45,7 @@ pub struct ListServerConfig {
     /// for the same list (`confirm_window_secs`).
     pub confirm_window: Duration,
     /// Subscription requests on the web page per client address per hour.
-    pub web_requests_per_ip_per_hour: u64,
+    pub web_requests_per_ip_per_hour: u32,
 }
 
 /// Reads `[list_server]`.
@@ -60,19 +60,19 @@ pub(crate) fn read(root: &Section<'_>) -> ListServerConfig {
             .string("web_url", "http://127.0.0.1:8025")
             .trim_end_matches('/')
             .to_string(),
-        bounce_threshold: u32::try_from(l.number("bounce_threshold", 5, 1, 1000)).unwrap_or(5),
+        bounce_threshold: l.count("bounce_threshold", 5, 1, 1000),
         hold_expiry: l.days("hold_expiry_days", 14, 1, 365),
         confirm_expiry: l.days("confirm_expiry_days", 7, 1, 90),
         unsubscribe_link: l.days("unsubscribe_link_days", 90, 1, 3650),
-        web_max_connections: l.number("web_max_connections", 256, 1, 1_000_000),
-        web_max_connections_per_ip: l.number("web_max_connections_per_ip", 16, 1, 1_000_000),
+        web_max_connections: l.count("web_max_connections", 256, 1, 1_000_000),
+        web_max_connections_per_ip: l.count("web_max_connections_per_ip", 16, 1, 1_000_000),
         web_head_timeout: l.secs("web_head_timeout_secs", 10, 1, 300),
         web_idle_timeout: l.secs("web_idle_timeout_secs", 10, 1, 3600),
         web_request_timeout: l.secs("web_request_timeout_secs", 30, 1, 3600),
-        web_max_body_bytes: l.number("web_max_body_bytes", 16_384, 1024, 1 << 20),
+        web_max_body_bytes: l.count("web_max_body_bytes", 16_384, 1024, 1 << 20),
         web_form_expiry: l.secs("web_form_expiry_secs", 86_400, 60, 30 * day),
         confirm_window: l.secs("confirm_window_secs", 3600, 1, 30 * day),
-        web_requests_per_ip_per_hour: l.number("web_requests_per_ip_per_hour", 20, 1, 1_000_000),
+        web_requests_per_ip_per_hour: l.count("web_requests_per_ip_per_hour", 20, 1, 1_000_000),
     };
     if !(list_server.web_url.starts_with("http://") || list_server.web_url.starts_with("https://"))
     {

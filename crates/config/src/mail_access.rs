@@ -16,18 +16,18 @@ pub struct MailAccessConfig {
     /// Allow login without TLS.
     pub allow_plaintext_auth: bool,
     /// Connections at once on the plain listeners (`listen`).
-    pub max_connections: u64,
+    pub max_connections: usize,
     /// Connections at once on the implicit-TLS listeners (`tls_listen`).
-    pub tls_max_connections: u64,
+    pub tls_max_connections: usize,
     /// Connections from one client address, all listeners together.
-    pub max_connections_per_ip: u64,
+    pub max_connections_per_ip: usize,
     /// How long without a command before the session is closed (autologout,
     /// `idle_timeout_secs`).
     pub idle_timeout: Duration,
     /// Failed logins from one address (within 15 minutes) before it is refused.
-    pub max_auth_failures: u64,
+    pub max_auth_failures: u32,
     /// Protocol errors in one session before it is closed.
-    pub max_errors: u64,
+    pub max_errors: u32,
 }
 
 /// The keys IMAP and POP3 share; the section is returned unfinished, for the keys
@@ -44,17 +44,17 @@ pub(crate) fn read_access<'a>(
         listen: s.socket_addrs("listen", &[plain]),
         tls_listen: s.socket_addrs("tls_listen", &[tls]),
         allow_plaintext_auth: s.bool("allow_plaintext_auth", false),
-        max_connections: s.number("max_connections", 200, 1, 1_000_000),
-        tls_max_connections: s.number("tls_max_connections", 200, 1, 1_000_000),
-        max_connections_per_ip: s.number("max_connections_per_ip", 20, 1, 1_000_000),
+        max_connections: s.count("max_connections", 200, 1, 1_000_000),
+        tls_max_connections: s.count("tls_max_connections", 200, 1, 1_000_000),
+        max_connections_per_ip: s.count("max_connections_per_ip", 20, 1, 1_000_000),
         idle_timeout: s.secs(
             "idle_timeout_secs",
             idle_timeout_secs,
             idle_timeout_secs,
             86_400,
         ),
-        max_auth_failures: s.number("max_auth_failures", 10, 1, 1000),
-        max_errors: s.number("max_errors", 10, 1, 1000),
+        max_auth_failures: s.count("max_auth_failures", 10, 1, 1000),
+        max_errors: s.count("max_errors", 10, 1, 1000),
     };
     (config, s)
 }

@@ -109,7 +109,7 @@ fn read_pop_account(mut a: Section<'_>, data_dir: &Path) -> PopAccount {
     check_address("deliver_to", &deliver_to);
     check_address("default_user", &default_user);
     let account = PopAccount {
-        port: a.number("port", default_port, 1, 65535) as u16,
+        port: a.count("port", default_port, 1, 65535),
         interval: a.secs("interval_secs", 200, 10, 86_400),
         deliver_to: (!deliver_to.is_empty()).then_some(deliver_to),
         default_user,

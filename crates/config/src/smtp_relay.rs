@@ -35,11 +35,11 @@ pub struct SmtpRelayConfig {
     /// Extra CA certificates.
     pub tls_ca_file: Option<PathBuf>,
     /// Recipients per SMTP transaction.
-    pub max_recipients_per_message: u64,
+    pub max_recipients_per_message: usize,
     /// SMTP connections (deliveries) at once, in all.
-    pub max_connections: u64,
+    pub max_connections: usize,
     /// SMTP connections at once to one destination.
-    pub max_connections_per_host: u64,
+    pub max_connections_per_host: usize,
     /// How long to wait for a connection and its greeting (`connect_timeout_secs`).
     pub connect_timeout: Duration,
     /// How long to wait for each reply, and to send the message (`command_timeout_secs`).
@@ -74,14 +74,14 @@ pub(crate) fn read(root: &Section<'_>, data_dir: &Path) -> SmtpRelayConfig {
         password: read_password(&r, data_dir),
         tls_verify: r.bool("tls_verify", true),
         tls_ca_file: r.optional_path("tls_ca_file").map(data),
-        max_recipients_per_message: r.number("max_recipients_per_message", 50, 1, 10_000),
-        max_connections: r.number("max_connections", 20, 1, 10_000),
-        max_connections_per_host: r.number("max_connections_per_host", 10, 1, 10_000),
+        max_recipients_per_message: r.count("max_recipients_per_message", 50, 1, 10_000),
+        max_connections: r.count("max_connections", 20, 1, 10_000),
+        max_connections_per_host: r.count("max_connections_per_host", 10, 1, 10_000),
         connect_timeout: r.secs("connect_timeout_secs", 30, 1, 3600),
         command_timeout: r.secs("command_timeout_secs", 300, 1, 3600),
         down_period: r.secs("down_period_secs", 60, 0, 86_400),
         dns_server: r.socket_addr("dns_server", ""),
-        mx_port: u16::try_from(r.number("mx_port", 25, 1, 65_535)).unwrap_or(25),
+        mx_port: r.count("mx_port", 25, 1, 65_535),
         dkim: r.bool("dkim", true),
         dkim_dir: data(r.path("dkim_dir", "dkim")),
     };

@@ -17,24 +17,24 @@ pub struct SmtpServerConfig {
     /// Submission over implicit TLS listeners.
     pub submissions: Vec<SocketAddr>,
     /// Largest message in bytes.
-    pub max_message_size: u64,
+    pub max_message_size: usize,
     /// Networks allowed to relay without AUTH.
     pub relay_networks: Vec<IpNetwork>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: bool,
     /// Recipients per message.
-    pub max_recipients: u64,
+    pub max_recipients: usize,
     /// Recipients past `max_recipients` refused with 452 in one transaction
     /// before each further one counts as an error.
-    pub max_recipient_overshoot: u64,
+    pub max_recipient_overshoot: usize,
     /// Connections at once on the port-25 role listeners (`listen`).
-    pub max_connections: u64,
+    pub max_connections: usize,
     /// Connections at once on the submission listeners.
-    pub submission_max_connections: u64,
+    pub submission_max_connections: usize,
     /// Connections at once on the submissions (implicit TLS) listeners.
-    pub submissions_max_connections: u64,
+    pub submissions_max_connections: usize,
     /// Connections from one address, all listeners together.
-    pub max_connections_per_ip: u64,
+    pub max_connections_per_ip: usize,
     /// Errors per session before 421.
     pub max_errors: u64,
     /// How long a session may wait for a command (`idle_timeout_secs`).
@@ -42,12 +42,12 @@ pub struct SmtpServerConfig {
     /// The longest session (`session_timeout_secs`).
     pub session_timeout: Duration,
     /// Failed AUTH attempts per address before refusal.
-    pub max_auth_failures: u64,
+    pub max_auth_failures: u32,
     /// Authenticated users may send only as their own addresses.
     pub enforce_sender: bool,
     /// Octets of a message body kept in memory while it arrives; past this
     /// it goes to a file in `<data_dir>/spool/smtp-server/`.
-    pub spool_threshold: u64,
+    pub spool_threshold: usize,
     /// The sender checks of the port-25 role (SPF, DKIM, DMARC, ARC, DNS
     /// blacklists, greylisting).
     pub checks: SenderChecksConfig,
@@ -97,21 +97,21 @@ pub(crate) fn read(root: &Section<'_>) -> SmtpServerConfig {
         listen: s.socket_addrs("listen", &["127.0.0.1:2525"]),
         submission: s.socket_addrs("submission", &["127.0.0.1:5587"]),
         submissions: s.socket_addrs("submissions", &["127.0.0.1:5465"]),
-        max_message_size: s.number("max_message_size", 26_214_400, 1024, 1 << 30),
+        max_message_size: s.count("max_message_size", 26_214_400, 1024, 1 << 30),
         relay_networks: s.networks("relay_networks"),
         allow_plaintext_auth: s.bool("allow_plaintext_auth", false),
-        max_recipients: s.number("max_recipients", 100, 1, 100_000),
-        max_recipient_overshoot: s.number("max_recipient_overshoot", 1000, 0, 1_000_000),
-        max_connections: s.number("max_connections", 200, 1, 1_000_000),
-        submission_max_connections: s.number("submission_max_connections", 100, 1, 1_000_000),
-        submissions_max_connections: s.number("submissions_max_connections", 100, 1, 1_000_000),
-        max_connections_per_ip: s.number("max_connections_per_ip", 20, 1, 1_000_000),
+        max_recipients: s.count("max_recipients", 100, 1, 100_000),
+        max_recipient_overshoot: s.count("max_recipient_overshoot", 1000, 0, 1_000_000),
+        max_connections: s.count("max_connections", 200, 1, 1_000_000),
+        submission_max_connections: s.count("submission_max_connections", 100, 1, 1_000_000),
+        submissions_max_connections: s.count("submissions_max_connections", 100, 1, 1_000_000),
+        max_connections_per_ip: s.count("max_connections_per_ip", 20, 1, 1_000_000),
         max_errors: s.number("max_errors", 10, 1, 1000),
         idle_timeout: s.secs("idle_timeout_secs", 300, 1, day),
         session_timeout: s.secs("session_timeout_secs", 1800, 1, day),
-        max_auth_failures: s.number("max_auth_failures", 5, 1, 1000),
+        max_auth_failures: s.count("max_auth_failures", 5, 1, 1000),
         enforce_sender: s.bool("enforce_sender", true),
-        spool_threshold: s.number("spool_threshold", 1_048_576, 0, 1 << 30),
+        spool_threshold: s.count("spool_threshold", 1_048_576, 0, 1 << 30),
         checks: SenderChecksConfig {
             enabled: s.bool("check_senders", true),
             unchecked_networks: s.networks_or("unchecked_networks", &["127.0.0.0/8", "::1/128"]),

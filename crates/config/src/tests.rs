@@ -475,3 +475,64 @@ fn a_huge_or_negative_time_is_refused_not_wrapped() {
         ]
     );
 }
+
+#[test]
+fn a_count_the_program_cannot_hold_is_out_of_range() {
+    let table: toml::Table = "fits = 255\ntoo_big = 300\n".parse().unwrap();
+    let problems = Problems::default();
+    let root = Section::root(&table, &problems);
+    let fits: u8 = root.count("fits", 1, 1, 1000);
+    let too_big: u8 = root.count("too_big", 7, 1, 1000);
+    let absent: u8 = root.count("absent", 7, 1, 1000);
+    drop(root);
+    assert_eq!((fits, too_big, absent), (255, 7, 7));
+    let found: Vec<String> = problems
+        .into_inner()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(found, ["too_big: 300 is out of range (1 to 255)"]);
+}
+
+#[test]
+fn counts_come_in_the_type_the_daemons_use() {
+    let c = parse(
+        "[smtp_server]\nmax_message_size = 2048\nmax_auth_failures = 7\n\
+         [imap_server]\nmax_literal_size = 1073741823\n[smtp_relay]\nmx_port = 2525\n\
+         [list_server]\nweb_requests_per_ip_per_hour = 1000000\n",
+    )
+    .unwrap();
+    let size: usize = c.smtp_server.max_message_size;
+    let failures: u32 = c.smtp_server.max_auth_failures;
+    let literal: u32 = c.imap_limits.max_literal_size;
+    let port: u16 = c.smtp_relay.mx_port;
+    let per_hour: u32 = c.list_server.web_requests_per_ip_per_hour;
+    assert_eq!(
+        (size, failures, literal, port, per_hour),
+        (2048, 7, 1_073_741_823, 2525, 1_000_000)
+    );
+    let defaults = parse("").unwrap();
+    assert_eq!(defaults.imap_server.max_connections, 200);
+    assert_eq!(defaults.pop3_server.max_errors, 10);
+    assert_eq!(defaults.list_server.bounce_threshold, 5);
+    assert_eq!(defaults.directory.credentials_cache_entries, 1024);
+}
+
+#[test]
+fn a_huge_count_or_zero_where_zero_is_not_allowed_is_refused() {
+    assert_eq!(
+        problems(
+            "[smtp_server]\nmax_message_size = 9223372036854775807\nmax_recipients = 0\n\
+             [imap_server]\nmax_literal_size = 4294967296\n[smtp_relay]\nmx_port = 65536\n\
+             [[pop_client.account]]\nname = \"a\"\nhost = \"h\"\nusername = \"u\"\n\
+             password = \"p\"\nport = 0\n"
+        ),
+        [
+            "smtp_server.max_message_size: 9223372036854775807 is out of range (1024 to 1073741824)",
+            "smtp_server.max_recipients: 0 is out of range (1 to 100000)",
+            "imap_server.max_literal_size: 4294967296 is out of range (1024 to 1073741823)",
+            "smtp_relay.mx_port: 65536 is out of range (1 to 65535)",
+            "pop_client.account \"a\".port: 0 is out of range (1 to 65535)",
+        ]
+    );
+}

@@ -105,12 +105,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
         allow_plaintext_auth: access.allow_plaintext_auth,
         limits: Limits {
             idle_timeout: access.idle_timeout,
-            max_connections: usize::try_from(access.max_connections).unwrap_or(usize::MAX),
-            max_tls_connections: usize::try_from(access.tls_max_connections).unwrap_or(usize::MAX),
-            max_connections_per_address: usize::try_from(access.max_connections_per_ip)
-                .unwrap_or(usize::MAX),
-            max_failures_per_address: u32::try_from(access.max_auth_failures).unwrap_or(u32::MAX),
-            max_errors: u32::try_from(access.max_errors).unwrap_or(u32::MAX),
+            max_connections: access.max_connections,
+            max_tls_connections: access.tls_max_connections,
+            max_connections_per_address: access.max_connections_per_ip,
+            max_failures_per_address: access.max_auth_failures,
+            max_errors: access.max_errors,
             ..Limits::default()
         },
     };

@@ -9,7 +9,7 @@ use qs_directory::{CredentialsCacheSettings, Directory};
 pub fn cache_settings(config: &DirectoryConfig) -> CredentialsCacheSettings {
     CredentialsCacheSettings {
         ttl: config.credentials_cache_ttl,
-        max_entries: usize::try_from(config.credentials_cache_entries).unwrap_or(usize::MAX),
+        max_entries: config.credentials_cache_entries,
     }
 }
 
