@@ -117,34 +117,6 @@ pub enum ImapError {
     Spool(std::io::Error),
 }
 
-/// The limits `[imap_server]` asks for.
-pub fn limits(config: &Config) -> Limits {
-    let access = &config.imap_server;
-    let imap = &config.imap_limits;
-    let defaults = Limits::default();
-    Limits {
-        idle_timeout: access.idle_timeout,
-        max_connections: access.max_connections,
-        max_tls_connections: access.tls_max_connections,
-        max_connections_per_address: access.max_connections_per_ip,
-        max_connections_per_user: imap.max_connections_per_user,
-        max_failures_per_address: access.max_auth_failures,
-        max_errors: access.max_errors,
-        input: input::InputLimits {
-            max_line: imap.max_line_length,
-            max_literal: imap.max_literal_size,
-            login_budget: imap.login_byte_budget,
-            ..defaults.input
-        },
-        max_list_pattern: imap.max_list_pattern_length,
-        search: search::SearchLimits {
-            max_keys: imap.max_search_keys,
-            max_depth: imap.max_search_depth,
-        },
-        ..defaults
-    }
-}
-
 /// Opens the directory and the certificate, binds `[imap_server]`'s listeners, writes
 /// the run file, and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
@@ -163,7 +135,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
         directory: parts.directory,
         tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
-        limits: limits(&config),
+        limits: Limits::from_config(access, &config.imap_limits),
         spool,
     };
     serve(server, parts.listeners, shutdown).await;

@@ -51,10 +51,12 @@
 //! reason, naming the account only when it exists.
 //!
 //! # Limits
-//! The values of [`Limits::default`] (no config keys yet): 200 connections, 20
-//! per client address; autologout after 10 minutes without a command (no
-//! UPDATE); TLS handshake 30 s; command lines of at most
-//! [`command::MAX_LINE`] octets; 10 protocol errors close the connection.
+//! [`Limits::from_config`] builds them from `[pop3_server]` (by default 200
+//! connections on each of `listen` and `tls_listen`, 20 per client address;
+//! autologout after `idle_timeout_secs`, 10 minutes, without a command (no
+//! UPDATE); `max_errors`, 10, protocol errors close the connection) and the
+//! fixed ones: TLS handshake 30 s; command lines of at most
+//! [`command::MAX_LINE`] octets.
 //! Memory per connection: a 4 KiB read buffer, one line, up to 64 KiB of
 //! output, and the maildrop listing (about 150 bytes a message); messages are
 //! streamed from disk, never read whole.
@@ -103,15 +105,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
         directory: parts.directory,
         tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
-        limits: Limits {
-            idle_timeout: access.idle_timeout,
-            max_connections: access.max_connections,
-            max_tls_connections: access.tls_max_connections,
-            max_connections_per_address: access.max_connections_per_ip,
-            max_failures_per_address: access.max_auth_failures,
-            max_errors: access.max_errors,
-            ..Limits::default()
-        },
+        limits: Limits::from_config(access),
     };
     serve(server, parts.listeners, shutdown).await;
     qs_service::runfile::remove(&config.data_dir, MODULE);

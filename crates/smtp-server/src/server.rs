@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use qs_config::Config;
+use qs_config::{Config, SmtpServerConfig};
 use qs_directory::Directory;
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
@@ -75,6 +75,26 @@ struct Shared {
     next_id: AtomicU64,
 }
 
+/// The connection budgets `[smtp_server]` asks for. Each role has its own: a
+/// flood on port 25 leaves the submission ports their room.
+fn connection_limits(s: &SmtpServerConfig) -> ConnectionLimits {
+    ConnectionLimits {
+        per_listener: vec![
+            (ListenerKind::Mx.config_key(), s.max_connections),
+            (
+                ListenerKind::Submission.config_key(),
+                s.submission_max_connections,
+            ),
+            (
+                ListenerKind::Submissions.config_key(),
+                s.submissions_max_connections,
+            ),
+        ],
+        per_address: s.max_connections_per_ip,
+        per_user: usize::MAX,
+    }
+}
+
 /// Runs smtp-server until `shutdown` fires, then lets sessions finish their
 /// current transaction (up to a drain timeout).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
@@ -130,17 +150,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         ListenerKind::Submission,
         ListenerKind::Submissions,
     ];
-    // Each role has its own budget: a flood on port 25 leaves the
-    // submission ports their room.
-    let connections = Connections::new(ConnectionLimits {
-        per_listener: vec![
-            (keys[0].config_key(), s.max_connections),
-            (keys[1].config_key(), s.submission_max_connections),
-            (keys[2].config_key(), s.submissions_max_connections),
-        ],
-        per_address: s.max_connections_per_ip,
-        per_user: usize::MAX,
-    });
+    let connections = Connections::new(connection_limits(s));
     let listeners = accept::bind(&[
         (keys[0], keys[0].config_key(), &s.listen[..]),
         (keys[1], keys[1].config_key(), &s.submission[..]),
