@@ -9,7 +9,10 @@
 //!
 //! `data_dir` is relative to the config file's folder; every other path is
 //! relative to `data_dir`. The values returned here are already resolved to
-//! absolute paths.
+//! absolute paths, and typed: a `*_secs` or `*_days` key is a
+//! [`std::time::Duration`], a count or a size the integer type its daemon uses
+//! (`usize` for memory and connections, `u32`, `u16` for ports). The defaults
+//! are here only; the daemons take them from [`Config`], never repeat them.
 //!
 //! Each section has a module of its own (`smtp_server`, `imap_server`,
 //! `queue` …) holding its type and its reader; `mail_access` holds what

@@ -150,12 +150,7 @@ pub async fn run_with(
         std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
     }
 
-    let directory = Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
+    let directory = qs_service::directory::open(&config.directory)?;
     let store = Store::open(&config.queue.store, &StoreOptions::default())?;
     info!(store = %config.queue.store.display(), "queue database opened");
 

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use qs_config::{Config, SmtpServerConfig};
-use qs_directory::Directory;
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
@@ -99,12 +98,7 @@ fn connection_limits(s: &SmtpServerConfig) -> ConnectionLimits {
 /// current transaction (up to a drain timeout).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     let s = &config.smtp_server;
-    let directory = Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
+    let directory = qs_service::directory::open(&config.directory)?;
     qs_service::credentials::configure(&directory, &config.directory);
     let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", s.spool_threshold)
         .map_err(ServerError::Spool)?;
