@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::{Table, Value};
 
@@ -127,6 +128,36 @@ impl<'a> Section<'a> {
                 default
             }
         }
+    }
+
+    /// A whole number in `min..=max` as the type the program counts it in
+    /// (`usize` for sizes in memory and connections, `u32`, `u16` …). A `max`
+    /// the type cannot hold is lowered to the largest value it can, so every
+    /// number read fits and a larger one is refused as out of range.
+    pub(crate) fn count<T: TryFrom<u64> + Default>(
+        &self,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> T {
+        let max = largest_fitting::<T>(max);
+        let n = self.number(key, default, min, max);
+        T::try_from(n).unwrap_or_else(|_| {
+            // Only a built-in default the type cannot hold gets here.
+            self.problem(key, format!("{n} is out of range ({min} to {max})"));
+            T::default()
+        })
+    }
+
+    /// A time written in whole seconds (a `*_secs` key), `min..=max` seconds.
+    pub(crate) fn secs(&self, key: &str, default: u64, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.number(key, default, min, max))
+    }
+
+    /// A time written in whole days (a `*_days` key), `min..=max` days.
+    pub(crate) fn days(&self, key: &str, default: u64, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.number(key, default, min, max).saturating_mul(86_400))
     }
 
     pub(crate) fn path(&self, key: &str, default: &str) -> PathBuf {
@@ -289,6 +320,18 @@ impl<'a> Section<'a> {
             }
         }
     }
+}
+
+/// `max`, or the largest number below it that `T` can hold.
+fn largest_fitting<T: TryFrom<u64>>(max: u64) -> u64 {
+    if T::try_from(max).is_ok() {
+        return max;
+    }
+    (0..u64::BITS)
+        .rev()
+        .map(|bits| (1u64 << bits) - 1)
+        .find(|&m| m < max && T::try_from(m).is_ok())
+        .unwrap_or(0)
 }
 
 fn not_a_socket_addr(text: &str) -> String {

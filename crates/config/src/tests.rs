@@ -1,3 +1,7 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -38,7 +42,7 @@ fn an_empty_file_takes_every_default() {
     assert!(c.smtp_relay.dkim);
     assert_eq!(c.smtp_relay.dkim_dir, PathBuf::from("/etc/qs/var/dkim"));
     assert_eq!(c.directory.subaddress_separator, Some('+'));
-    assert_eq!(c.queue.delay_warning_secs, Some(14_400));
+    assert_eq!(c.queue.delay_warning, Some(Duration::from_secs(14_400)));
     assert_eq!(
         c.list_server.web_listen,
         "127.0.0.1:8025".parse::<SocketAddr>().unwrap()
@@ -186,14 +190,14 @@ deliver_to = "alice@example.test"
     let a = &c.pop_client.accounts[0];
     assert_eq!(a.port, 995);
     assert_eq!(a.tls, ClientTls::Implicit);
-    assert_eq!(a.interval_secs, 200);
+    assert_eq!(a.interval, Duration::from_secs(200));
     assert_eq!(
         a.password,
         PasswordSource::File(PathBuf::from("/etc/qs/var/secrets/family"))
     );
     assert_eq!(a.headers[0], "Delivered-To");
-    assert_eq!(a.timeout_secs, 60);
-    assert_eq!(a.report_failure_after_secs, 86_400);
+    assert_eq!(a.timeout, Duration::from_secs(60));
+    assert_eq!(a.report_failure_after, Duration::from_secs(86_400));
 
     let found = problems(
         r#"
@@ -312,11 +316,11 @@ fn networks_match_addresses() {
 #[test]
 fn the_credentials_cache_keys_have_defaults_and_bounds() {
     let c = parse("").unwrap();
-    assert_eq!(c.directory.credentials_cache_secs, 600);
+    assert_eq!(c.directory.credentials_cache_ttl, Duration::from_secs(600));
     assert_eq!(c.directory.credentials_cache_entries, 1024);
     let off =
         parse("[directory]\ncredentials_cache_secs = 0\ncredentials_cache_entries = 0\n").unwrap();
-    assert_eq!(off.directory.credentials_cache_secs, 0);
+    assert_eq!(off.directory.credentials_cache_ttl, Duration::ZERO);
     assert_eq!(off.directory.credentials_cache_entries, 0);
     let err = parse("[directory]\ncredentials_cache_secs = 86401\n")
         .unwrap_err()
@@ -388,8 +392,8 @@ fn the_sender_checks_are_on_with_safe_defaults_and_blacklists_must_be_zones() {
             .any(|n| n.contains("127.0.0.1".parse().unwrap()))
     );
     assert_eq!(
-        (checks.dns_timeout_secs, checks.greylist_delay_secs),
-        (5, 300)
+        (checks.dns_timeout, checks.greylist_delay),
+        (Duration::from_secs(5), Duration::from_secs(300))
     );
     let found = problems(
         "[smtp_server]\ndnsbl_zones = [\"bl.example\", \"not a zone\"]\ndns_server = \"x\"\n",
@@ -402,5 +406,133 @@ fn the_sender_checks_are_on_with_safe_defaults_and_blacklists_must_be_zones() {
     assert!(
         found[1].starts_with("smtp_server.dnsbl_zones[1]: \"not a zone\""),
         "{found:?}"
+    );
+}
+
+#[test]
+fn times_are_read_in_the_unit_of_their_key() {
+    let c = parse(
+        "[restart]\ngrace_secs = 0\n[smtp_server]\ngreylist_expiry_days = 2\n\
+         [list_server]\nhold_expiry_days = 1\nconfirm_window_secs = 90\n\
+         [[pop_client.account]]\nname = \"a\"\nhost = \"h\"\nusername = \"u\"\n\
+         password = \"p\"\nkeep_on_server = true\ndelete_after_days = 3\n",
+    )
+    .unwrap();
+    assert_eq!(c.restart.grace, Duration::ZERO);
+    assert_eq!(c.restart.ready_timeout, Duration::from_secs(60));
+    assert_eq!(
+        c.smtp_server.checks.greylist_expiry,
+        Duration::from_secs(2 * 86_400)
+    );
+    assert_eq!(c.list_server.hold_expiry, Duration::from_secs(86_400));
+    assert_eq!(c.list_server.confirm_window, Duration::from_secs(90));
+    assert_eq!(
+        c.pop_client.accounts[0].delete_after,
+        Duration::from_secs(3 * 86_400)
+    );
+    let defaults = parse("").unwrap();
+    assert_eq!(
+        defaults.smtp_server.checks.greylist_expiry,
+        Duration::from_secs(35 * 86_400)
+    );
+    assert_eq!(
+        defaults.queue.give_up_after,
+        Duration::from_secs(5 * 86_400)
+    );
+}
+
+#[test]
+fn a_delay_warning_of_zero_is_none() {
+    let c = parse("[queue]\ndelay_warning_secs = 0\n").unwrap();
+    assert_eq!(c.queue.delay_warning, None);
+}
+
+#[test]
+fn a_time_of_zero_where_zero_is_not_allowed_is_refused() {
+    assert_eq!(
+        problems(
+            "[smtp_server]\nidle_timeout_secs = 0\ngreylist_expiry_days = 0\n\
+             [imap_server]\nidle_timeout_secs = 60\n"
+        ),
+        [
+            "smtp_server.idle_timeout_secs: 0 is out of range (1 to 86400)",
+            "smtp_server.greylist_expiry_days: 0 is out of range (1 to 3650)",
+            "imap_server.idle_timeout_secs: 60 is out of range (1800 to 86400)",
+        ]
+    );
+}
+
+#[test]
+fn a_huge_or_negative_time_is_refused_not_wrapped() {
+    assert_eq!(
+        problems(
+            "[list_server]\nunsubscribe_link_days = 9223372036854775807\n\
+             [queue]\ngive_up_after_secs = -1\n"
+        ),
+        [
+            "queue.give_up_after_secs: -1 is out of range (60 to 5184000)",
+            "list_server.unsubscribe_link_days: 9223372036854775807 is out of range (1 to 3650)",
+        ]
+    );
+}
+
+#[test]
+fn a_count_the_program_cannot_hold_is_out_of_range() {
+    let table: toml::Table = "fits = 255\ntoo_big = 300\n".parse().unwrap();
+    let problems = Problems::default();
+    let root = Section::root(&table, &problems);
+    let fits: u8 = root.count("fits", 1, 1, 1000);
+    let too_big: u8 = root.count("too_big", 7, 1, 1000);
+    let absent: u8 = root.count("absent", 7, 1, 1000);
+    drop(root);
+    assert_eq!((fits, too_big, absent), (255, 7, 7));
+    let found: Vec<String> = problems
+        .into_inner()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(found, ["too_big: 300 is out of range (1 to 255)"]);
+}
+
+#[test]
+fn counts_come_in_the_type_the_daemons_use() {
+    let c = parse(
+        "[smtp_server]\nmax_message_size = 2048\nmax_auth_failures = 7\n\
+         [imap_server]\nmax_literal_size = 1073741823\n[smtp_relay]\nmx_port = 2525\n\
+         [list_server]\nweb_requests_per_ip_per_hour = 1000000\n",
+    )
+    .unwrap();
+    let size: usize = c.smtp_server.max_message_size;
+    let failures: u32 = c.smtp_server.max_auth_failures;
+    let literal: u32 = c.imap_limits.max_literal_size;
+    let port: u16 = c.smtp_relay.mx_port;
+    let per_hour: u32 = c.list_server.web_requests_per_ip_per_hour;
+    assert_eq!(
+        (size, failures, literal, port, per_hour),
+        (2048, 7, 1_073_741_823, 2525, 1_000_000)
+    );
+    let defaults = parse("").unwrap();
+    assert_eq!(defaults.imap_server.max_connections, 200);
+    assert_eq!(defaults.pop3_server.max_errors, 10);
+    assert_eq!(defaults.list_server.bounce_threshold, 5);
+    assert_eq!(defaults.directory.credentials_cache_entries, 1024);
+}
+
+#[test]
+fn a_huge_count_or_zero_where_zero_is_not_allowed_is_refused() {
+    assert_eq!(
+        problems(
+            "[smtp_server]\nmax_message_size = 9223372036854775807\nmax_recipients = 0\n\
+             [imap_server]\nmax_literal_size = 4294967296\n[smtp_relay]\nmx_port = 65536\n\
+             [[pop_client.account]]\nname = \"a\"\nhost = \"h\"\nusername = \"u\"\n\
+             password = \"p\"\nport = 0\n"
+        ),
+        [
+            "smtp_server.max_message_size: 9223372036854775807 is out of range (1024 to 1073741824)",
+            "smtp_server.max_recipients: 0 is out of range (1 to 100000)",
+            "imap_server.max_literal_size: 4294967296 is out of range (1024 to 1073741823)",
+            "smtp_relay.mx_port: 65536 is out of range (1 to 65535)",
+            "pop_client.account \"a\".port: 0 is out of range (1 to 65535)",
+        ]
     );
 }

@@ -103,10 +103,10 @@ pub enum CoreError {
 pub fn retry_policy(config: &Config) -> RetryPolicy {
     let q = &config.queue;
     RetryPolicy {
-        first_retry: Duration::from_secs(q.first_retry_secs),
-        max_interval: Duration::from_secs(q.max_retry_interval_secs),
-        give_up_after: Duration::from_secs(q.give_up_after_secs),
-        delay_warning_after: q.delay_warning_secs.map(Duration::from_secs),
+        first_retry: q.first_retry,
+        max_interval: q.max_retry_interval,
+        give_up_after: q.give_up_after,
+        delay_warning_after: q.delay_warning,
     }
 }
 
@@ -150,12 +150,7 @@ pub async fn run_with(
         std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
     }
 
-    let directory = Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
+    let directory = qs_service::directory::open(&config.directory)?;
     let store = Store::open(&config.queue.store, &StoreOptions::default())?;
     info!(store = %config.queue.store.display(), "queue database opened");
 
@@ -216,7 +211,7 @@ pub async fn run_with(
     tasks.spawn(maildrop::run(
         core.clone(),
         config.queue.maildrop.clone(),
-        Duration::from_secs(config.queue.maildrop_scan_secs),
+        config.queue.maildrop_scan,
         shutdown.clone(),
     ));
 

@@ -98,8 +98,6 @@ pub mod store;
 #[cfg(test)]
 mod proptests;
 
-use std::time::Duration;
-
 use qs_config::Config;
 use qs_service::shutdown::Shutdown;
 use tracing::info;
@@ -121,40 +119,11 @@ pub enum ImapError {
     Spool(std::io::Error),
 }
 
-/// The limits `[imap_server]` asks for.
-pub fn limits(config: &Config) -> Limits {
-    let access = &config.imap_server;
-    let imap = &config.imap_limits;
-    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    let defaults = Limits::default();
-    Limits {
-        idle_timeout: Duration::from_secs(access.idle_timeout_secs),
-        max_connections: count(access.max_connections),
-        max_tls_connections: count(access.tls_max_connections),
-        max_connections_per_address: count(access.max_connections_per_ip),
-        max_connections_per_user: count(imap.max_connections_per_user),
-        max_failures_per_address: u32::try_from(access.max_auth_failures).unwrap_or(u32::MAX),
-        max_errors: u32::try_from(access.max_errors).unwrap_or(u32::MAX),
-        input: input::InputLimits {
-            max_line: count(imap.max_line_length),
-            max_literal: u32::try_from(imap.max_literal_size).unwrap_or(u32::MAX),
-            login_budget: count(imap.login_byte_budget),
-            ..defaults.input
-        },
-        max_list_pattern: count(imap.max_list_pattern_length),
-        search: search::SearchLimits {
-            max_keys: count(imap.max_search_keys),
-            max_depth: count(imap.max_search_depth),
-        },
-        ..defaults
-    }
-}
-
 /// Opens the directory and the certificate, binds `[imap_server]`'s listeners, writes
 /// the run file, and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
     let access = &config.imap_server;
-    let threshold = usize::try_from(config.imap_limits.spool_threshold).unwrap_or(usize::MAX);
+    let threshold = config.imap_limits.spool_threshold;
     let spool = qs_service::spool::SpoolDir::for_module(&config.data_dir, MODULE, threshold)
         .map_err(ImapError::Spool)?;
     let parts =
@@ -168,7 +137,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ImapError> {
         directory: parts.directory,
         tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
-        limits: limits(&config),
+        limits: Limits::from_config(access, &config.imap_limits),
         spool,
     };
     serve(server, parts.listeners, shutdown).await;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use notify::Watcher;
+use qs_config::{Config, ImapLimits, MailAccessConfig};
 use qs_directory::Directory;
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
@@ -33,8 +34,8 @@ pub const READ_CHUNK: usize = 4096;
 /// is missed (a file system without inotify).
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
-/// The limits of the server. [`Limits::default`] gives the built-in defaults; `run`
-/// takes the configurable ones from `[imap_server]`.
+/// The limits of the server: [`Limits::from_config`] takes the ones `[imap_server]`
+/// sets, [`Limits::default`] those of the built-in config.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Autologout: a connection that sends nothing for this long is closed (RFC 3501
@@ -80,36 +81,46 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    /// The limits `[imap_server]` asks for (`access` holds the keys it shares with
+    /// POP3, `imap` the others), and the fixed ones no key sets.
+    pub fn from_config(access: &MailAccessConfig, imap: &ImapLimits) -> Limits {
         Limits {
-            idle_timeout: Duration::from_secs(1800),
+            idle_timeout: access.idle_timeout,
             login_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(30),
-            max_connections: 200,
-            max_tls_connections: 200,
-            max_connections_per_address: 20,
-            max_connections_per_user: 20,
+            max_connections: access.max_connections,
+            max_tls_connections: access.tls_max_connections,
+            max_connections_per_address: access.max_connections_per_ip,
+            max_connections_per_user: imap.max_connections_per_user,
             max_login_failures: 3,
-            max_failures_per_address: 10,
+            max_failures_per_address: access.max_auth_failures,
             failure_window: Duration::from_secs(900),
             block_duration: Duration::from_secs(900),
             login_delay: Duration::from_secs(1),
             max_login_delay: Duration::from_secs(8),
-            max_errors: 10,
+            max_errors: access.max_errors,
             input: InputLimits {
-                max_line: 65_536,
-                max_literal: 26_214_400,
+                max_line: imap.max_line_length,
+                max_literal: imap.max_literal_size,
                 max_literal_before_login: 8192,
-                login_budget: 65_536,
+                login_budget: imap.login_byte_budget,
             },
-            max_list_pattern: 1024,
+            max_list_pattern: imap.max_list_pattern_length,
             search: SearchLimits {
-                max_keys: 1000,
-                max_depth: 64,
+                max_keys: imap.max_search_keys,
+                max_depth: imap.max_search_depth,
             },
             drain_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl Default for Limits {
+    /// The limits of the built-in config (a file without an `[imap_server]`).
+    fn default() -> Self {
+        let config = Config::defaults_at(Path::new(qs_config::DEFAULT_FILE_NAME));
+        Limits::from_config(&config.imap_server, &config.imap_limits)
     }
 }
 
@@ -586,5 +597,59 @@ impl Drop for FolderWatch {
                 let _ = w.unwatch(&self.folder.join(sub));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limits_follow_imap_server_and_default_to_the_built_in_config() {
+        let config = Config::parse(
+            "[imap_server]\nmax_connections = 3\ntls_max_connections = 4\n\
+             max_connections_per_ip = 2\nmax_connections_per_user = 5\n\
+             idle_timeout_secs = 3600\nmax_auth_failures = 6\nmax_errors = 7\n\
+             max_line_length = 2048\nmax_literal_size = 4096\nlogin_byte_budget = 8192\n\
+             max_list_pattern_length = 128\nmax_search_keys = 32\nmax_search_depth = 9\n",
+            Path::new("/etc/qs/quicksilver.toml"),
+        )
+        .unwrap();
+        let limits = Limits::from_config(&config.imap_server, &config.imap_limits);
+        assert_eq!(
+            (
+                limits.max_connections,
+                limits.max_tls_connections,
+                limits.max_connections_per_address,
+                limits.max_connections_per_user,
+                limits.idle_timeout,
+                limits.max_failures_per_address,
+                limits.max_errors,
+            ),
+            (3, 4, 2, 5, Duration::from_secs(3600), 6, 7)
+        );
+        assert_eq!(
+            (
+                limits.input.max_line,
+                limits.input.max_literal,
+                limits.input.login_budget,
+                limits.max_list_pattern,
+                limits.search.max_keys,
+                limits.search.max_depth,
+            ),
+            (2048, 4096, 8192, 128, 32, 9)
+        );
+        let defaults = Limits::default();
+        assert_eq!(
+            (
+                defaults.max_connections,
+                defaults.max_connections_per_user,
+                defaults.idle_timeout,
+                defaults.input.max_line,
+                defaults.input.max_literal,
+                defaults.search.max_depth,
+            ),
+            (200, 20, Duration::from_secs(1800), 65_536, 26_214_400, 64)
+        );
     }
 }

@@ -117,16 +117,14 @@ pub struct WebLimits {
 impl WebLimits {
     /// The limits of the config.
     pub fn from_config(l: &ListServerConfig) -> WebLimits {
-        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         WebLimits {
-            max_connections: size(l.web_max_connections),
-            max_connections_per_ip: size(l.web_max_connections_per_ip),
-            head_timeout: Duration::from_secs(l.web_head_timeout_secs),
-            idle_timeout: Duration::from_secs(l.web_idle_timeout_secs),
-            request_timeout: Duration::from_secs(l.web_request_timeout_secs),
-            max_body_bytes: size(l.web_max_body_bytes),
-            requests_per_ip_per_hour: u32::try_from(l.web_requests_per_ip_per_hour)
-                .unwrap_or(u32::MAX),
+            max_connections: l.web_max_connections,
+            max_connections_per_ip: l.web_max_connections_per_ip,
+            head_timeout: l.web_head_timeout,
+            idle_timeout: l.web_idle_timeout,
+            request_timeout: l.web_request_timeout,
+            max_body_bytes: l.web_max_body_bytes,
+            requests_per_ip_per_hour: l.web_requests_per_ip_per_hour,
         }
     }
 }

@@ -71,8 +71,9 @@ pub struct Account {
     pub rules: Rules,
     /// Leave the mail on the server.
     pub keep_on_server: bool,
-    /// With `keep_on_server`: delete this long after the first fetch (0 = never).
-    pub delete_after_days: u64,
+    /// With `keep_on_server`: delete this long after the first fetch (zero:
+    /// never; `delete_after_days`).
+    pub delete_after: Duration,
     /// Larger messages stay on the server.
     pub max_message_size: u64,
     /// The limit on every wait for the server.
@@ -97,7 +98,7 @@ impl Account {
             tls_verify: a.tls_verify,
             username: a.username.clone(),
             password: a.password.clone(),
-            interval: Duration::from_secs(a.interval_secs),
+            interval: a.interval,
             deliver_to: a.deliver_to.clone(),
             rules: Rules {
                 headers: a.headers.clone(),
@@ -105,10 +106,10 @@ impl Account {
                 default_user: a.default_user.clone(),
             },
             keep_on_server: a.keep_on_server,
-            delete_after_days: a.delete_after_days,
+            delete_after: a.delete_after,
             max_message_size: a.max_message_size.min(QUEUE_MAX_MESSAGE),
-            timeout: Duration::from_secs(a.timeout_secs),
-            report_failure_after: Duration::from_secs(a.report_failure_after_secs),
+            timeout: a.timeout,
+            report_failure_after: a.report_failure_after,
         }
     }
 
@@ -117,8 +118,7 @@ impl Account {
         if !self.keep_on_server {
             return true;
         }
-        self.delete_after_days > 0
-            && now >= first.saturating_add(self.delete_after_days.saturating_mul(86_400))
+        !self.delete_after.is_zero() && now >= first.saturating_add(self.delete_after.as_secs())
     }
 }
 
@@ -674,7 +674,7 @@ mod tests {
                 default_user: String::new(),
             },
             keep_on_server: false,
-            delete_after_days: 0,
+            delete_after: Duration::ZERO,
             max_message_size: 1000,
             timeout: Duration::from_secs(60),
             report_failure_after: Duration::from_secs(86_400),
@@ -682,7 +682,7 @@ mod tests {
         assert!(a.delete_now(0, 0));
         a.keep_on_server = true;
         assert!(!a.delete_now(0, 10 * 86_400));
-        a.delete_after_days = 3;
+        a.delete_after = Duration::from_secs(3 * 86_400);
         assert!(!a.delete_now(1000, 1000 + 3 * 86_400 - 1));
         assert!(a.delete_now(1000, 1000 + 3 * 86_400));
     }

@@ -89,7 +89,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qs_config::{Config, PasswordSource};
-use qs_directory::Directory;
 use qs_queue::{Client, ClientOptions};
 use qs_service::shutdown::Shutdown;
 use tokio::sync::mpsc;
@@ -146,18 +145,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PopClientErro
     }
 
     warn_about_secrets(&config);
-    let directory = Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
+    let directory = qs_service::directory::open(&config.directory)?;
     let queue = qs_service::queue::client(&config)?;
     // Keyed enqueues carry whole fetched messages: give them a longer answer time.
     let keyed = Client::new(
         queue.endpoint().clone(),
         ClientOptions {
-            retry_for: Duration::from_secs(config.queue.client_retry_secs),
+            retry_for: config.queue.client_retry,
             io_timeout: Duration::from_secs(120),
             ..ClientOptions::default()
         },

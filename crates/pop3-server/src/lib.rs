@@ -51,10 +51,12 @@
 //! reason, naming the account only when it exists.
 //!
 //! # Limits
-//! The values of [`Limits::default`] (no config keys yet): 200 connections, 20
-//! per client address; autologout after 10 minutes without a command (no
-//! UPDATE); TLS handshake 30 s; command lines of at most
-//! [`command::MAX_LINE`] octets; 10 protocol errors close the connection.
+//! [`Limits::from_config`] builds them from `[pop3_server]` (by default 200
+//! connections on each of `listen` and `tls_listen`, 20 per client address;
+//! autologout after `idle_timeout_secs`, 10 minutes, without a command (no
+//! UPDATE); `max_errors`, 10, protocol errors close the connection) and the
+//! fixed ones: TLS handshake 30 s; command lines of at most
+//! [`command::MAX_LINE`] octets.
 //! Memory per connection: a 4 KiB read buffer, one line, up to 64 KiB of
 //! output, and the maildrop listing (about 150 bytes a message); messages are
 //! streamed from disk, never read whole.
@@ -75,8 +77,6 @@ pub mod maildrop;
 pub mod reply;
 pub mod server;
 pub mod session;
-
-use std::time::Duration;
 
 use qs_config::Config;
 use qs_service::shutdown::Shutdown;
@@ -105,16 +105,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Pop3Error> {
         directory: parts.directory,
         tls: parts.tls,
         allow_plaintext_auth: access.allow_plaintext_auth,
-        limits: Limits {
-            idle_timeout: Duration::from_secs(access.idle_timeout_secs),
-            max_connections: usize::try_from(access.max_connections).unwrap_or(usize::MAX),
-            max_tls_connections: usize::try_from(access.tls_max_connections).unwrap_or(usize::MAX),
-            max_connections_per_address: usize::try_from(access.max_connections_per_ip)
-                .unwrap_or(usize::MAX),
-            max_failures_per_address: u32::try_from(access.max_auth_failures).unwrap_or(u32::MAX),
-            max_errors: u32::try_from(access.max_errors).unwrap_or(u32::MAX),
-            ..Limits::default()
-        },
+        limits: Limits::from_config(access),
     };
     serve(server, parts.listeners, shutdown).await;
     qs_service::runfile::remove(&config.data_dir, MODULE);

@@ -5,10 +5,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use qs_config::{Config, MailAccessConfig};
 use qs_directory::Directory;
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
@@ -28,8 +29,8 @@ const READ_CHUNK: usize = 4096;
 /// Output is written once this much is waiting.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// The limits of the server. [`Limits::default`] gives the values the daemon
-/// runs with; there are no config keys for them yet.
+/// The limits of the server: [`Limits::from_config`] takes the ones
+/// `[pop3_server]` sets, [`Limits::default`] those of the built-in config.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Autologout: a connection that sends nothing for this long is closed
@@ -65,23 +66,32 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    /// The limits `[pop3_server]` asks for, and the fixed ones no key sets.
+    pub fn from_config(access: &MailAccessConfig) -> Limits {
         Limits {
-            idle_timeout: Duration::from_secs(600),
+            idle_timeout: access.idle_timeout,
             tls_handshake_timeout: Duration::from_secs(30),
-            max_connections: 200,
-            max_tls_connections: 200,
-            max_connections_per_address: 20,
+            max_connections: access.max_connections,
+            max_tls_connections: access.tls_max_connections,
+            max_connections_per_address: access.max_connections_per_ip,
             max_login_failures: 3,
-            max_failures_per_address: 10,
+            max_failures_per_address: access.max_auth_failures,
             failure_window: Duration::from_secs(900),
             block_duration: Duration::from_secs(900),
             login_delay: Duration::from_secs(1),
             max_login_delay: Duration::from_secs(8),
-            max_errors: 10,
+            max_errors: access.max_errors,
             drain_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl Default for Limits {
+    /// The limits of the built-in config (a file without a `[pop3_server]`).
+    fn default() -> Self {
+        let config = Config::defaults_at(Path::new(qs_config::DEFAULT_FILE_NAME));
+        Limits::from_config(&config.pop3_server)
     }
 }
 

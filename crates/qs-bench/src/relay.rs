@@ -190,7 +190,7 @@ impl Sink {
         let counters = Arc::new(Counters::default());
         let (open, opened) = watch::channel(false);
         let server = self.serve(counters.clone(), opened);
-        let hold = Duration::from_secs((config.smtp_relay.connect_timeout_secs / 2).min(20));
+        let hold = (config.smtp_relay.connect_timeout / 2).min(Duration::from_secs(20));
         let deadline = Instant::now() + hold;
         let timer = {
             let open = open.clone();

@@ -3,14 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 use qs_config::Config;
-use qs_directory::{Directory, Options, Pop3Options, Secret};
-
-/// The directory options the config asks for.
-pub fn directory_options(config: &Config) -> Options {
-    Options {
-        subaddress_separator: config.directory.subaddress_separator,
-    }
-}
+use qs_directory::{Directory, Pop3Options, Secret};
 
 /// Opens the installation's directory; a missing one points at `qsctl init`.
 pub fn open_directory(config: &Config) -> Result<Directory> {
@@ -20,10 +13,7 @@ pub fn open_directory(config: &Config) -> Result<Directory> {
             config.directory.file.display()
         );
     }
-    Ok(Directory::open(
-        &config.directory.file,
-        directory_options(config),
-    )?)
+    Ok(qs_service::directory::open(&config.directory)?)
 }
 
 /// `qsctl domain ...`

@@ -90,7 +90,7 @@ pub fn run(explicit: Option<&Path>, args: InitArgs) -> Result<()> {
     } else {
         let created = qs_directory::Directory::create(
             &config.directory.file,
-            crate::admin::directory_options(&config),
+            qs_service::directory::options(&config.directory),
         )?;
         done.push(format!(
             "created the directory {}",

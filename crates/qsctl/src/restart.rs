@@ -49,7 +49,7 @@ pub fn restart(config: &Config, args: RestartArgs) -> Result<()> {
     let started = Instant::now();
     // The new process may need the whole ready time-out, and an in-place
     // restart first lets current work finish.
-    let timeout = Duration::from_secs(config.restart.ready_timeout_secs + 30);
+    let timeout = config.restart.ready_timeout + Duration::from_secs(30);
     loop {
         std::thread::sleep(Duration::from_millis(20));
         let now = qs_service::runfile::read_instance(data_dir, module);

@@ -277,12 +277,7 @@ pub async fn open_mailbox_server(
     keys: [&'static str; 2],
     access: &qs_config::MailAccessConfig,
 ) -> Result<MailboxServerParts, MailboxServerError> {
-    let directory = qs_directory::Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
+    let directory = crate::directory::open(&config.directory)?;
     crate::credentials::configure(&directory, &config.directory);
     let acceptor = crate::tls::acceptor(&config.tls.cert, &config.tls.key)?;
     let listeners = PlainAndTls::bind(keys, &access.listen, &access.tls_listen).await?;

@@ -2,16 +2,14 @@
 //! `credentials_cache_secs` and `credentials_cache_entries` (see
 //! `qs_directory::credentials_cache`).
 
-use std::time::Duration;
-
 use qs_config::DirectoryConfig;
 use qs_directory::{CredentialsCacheSettings, Directory};
 
 /// The cache settings `[directory]` asks for.
 pub fn cache_settings(config: &DirectoryConfig) -> CredentialsCacheSettings {
     CredentialsCacheSettings {
-        ttl: Duration::from_secs(config.credentials_cache_secs),
-        max_entries: usize::try_from(config.credentials_cache_entries).unwrap_or(usize::MAX),
+        ttl: config.credentials_cache_ttl,
+        max_entries: config.credentials_cache_entries,
     }
 }
 
@@ -22,6 +20,8 @@ pub fn configure(directory: &Directory, config: &DirectoryConfig) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -3,7 +3,8 @@
 //! # Description
 //! The plumbing that every daemon would otherwise copy, in the spirit of Postfix's
 //! `single_server_main`: logging set-up ([`logging`]), the TLS acceptor built from
-//! `[tls]` and the self-signed default certificate ([`tls`]), listener binding
+//! `[tls]` and the self-signed default certificate ([`tls`]), the user
+//! directory opened as `[directory]` says ([`directory`]), listener binding
 //! with errors that name the address and the config key ([`listen`]), the
 //! accept loops, connection limits (a budget per listener role, per address,
 //! per user), the log of refused connections and TLS handshakes of the servers
@@ -21,6 +22,7 @@
 pub mod accept;
 pub mod credentials;
 pub mod daemon;
+pub mod directory;
 pub mod listen;
 pub mod logging;
 pub mod login_limit;

@@ -37,7 +37,7 @@ pub fn client(config: &Config) -> Result<Client, ServiceError> {
     Ok(Client::new(
         endpoint,
         ClientOptions {
-            retry_for: Duration::from_secs(config.queue.client_retry_secs),
+            retry_for: config.queue.client_retry,
             ..ClientOptions::default()
         },
     ))

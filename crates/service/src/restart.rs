@@ -56,8 +56,8 @@ impl Restart {
             module: module.to_string(),
             style,
             data_dir: config.data_dir.clone(),
-            grace: Duration::from_secs(config.restart.grace_secs),
-            ready_timeout: Duration::from_secs(config.restart.ready_timeout_secs),
+            grace: config.restart.grace,
+            ready_timeout: config.restart.ready_timeout,
         }
     }
 }

@@ -150,16 +150,11 @@ impl Shared {
         } else {
             None
         };
-        let connect_timeout = Duration::from_secs(r.connect_timeout_secs);
-        let command_timeout = Duration::from_secs(r.command_timeout_secs);
+        let (connect_timeout, command_timeout) = (r.connect_timeout, r.command_timeout);
         let deadline = connect_timeout + command_timeout * 3;
         Ok(Shared {
             queue: qs_service::queue::client(config)?,
-            pool: Pool::new(
-                usize::try_from(r.max_connections).unwrap_or(usize::MAX),
-                usize::try_from(r.max_connections_per_host).unwrap_or(usize::MAX),
-                Duration::from_secs(r.down_period_secs),
-            ),
+            pool: Pool::new(r.max_connections, r.max_connections_per_host, r.down_period),
             mode,
             settings: Settings {
                 hello: ClientId::Domain(config.hostname.clone()),
@@ -167,8 +162,7 @@ impl Shared {
                 command_timeout,
                 credentials,
             },
-            max_per_transaction: usize::try_from(r.max_recipients_per_message)
-                .unwrap_or(usize::MAX),
+            max_per_transaction: r.max_recipients_per_message,
             lease: deadline + Duration::from_secs(60),
             deadline,
             dkim,
@@ -229,7 +223,7 @@ async fn reap(shared: Arc<Shared>, mut shutdown: Shutdown) {
 }
 
 /// Leases jobs one at a time and delivers them, until shutdown.
-async fn worker(shared: Arc<Shared>, n: u64, shutdown: Shutdown) {
+async fn worker(shared: Arc<Shared>, n: usize, shutdown: Shutdown) {
     let name = format!("smtp-relay/{}/{n}", std::process::id());
     qs_service::queue::lease_jobs(
         &shared.queue,

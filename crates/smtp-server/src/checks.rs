@@ -109,10 +109,7 @@ impl Checker {
     /// The checks of `config`, asking its `dns_server` or the system's name
     /// servers. Must be called inside the tokio runtime.
     pub fn new(hostname: &str, config: &SenderChecksConfig) -> Result<Checker, String> {
-        let resolver = resolver(
-            config.dns_server,
-            Duration::from_secs(config.dns_timeout_secs),
-        )?;
+        let resolver = resolver(config.dns_server, config.dns_timeout)?;
         // Bounded by the config (16 GiB), so a u32 of KiB.
         let memory_kib = (config.memory_limit / 1024).clamp(1, u64::from(u32::MAX));
         Ok(Checker {
@@ -132,7 +129,7 @@ impl Checker {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(self.config.timeout_secs)
+        self.config.timeout
     }
 
     /// Asks every `dnsbl_zones` list about `ip`: the refusal of MAIL FROM
@@ -433,7 +430,7 @@ impl Checker {
                 .await?;
             for (key, value) in &page {
                 let expired = Triplet::parse(value)
-                    .is_none_or(|t| t.expired(now, self.config.greylist_expiry_days));
+                    .is_none_or(|t| t.expired(now, self.config.greylist_expiry));
                 if expired {
                     queue.state_delete(GREYLIST_NAMESPACE, key).await?;
                     removed += 1;
@@ -465,8 +462,8 @@ impl Triplet {
         })
     }
 
-    fn expired(&self, now: u64, expiry_days: u64) -> bool {
-        now.saturating_sub(self.last_seen) > expiry_days.saturating_mul(86_400)
+    fn expired(&self, now: u64, expiry: Duration) -> bool {
+        now.saturating_sub(self.last_seen) > expiry.as_secs()
     }
 }
 
@@ -483,15 +480,17 @@ fn greylist_step(
     now: u64,
     config: &SenderChecksConfig,
 ) -> (Option<u64>, Option<Triplet>) {
-    let entry = entry.filter(|t| !t.expired(now, config.greylist_expiry_days));
+    let entry = entry.filter(|t| !t.expired(now, config.greylist_expiry));
     let Some(known) = entry else {
         let new = Triplet {
             first_seen: now,
             last_seen: now,
         };
-        return (Some(config.greylist_delay_secs), Some(new));
+        return (Some(config.greylist_delay.as_secs()), Some(new));
     };
-    let ready = known.first_seen.saturating_add(config.greylist_delay_secs);
+    let ready = known
+        .first_seen
+        .saturating_add(config.greylist_delay.as_secs());
     if now < ready {
         return (Some(ready - now), None);
     }
@@ -850,8 +849,8 @@ Subject: hi\r\n\r\n"
             "2001:db8:0:1::/64  b@x.test"
         );
         let mut config = config();
-        config.greylist_delay_secs = 300;
-        config.greylist_expiry_days = 35;
+        config.greylist_delay = Duration::from_secs(300);
+        config.greylist_expiry = Duration::from_secs(35 * 86_400);
         let day = 86_400;
         let t = |first_seen, last_seen| Triplet {
             first_seen,
@@ -887,7 +886,8 @@ Subject: hi\r\n\r\n"
             greylist_step(Some(t(1000, 1300)), late, &config),
             (Some(300), Some(t(late, late)))
         );
-        assert!(t(0, 0).expired(35 * day + 1, 35) && !t(0, 0).expired(35 * day, 35));
+        let expiry = config.greylist_expiry;
+        assert!(t(0, 0).expired(35 * day + 1, expiry) && !t(0, 0).expired(35 * day, expiry));
         assert_eq!(Triplet::parse(b"1000 1300"), Some(t(1000, 1300)));
         assert_eq!(
             Triplet::parse(t(7, 9).to_string().as_bytes()),

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use qs_config::Config;
-use qs_directory::Directory;
+use qs_config::{Config, SmtpServerConfig};
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
@@ -75,19 +74,33 @@ struct Shared {
     next_id: AtomicU64,
 }
 
+/// The connection budgets `[smtp_server]` asks for. Each role has its own: a
+/// flood on port 25 leaves the submission ports their room.
+fn connection_limits(s: &SmtpServerConfig) -> ConnectionLimits {
+    ConnectionLimits {
+        per_listener: vec![
+            (ListenerKind::Mx.config_key(), s.max_connections),
+            (
+                ListenerKind::Submission.config_key(),
+                s.submission_max_connections,
+            ),
+            (
+                ListenerKind::Submissions.config_key(),
+                s.submissions_max_connections,
+            ),
+        ],
+        per_address: s.max_connections_per_ip,
+        per_user: usize::MAX,
+    }
+}
+
 /// Runs smtp-server until `shutdown` fires, then lets sessions finish their
 /// current transaction (up to a drain timeout).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     let s = &config.smtp_server;
-    let directory = Directory::open(
-        &config.directory.file,
-        qs_directory::Options {
-            subaddress_separator: config.directory.subaddress_separator,
-        },
-    )?;
+    let directory = qs_service::directory::open(&config.directory)?;
     qs_service::credentials::configure(&directory, &config.directory);
-    let threshold = usize::try_from(s.spool_threshold).unwrap_or(usize::MAX);
-    let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", threshold)
+    let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", s.spool_threshold)
         .map_err(ServerError::Spool)?;
     let checks = &s.checks;
     let check_sender = checks.enabled || !checks.dnsbl_zones.is_empty();
@@ -100,10 +113,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
     let shared = Arc::new(Shared {
         session: Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
-            max_message_size: usize::try_from(s.max_message_size).unwrap_or(usize::MAX),
-            max_recipients: usize::try_from(s.max_recipients).unwrap_or(usize::MAX),
-            max_recipient_overshoot: usize::try_from(s.max_recipient_overshoot)
-                .unwrap_or(usize::MAX),
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_recipient_overshoot: s.max_recipient_overshoot,
             max_errors: s.max_errors,
             allow_plaintext_auth: s.allow_plaintext_auth,
             enforce_sender: s.enforce_sender,
@@ -121,13 +133,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         relay_networks: s.relay_networks.clone(),
         unchecked_networks: checks.unchecked_networks.clone(),
         checker,
-        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
-        session_timeout: Duration::from_secs(s.session_timeout_secs),
-        auth_failures: FailedLogins::new(
-            u32::try_from(s.max_auth_failures).unwrap_or(u32::MAX),
-            AUTH_BLOCK,
-            AUTH_BLOCK,
-        ),
+        idle_timeout: s.idle_timeout,
+        session_timeout: s.session_timeout,
+        auth_failures: FailedLogins::new(s.max_auth_failures, AUTH_BLOCK, AUTH_BLOCK),
         next_id: AtomicU64::new(1),
     });
 
@@ -136,18 +144,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         ListenerKind::Submission,
         ListenerKind::Submissions,
     ];
-    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    // Each role has its own budget: a flood on port 25 leaves the
-    // submission ports their room.
-    let connections = Connections::new(ConnectionLimits {
-        per_listener: vec![
-            (keys[0].config_key(), count(s.max_connections)),
-            (keys[1].config_key(), count(s.submission_max_connections)),
-            (keys[2].config_key(), count(s.submissions_max_connections)),
-        ],
-        per_address: count(s.max_connections_per_ip),
-        per_user: usize::MAX,
-    });
+    let connections = Connections::new(connection_limits(s));
     let listeners = accept::bind(&[
         (keys[0], keys[0].config_key(), &s.listen[..]),
         (keys[1], keys[1].config_key(), &s.submission[..]),

@@ -279,3 +279,38 @@ async fn shutdown_ends_sessions_without_update() {
         .unwrap();
     assert_eq!(inbox.messages().unwrap().len(), 1);
 }
+
+#[test]
+fn the_limits_follow_pop3_server_and_default_to_the_built_in_config() {
+    let config = Config::parse(
+        "[pop3_server]\nmax_connections = 3\ntls_max_connections = 4\n\
+         max_connections_per_ip = 2\nidle_timeout_secs = 900\nmax_auth_failures = 6\n\
+         max_errors = 7\n",
+        Path::new("/etc/qs/quicksilver.toml"),
+    )
+    .unwrap();
+    let limits = Limits::from_config(&config.pop3_server);
+    assert_eq!(
+        (
+            limits.max_connections,
+            limits.max_tls_connections,
+            limits.max_connections_per_address,
+            limits.idle_timeout,
+            limits.max_failures_per_address,
+            limits.max_errors,
+        ),
+        (3, 4, 2, Duration::from_secs(900), 6, 7)
+    );
+    let defaults = Limits::default();
+    assert_eq!(
+        (
+            defaults.max_connections,
+            defaults.max_tls_connections,
+            defaults.max_connections_per_address,
+            defaults.idle_timeout,
+            defaults.max_failures_per_address,
+            defaults.max_errors,
+        ),
+        (200, 200, 20, Duration::from_secs(600), 10, 10)
+    );
+}
