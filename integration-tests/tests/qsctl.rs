@@ -477,3 +477,54 @@ fn dkim_keys_are_kept_private_never_replaced_and_their_records_shown_again() {
         assert!(err.contains(problem), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn dns_prints_each_local_domain_s_mx_spf_dkim_and_dmarc_records() {
+    let inst = Installation::init();
+    // Before any key: the records, and how to make the DKIM one.
+    let out = inst.ok(&["dns"]);
+    let hostname = out
+        .lines()
+        .find_map(|l| l.strip_prefix("example.test. MX 10 "))
+        .unwrap_or_else(|| panic!("no MX record in\n{out}"))
+        .trim_end_matches('.')
+        .to_string();
+    assert!(!hostname.is_empty(), "{out}");
+    assert!(out.contains("example.test. TXT \"v=spf1 mx "), "{out}");
+    assert!(out.contains("qsctl dkim generate example.test"), "{out}");
+    assert!(
+        out.contains(
+            "_dmarc.example.test. TXT \"v=DMARC1; p=none; rua=mailto:postmaster@example.test\""
+        ),
+        "{out}"
+    );
+    // Every record line is a comment or NAME. TYPE DATA.
+    for line in out.lines().filter(|l| !l.starts_with(';') && !l.is_empty()) {
+        let mut words = line.split(' ');
+        assert!(words.next().unwrap().ends_with('.'), "{line}");
+        assert!(["MX", "TXT"].contains(&words.next().unwrap()), "{line}");
+    }
+
+    // With a key, its record is the one `dkim show` prints, name fully qualified.
+    let record = inst.ok(&["dkim", "generate", "example.test", "--selector", "s1"]);
+    let record = record.trim();
+    let (name, value) = record.split_once(" TXT ").unwrap();
+    let out = inst.ok(&["dns", "Example.test"]);
+    assert!(
+        out.contains(&format!("{name}. TXT {value}\n")),
+        "{out}\n{record}"
+    );
+    assert!(!out.contains("PRIVATE"), "{out}");
+
+    // A second domain gets its own block; an alias and a stranger none.
+    inst.ok(&["domain", "add", "second.test"]);
+    inst.ok(&["domain", "add", "alias.test", "--alias-of", "second.test"]);
+    let out = inst.ok(&["dns"]);
+    assert!(out.contains("second.test. MX 10 "), "{out}");
+    assert!(!out.contains("alias.test. MX"), "{out}");
+    let refused = inst.fails(&["dns", "stranger.test"]);
+    assert!(
+        refused.contains("stranger.test is not a local domain"),
+        "{refused}"
+    );
+}

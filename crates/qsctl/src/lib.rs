@@ -31,6 +31,8 @@
 //!   `qsctl dkim show DOMAIN`, `qsctl dkim list`: smtp-relay's DKIM keys
 //!   (files of mode 0600 in `dkim_dir`, never replaced) and the DNS TXT
 //!   records that publish them (see `dkim_cmd`).
+//! - `qsctl dns [DOMAIN]`: the MX, SPF, DKIM and DMARC records each local
+//!   domain needs, as zone-file lines (see `dns_cmd`).
 //! - `qsctl fetch [NAME] [--no-wait]`: asks the running pop-client to poll
 //!   now, through its control socket `<data_dir>/run/pop-client.sock`.
 //!
@@ -44,6 +46,7 @@
 
 mod admin;
 mod dkim_cmd;
+mod dns_cmd;
 mod fetch;
 mod init;
 mod list_cmd;
@@ -113,6 +116,9 @@ pub enum Command {
     /// DKIM signing keys of outgoing mail and their DNS records.
     #[command(subcommand)]
     Dkim(dkim_cmd::DkimCommand),
+    /// The DNS records each local domain needs (MX, SPF, DKIM, DMARC), as
+    /// zone-file lines.
+    Dns(dns_cmd::DnsArgs),
 }
 
 /// Runs one command.
@@ -132,6 +138,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fetch(args) => fetch::fetch(&load_config(&cli.config)?, args),
         Command::List(cmd) => list_cmd::list(&load_config(&cli.config)?, cmd),
         Command::Dkim(cmd) => dkim_cmd::dkim(&load_config(&cli.config)?, cmd),
+        Command::Dns(args) => dns_cmd::dns(&load_config(&cli.config)?, args),
     }
 }
 
