@@ -1,7 +1,7 @@
 //! smtp-server's sender checks on the port-25 role, against the scripted DNS
 //! server: SPF at MAIL FROM, DKIM and DMARC at the end of DATA (messages signed
 //! here with mail-auth's signer and a test key), the Authentication-Results
-//! field and the removal of forged ones, DMARC's reject and quarantine, DNS
+//! field and the removal of forged ones, ARC chains, DMARC's reject and quarantine, DNS
 //! blacklists, DNS timeouts and greylisting. The client is 127.0.0.1, made a
 //! checked client by emptying `unchecked_networks`.
 
@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use integration_tests::dns::{Rr, dns_server};
 use integration_tests::{Daemon, Installation};
+use mail_auth::arc::ArcSealer;
 use mail_auth::common::crypto::Ed25519Key;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
+use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The installation's host name, as its Authentication-Results fields say.
@@ -161,6 +163,22 @@ impl TestKey {
             .unwrap();
         format!("{}{message}", signature.to_header())
     }
+
+    /// `message` with the ARC set (RFC 8617) a forwarder at `domain` adds as the
+    /// first hop of a chain: its seal, its message signature over From, To,
+    /// Subject and DKIM-Signature, and its Authentication-Results.
+    fn arc_seal(&self, domain: &str, message: &str) -> String {
+        let key = Ed25519Key::from_pkcs8_der(&self.pkcs8).unwrap();
+        let parsed = AuthenticatedMessage::parse(message.as_bytes()).unwrap();
+        let results = AuthenticationResults::new(domain);
+        let set = ArcSealer::from_key(key)
+            .domain(domain)
+            .selector("sel")
+            .headers(["From", "To", "Subject", "DKIM-Signature"])
+            .seal(&parsed, &results, &ArcOutput::default())
+            .unwrap();
+        format!("{}{}{message}", set.to_header(), results.to_header())
+    }
 }
 
 /// The messages in alice's `folder` ("" for the INBOX, "Junk").
@@ -244,6 +262,8 @@ fn zone(key: &TestKey) -> Vec<(String, Rr)> {
         txt("pass.test", "v=spf1 ip4:127.0.0.1 -all"),
         txt("_dmarc.pass.test", "v=DMARC1; p=reject"),
         txt("sel._domainkey.pass.test", &key.record),
+        // Forwards mail and seals it with ARC (with `key`); no SPF, no DMARC.
+        txt("sel._domainkey.forwarder.test", &key.record),
         // Allows someone else only, wants DMARC reject.
         txt("fail.test", "v=spf1 ip4:192.0.2.1 -all"),
         txt("_dmarc.fail.test", "v=DMARC1; p=reject"),
@@ -384,6 +404,38 @@ fn spf_dkim_and_dmarc_decide_and_are_written_in_one_field() {
             .iter()
             .any(|m| m.contains("Subject: slow"))
     );
+}
+
+#[test]
+fn an_arc_chain_is_verified_and_its_result_written_in_our_field() {
+    let key = TestKey::new();
+    let dns = dns_server(zone(&key));
+    let mx = mx(dns, |_| {});
+    // A list or forwarder sealed the message it passes on.
+    let sealed = key.arc_seal(
+        "forwarder.test",
+        &key.sign("pass.test", &message("a@pass.test", "sealed")),
+    );
+    assert!(sealed.starts_with("ARC-Seal: i=1; "), "{sealed}");
+    assert!(send(mx.addr, "a@soft.test", &sealed).starts_with("250 "));
+    let results = our_results(&delivered(&mx.inst, "", "sealed"));
+    assert!(results.contains("; arc=pass"), "{results}");
+    // The same chain over a message changed after sealing does not verify (From
+    // in a domain without DMARC, so that it is delivered to be looked at).
+    let broken = key
+        .arc_seal(
+            "forwarder.test",
+            &key.sign("pass.test", &message("a@soft.test", "resealed")),
+        )
+        .replace("Subject: resealed", "Subject: resealed-after");
+    let reply = send(mx.addr, "a@soft.test", &broken);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let results = our_results(&delivered(&mx.inst, "", "resealed-after"));
+    assert!(results.contains("; arc=fail"), "{results}");
+    // A message without ARC sets gets no arc= result ("dmarc=" ends the same).
+    assert!(send(mx.addr, "a@soft.test", &message("a@soft.test", "plain")).starts_with("250 "));
+    let results = our_results(&delivered(&mx.inst, "", "plain"));
+    assert!(!results.contains("; arc="), "{results}");
 }
 
 #[test]
