@@ -3,7 +3,8 @@
 //! here with mail-auth's signer and a test key), the Authentication-Results
 //! field and the removal of forged ones, ARC chains, DMARC's reject and quarantine, DNS
 //! blacklists, DNS timeouts and greylisting. The client is 127.0.0.1, made a
-//! checked client by emptying `unchecked_networks`.
+//! checked client by emptying `unchecked_networks` (and a trusted one again by
+//! naming it in `relay_networks`).
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
@@ -548,4 +549,26 @@ fn greylisting_refuses_a_new_triplet_then_lets_it_in_after_the_delay() {
     let mut client = Client::connect(mx.addr);
     let (_, rcpt) = client.envelope("b@pass.test");
     assert!(rcpt.unwrap().starts_with("451 4.7.1 "));
+}
+
+#[test]
+fn greylisting_and_the_other_checks_leave_relay_networks_alone() {
+    // A DNS server that never answers: any check asked of it would be a 451.
+    let dns = dns_server(vec![("pass.test", Rr::Silent)]);
+    let mx = mx(dns, |inst| {
+        inst.set("smtp_server", "greylisting", "true");
+        inst.set("smtp_server", "relay_networks", "[\"127.0.0.0/8\"]");
+    });
+    let mut client = Client::connect(mx.addr);
+    let (mail, rcpt) = client.envelope("a@pass.test");
+    assert!(mail.starts_with("250 "), "{mail}");
+    let rcpt = rcpt.unwrap();
+    assert!(rcpt.starts_with("250 "), "{rcpt}");
+    let reply = client.data(&message("a@pass.test", "from-our-network"));
+    assert!(reply.starts_with("250 "), "{reply}");
+    let got = delivered(&mx.inst, "", "from-our-network");
+    assert!(
+        !got.contains("Authentication-Results: mail.example.test"),
+        "{got}"
+    );
 }
