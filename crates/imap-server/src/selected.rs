@@ -318,6 +318,7 @@ impl Selected {
             self.gone.insert(now.uid, Some(now.clone()));
             return Ok(Some(now));
         }
+        let before = self.state.before_own_change(&self.folder);
         let now = match self.folder.set_flags_at(&self.entry(&msg), flags) {
             Ok(now) => now,
             // Removed just now: the next sync finds out and tells.
@@ -325,6 +326,7 @@ impl Selected {
             Err(e) => return Err(e),
         };
         let modseq = self.state.set_flags(msg.uid, now.flags);
+        self.state.after_own_change(&self.folder, before);
         self.told.insert(msg.uid, now.flags);
         Ok(Some(Msg {
             flags: now.flags,

@@ -74,7 +74,15 @@ pub struct FolderView {
     /// When the last listing began: a session that asked for a refresh before that
     /// (and waited for the lock meanwhile) has nothing more to learn from another.
     listed_at: Option<Instant>,
+    /// When `settled` was first moved by this process's own change since the last
+    /// listing (see [`FolderState::after_own_change`]): trusted for
+    /// [`OWN_CHANGE_TRUST`], then the folder is listed again.
+    provisional: Option<Instant>,
 }
+
+/// Directory times of `new/` and `cur/`, taken before a change this process makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirTimes(Option<(SystemTime, SystemTime)>);
 
 /// One message of a [`FolderView`].
 #[derive(Debug, Clone)]
@@ -94,6 +102,12 @@ pub struct Entry {
     /// When its flags last changed (see [`FolderView::modseq`]).
     pub modseq: u64,
 }
+
+/// How long the directory times moved by this process's own changes stand for a
+/// listing. A change another program makes in the same clock tick as ours cannot be
+/// told from ours by the times; it is found by the listing this forces, at most
+/// this late.
+pub const OWN_CHANGE_TRUST: Duration = Duration::from_secs(2);
 
 /// A directory changed less than this before a listing began may have changed during
 /// it (coarse time stamps): such a listing does not count as settled.
@@ -202,7 +216,10 @@ impl FolderState {
         let cur_dir = folder.path().join("cur");
         let before = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let unclaimed = claim && view.entries.iter().any(|e| e.in_new);
-        if view.settled == Some(before) && !unclaimed {
+        let trusted = view
+            .provisional
+            .is_none_or(|since| since.elapsed() < OWN_CHANGE_TRUST);
+        if view.settled == Some(before) && !unclaimed && trusted {
             return Ok(());
         }
         // Sessions of a busy folder wait here for each other's listings: one that
@@ -297,6 +314,7 @@ impl FolderState {
         let quiet = |t: SystemTime| t + MTIME_SLACK < started;
         view.settled = (after == before && quiet(before.0) && quiet(before.1)).then_some(before);
         view.listed_at = Some(listing_began);
+        view.provisional = None;
         Ok(())
     }
 
@@ -306,24 +324,30 @@ impl FolderState {
     /// listing records the change (the file names are the flags' store).
     pub fn set_flags(&self, uid: u32, flags: Flags) -> u64 {
         let mut view = lock(&self.view);
-        let modseq = {
-            let mut index = lock(&self.index);
-            let modseq = match index.record(&[(uid, flags)], &[]) {
-                Ok(modseqs) => modseqs[0],
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot record a flag change in the UID index");
-                    index.highest_modseq()
-                }
-            };
-            view.modseq = index.highest_modseq();
-            modseq
-        };
+        let modseq = self.record_state(&mut view, uid, flags);
         if let Ok(i) = view.entries.binary_search_by_key(&uid, |e| e.uid) {
             let e = &mut view.entries[i];
             e.flags = flags;
             e.in_new = false;
             e.modseq = modseq;
         }
+        modseq
+    }
+
+    /// Records a message's flags in the index (hold the view's lock: the index is
+    /// taken after it) and returns their modification sequence. When the index
+    /// cannot be written, the next listing records them (the file names are the
+    /// flags' store).
+    fn record_state(&self, view: &mut FolderView, uid: u32, flags: Flags) -> u64 {
+        let mut index = lock(&self.index);
+        let modseq = match index.record(&[(uid, flags)], &[]) {
+            Ok(modseqs) => modseqs[0],
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record a message's flags in the UID index");
+                index.highest_modseq()
+            }
+        };
+        view.modseq = index.highest_modseq();
         modseq
     }
 
@@ -349,6 +373,59 @@ impl FolderState {
         });
         let pruned = view.bury(gone);
         self.forget(&pruned);
+    }
+
+    /// The directory times before a change this process is about to make (a flag
+    /// change, an expunge, an APPEND), for [`FolderState::after_own_change`].
+    pub fn before_own_change(&self, folder: &Folder) -> DirTimes {
+        let dir = folder.path();
+        DirTimes(
+            mtime(&dir.join("new"))
+                .ok()
+                .zip(mtime(&dir.join("cur")).ok()),
+        )
+    }
+
+    /// After a change this process made and put in the view (flags, an expunge, an
+    /// APPEND): if the folder had not changed since its last listing when the change
+    /// began, the directory times now are those of the view, so the next sync
+    /// lists nothing. (Without this, on a big folder every command after a change
+    /// would list it again.) The times count so for [`OWN_CHANGE_TRUST`] at most.
+    pub fn after_own_change(&self, folder: &Folder, before: DirTimes) {
+        let Some(before) = before.0 else {
+            return;
+        };
+        let after = self.before_own_change(folder);
+        let mut view = lock(&self.view);
+        if view.settled == Some(before)
+            && let Some(after) = after.0
+        {
+            view.settled = Some(after);
+            view.provisional.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Puts a message this process just appended (its UID given by the index) into
+    /// the view, with a first modification sequence.
+    pub fn appended(&self, uid: u32, entry: &qs_mailstore::MessageEntry, date: i64) {
+        let mut view = lock(&self.view);
+        let modseq = self.record_state(&mut view, uid, entry.flags);
+        let at = view.entries.partition_point(|e| e.uid < uid);
+        if view.entries.get(at).is_some_and(|e| e.uid == uid) {
+            return;
+        }
+        view.entries.insert(
+            at,
+            Entry {
+                uid,
+                id: entry.id.clone(),
+                flags: entry.flags,
+                in_new: entry.is_new,
+                size: entry.size,
+                date,
+                modseq,
+            },
+        );
     }
 
     /// Registers a session that selects the folder: the messages that leave it from

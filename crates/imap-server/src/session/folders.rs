@@ -598,6 +598,7 @@ impl Session {
                 Some(d) => d.as_ref().timestamp(),
                 None => crate::encode::now_secs(),
             };
+            let before = state.before_own_change(&folder);
             let entry = match &spool {
                 Some(spool) => user_mailbox.append_from(
                     &folder,
@@ -609,10 +610,14 @@ impl Session {
                 None => user_mailbox.append(&folder, bytes, maildir_flags, secs)?,
             };
             let uids = index.add(&[(entry.id.clone(), secs)])?;
-            Ok(Ok((
-                index.uid_validity(),
-                uids.first().copied().unwrap_or(0),
-            )))
+            let (validity, uid) = (index.uid_validity(), uids.first().copied().unwrap_or(0));
+            // The sessions of this process learn of it without listing the folder.
+            drop(index);
+            if uid != 0 {
+                state.appended(uid, &entry, secs);
+                state.after_own_change(&folder, before);
+            }
+            Ok(Ok((validity, uid)))
         })();
         match result {
             Ok(Ok((validity, uid))) => {

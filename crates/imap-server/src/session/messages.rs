@@ -501,6 +501,7 @@ impl Session {
         let max_uid = sel.max_uid();
         let mut removed = Vec::new();
         let mut result = Ok(());
+        let before = sel.state.before_own_change(&sel.folder);
         for (i, msg) in sel.all().into_iter().enumerate() {
             let Some(msg) = msg else {
                 continue;
@@ -521,6 +522,9 @@ impl Session {
             }
         }
         sel.mark_gone(&removed);
+        if !removed.is_empty() {
+            sel.state.after_own_change(&sel.folder, before);
+        }
         sel.report_expunges(out);
         result.map(|()| removed.len())
     }

@@ -207,3 +207,40 @@ fn flags_changed_by_another_program_get_a_new_sequence() {
     );
     assert!(number_after(&out, "MODSEQ") > known, "{out}");
 }
+
+#[test]
+fn a_change_hidden_behind_our_own_is_found_within_the_trust_window() {
+    let h = Harness::new();
+    h.deliver("one");
+    h.deliver("two");
+    let mut c = h.logged_in();
+    // A listing counts as settled only for directories quiet before it began.
+    c.ok("s SELECT INBOX");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    c.ok("s2 SELECT INBOX");
+    let cur = h.mailbox().inbox().path().join("cur");
+    let settled = std::fs::metadata(&cur).unwrap().modified().unwrap();
+    // Another program flags message 1 in the same clock tick as the listing's
+    // times (the directory's time put back to show it).
+    let first = std::fs::read_dir(&cur)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p).unwrap().contains("Subject: one"))
+        .unwrap();
+    let name = first.file_name().unwrap().to_string_lossy().into_owned();
+    let base = name.split(":2,").next().unwrap().to_owned();
+    std::fs::rename(&first, cur.join(format!("{base}:2,F"))).unwrap();
+    std::fs::File::open(&cur)
+        .unwrap()
+        .set_modified(settled)
+        .unwrap();
+    // Our own change to message 2 moves the times; the next command lists nothing,
+    // so the other change is not seen yet...
+    c.ok("st STORE 2 +FLAGS.SILENT (\\Seen)");
+    let out = c.ok("n NOOP");
+    assert!(!out.contains("FETCH"), "{out}");
+    // ...but once the times stop being trusted, a listing finds it.
+    std::thread::sleep(crate::store::OWN_CHANGE_TRUST + std::time::Duration::from_millis(100));
+    let out = c.ok("n2 NOOP");
+    assert!(out.contains("FLAGS (\\Flagged"), "{out}");
+}
