@@ -61,7 +61,6 @@
 pub mod body;
 pub mod checks;
 pub mod policy;
-pub mod reply;
 pub mod server;
 pub mod session;
 

@@ -2,14 +2,14 @@
 //! and the actions a [`Session`] asks for (password checks, durable enqueue).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use qs_config::Config;
 use qs_directory::Directory;
 use qs_directory::lists::ListIndex;
-use qs_queue::{Client, Origin};
+use qs_queue::{Client, Origin, Reply};
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
@@ -21,7 +21,6 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::checks::{Checker, SenderVerdict};
 use crate::policy::DirectoryPolicy;
-use crate::reply::Reply;
 use crate::session::{Action, AuthOutcome, ListenerKind, Peer, Session, SessionConfig};
 
 /// How long a TLS handshake may take.
@@ -171,7 +170,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         &connections,
         &shutdown,
         // Nothing readable can be said on a TLS listener before the handshake.
-        |kind| (kind != ListenerKind::Submissions).then_some(TOO_MANY),
+        |kind| (kind != ListenerKind::Submissions).then_some(TOO_MANY.as_slice()),
         move |kind, key, stream, peer, admitted| {
             let id = format!("{:08X}", accepted.next_id.fetch_add(1, Ordering::Relaxed));
             let span = tracing::info_span!("smtp", session = %id, %peer, listener = key);
@@ -222,7 +221,8 @@ async fn sweep_greylist(checker: Arc<Checker>, queue: Client, mut shutdown: Shut
 }
 
 /// What a client over the connection limit reads on a plaintext listener.
-const TOO_MANY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
+static TOO_MANY: LazyLock<Vec<u8>> =
+    LazyLock::new(|| Reply::new(421, "4.7.0", "Too many connections, try again later").to_bytes());
 
 async fn connection(
     shared: Arc<Shared>,
