@@ -522,7 +522,7 @@ fn fail_outbound(inst: &Installation, expected: usize, for_address: impl Fn(&str
         .map(|r| qs_queue::RecipientResult {
             index: r.index,
             outcome: qs_queue::Outcome::PermanentFailure {
-                reply: for_address(&r.address),
+                reply: for_address(&r.address).into(),
             },
         })
         .collect();

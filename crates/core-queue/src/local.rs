@@ -126,7 +126,9 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
         for r in &job.recipients {
             let fail = |reply: String| RecipientResult {
                 index: r.index,
-                outcome: Outcome::PermanentFailure { reply },
+                outcome: Outcome::PermanentFailure {
+                    reply: reply.into(),
+                },
             };
             if let Some(reply) = trace.loop_reply(&r.address) {
                 results[j].push(fail(reply));

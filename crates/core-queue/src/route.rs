@@ -183,7 +183,7 @@ fn push_unique(
     r.next_attempt = now;
     if let Some(reply) = failure {
         r.status = RecipientStatus::Failed;
-        r.last_reply = Some(reply);
+        r.last_reply = Some(reply.into());
     }
     out.push(r);
 }
@@ -290,15 +290,17 @@ mod tests {
         assert!(
             routed[0]
                 .last_reply
-                .as_deref()
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .starts_with("550 5.1.1")
         );
         assert!(
             routed[1]
                 .last_reply
-                .as_deref()
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .contains("alias loop")
         );
     }
@@ -330,8 +332,9 @@ mod tests {
         assert!(
             routed[0]
                 .last_reply
-                .as_deref()
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .contains("deeper than 10")
         );
     }

@@ -167,8 +167,11 @@ async fn enqueue_then_lease_and_complete() {
     assert_eq!(list[0].pending, 1);
     let envelope = client.show(&id).await.expect("show");
     assert_eq!(
-        envelope.recipients[1].last_reply.as_deref(),
-        Some("451 later")
+        envelope.recipients[1]
+            .last_reply
+            .as_ref()
+            .map(|r| r.to_string()),
+        Some("451 later".to_string())
     );
     assert_eq!(client.body(&id).await.expect("body"), body);
     client.retry(&id).await.expect("retry");

@@ -65,15 +65,21 @@ async fn handle(shared: &Shared, job: Job) {
         let outcome = match recipient(shared, &job, r).await {
             Ok(reply) => {
                 info!(queue_id = %job.id, rcpt = %r.address, result = %reply, "done");
-                Outcome::Delivered { reply }
+                Outcome::Delivered {
+                    reply: reply.into(),
+                }
             }
             Err(Failure::Temporary(reply)) => {
                 warn!(queue_id = %job.id, rcpt = %r.address, reply = %reply, "will try again");
-                Outcome::TemporaryFailure { reply }
+                Outcome::TemporaryFailure {
+                    reply: reply.into(),
+                }
             }
             Err(Failure::Permanent(reply)) => {
                 info!(queue_id = %job.id, rcpt = %r.address, reply = %reply, "refused");
-                Outcome::PermanentFailure { reply }
+                Outcome::PermanentFailure {
+                    reply: reply.into(),
+                }
             }
         };
         results.push(RecipientResult {

@@ -58,9 +58,15 @@ impl Reply {
     pub fn outcome(&self, host: &str) -> Outcome {
         let reply = format!("{self} ({host})");
         match self.class() {
-            Class::Success => Outcome::Delivered { reply },
-            Class::Permanent => Outcome::PermanentFailure { reply },
-            Class::Intermediate | Class::Temporary => Outcome::TemporaryFailure { reply },
+            Class::Success => Outcome::Delivered {
+                reply: reply.into(),
+            },
+            Class::Permanent => Outcome::PermanentFailure {
+                reply: reply.into(),
+            },
+            Class::Intermediate | Class::Temporary => Outcome::TemporaryFailure {
+                reply: reply.into(),
+            },
         }
     }
 }
@@ -78,12 +84,16 @@ impl fmt::Display for Reply {
 /// A temporary failure found here rather than answered by a server
 /// (`4.4.1 connect to ...: Connection refused`).
 pub fn temporary(text: impl Into<String>) -> Outcome {
-    Outcome::TemporaryFailure { reply: text.into() }
+    Outcome::TemporaryFailure {
+        reply: text.into().into(),
+    }
 }
 
 /// A permanent failure found here (`5.6.3 remote server does not accept ...`).
 pub fn permanent(text: impl Into<String>) -> Outcome {
-    Outcome::PermanentFailure { reply: text.into() }
+    Outcome::PermanentFailure {
+        reply: text.into().into(),
+    }
 }
 
 /// A short word for logs: `sent`, `deferred` or `bounced` (Postfix's words).
@@ -96,12 +106,8 @@ pub fn status_word(outcome: &Outcome) -> &'static str {
 }
 
 /// The reply text of an outcome.
-pub fn outcome_text(outcome: &Outcome) -> &str {
-    match outcome {
-        Outcome::Delivered { reply }
-        | Outcome::TemporaryFailure { reply }
-        | Outcome::PermanentFailure { reply } => reply,
-    }
+pub fn outcome_text(outcome: &Outcome) -> String {
+    outcome.reply().to_string()
 }
 
 #[cfg(test)]
