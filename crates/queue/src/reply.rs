@@ -119,7 +119,8 @@ pub struct Reply {
 
 impl Reply {
     /// A one-line reply; `enhanced` is an RFC 3463 code (`5.1.1`) or empty.
-    /// Something else in `enhanced` is kept, in front of the text.
+    /// Something else in `enhanced` (not a code, or a code of another class
+    /// than `code`, RFC 2034 §4) is kept, in front of the text.
     pub fn new(code: u16, enhanced: &str, text: &str) -> Reply {
         Reply::with_code(Some(code), enhanced, text)
     }
@@ -137,10 +138,10 @@ impl Reply {
     pub fn from_lines<S: AsRef<str>>(code: u16, lines: &[S]) -> Reply {
         let mut lines = lines.iter().map(|l| clean(l.as_ref()));
         let first = lines.next().unwrap_or_default();
-        let (enhanced, first) = split_enhanced(&first);
+        let (enhanced, first) = split_enhanced(&first, Some(code));
         let mut out = vec![first.to_string()];
         for line in lines {
-            let rest = match (enhanced, split_enhanced(&line)) {
+            let rest = match (enhanced, split_enhanced(&line, Some(code))) {
                 (Some(ours), (Some(theirs), rest)) if ours == theirs => rest.to_string(),
                 _ => line,
             };
@@ -154,10 +155,11 @@ impl Reply {
     }
 
     fn with_code(code: Option<u16>, enhanced: &str, text: &str) -> Reply {
-        let (enhanced, text) = match (enhanced.parse::<EnhancedCode>(), enhanced.is_empty()) {
-            (Ok(e), _) => (Some(e), clean(text)),
-            (Err(()), true) => (None, clean(text)),
-            (Err(()), false) => (None, clean(&join(enhanced, text))),
+        let parsed = enhanced.parse().ok().filter(|e| agrees(*e, code));
+        let (enhanced, text) = match (parsed, enhanced.is_empty()) {
+            (Some(e), _) => (Some(e), clean(text)),
+            (None, true) => (None, clean(text)),
+            (None, false) => (None, clean(&join(enhanced, text))),
         };
         Reply {
             code,
@@ -281,7 +283,7 @@ impl FromStr for Reply {
             }
             _ => (None, first),
         };
-        let (enhanced, text) = split_enhanced(rest);
+        let (enhanced, text) = split_enhanced(rest, code);
         let mut all = vec![text.to_string()];
         all.extend(lines.map(str::to_string));
         Ok(Reply {
@@ -313,14 +315,20 @@ impl From<Reply> for String {
     }
 }
 
-/// An enhanced code at the start of `text` (a word of its own), and the rest
-/// after its space.
-fn split_enhanced(text: &str) -> (Option<EnhancedCode>, &str) {
+/// An enhanced code at the start of `text` (a word of its own) that agrees
+/// with the reply's `code`, and the rest after its space.
+fn split_enhanced(text: &str, code: Option<u16>) -> (Option<EnhancedCode>, &str) {
     let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
-    match word.parse() {
-        Ok(code) => (Some(code), rest),
-        Err(()) => (None, text),
+    match word.parse().ok().filter(|e| agrees(*e, code)) {
+        Some(enhanced) => (Some(enhanced), rest),
+        None => (None, text),
     }
+}
+
+/// RFC 2034 §4: an enhanced code's class is the reply code's first digit (a
+/// reply without a code takes any).
+fn agrees(enhanced: EnhancedCode, code: Option<u16>) -> bool {
+    code.is_none_or(|code| code / 100 == u16::from(enhanced.class()))
 }
 
 /// `a b`, or whichever is not empty.
@@ -365,6 +373,9 @@ mod tests {
         let odd = Reply::new(451, "9.9.9", "x");
         assert_eq!(odd.enhanced(), None);
         assert_eq!(odd.to_bytes(), b"451 9.9.9 x\r\n");
+        let other_class = Reply::new(250, "5.0.0", "x");
+        assert_eq!(other_class.enhanced(), None);
+        assert_eq!(other_class.to_bytes(), b"250 5.0.0 x\r\n");
     }
 
     #[test]
@@ -417,6 +428,7 @@ mod tests {
             ("4.1234.1 wide", "4.1234.1 wide"),
             ("4.a.1 letters", "4.a.1 letters"),
             ("4.3.0: glued", "4.3.0: glued"),
+            ("5.3.0 not the reply's class", "5.3.0 not the reply's class"),
             ("", ""),
         ] {
             let r = Reply::from_lines(451, &[line]);
@@ -467,6 +479,7 @@ mod tests {
             "451  two spaces",
             "451-not a code",
             "4511 not a code",
+            "250 5.1.1 another class",
             "0 odd",
             "",
         ] {
