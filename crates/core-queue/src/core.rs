@@ -241,9 +241,11 @@ impl Core {
                     original: f.original.clone(),
                     address: f.address.clone(),
                     reply: if f.expired {
-                        format!("{} (retried for too long; giving up)", f.reply)
+                        f.reply
+                            .clone()
+                            .with_note("(retried for too long; giving up)")
                     } else {
-                        f.reply.to_string()
+                        f.reply.clone()
                     },
                     remote_host: None,
                 })
@@ -279,8 +281,8 @@ impl Core {
                     address: r.address.clone(),
                     reply: r
                         .last_reply
-                        .as_ref()
-                        .map_or_else(|| "not yet delivered".into(), Reply::to_string),
+                        .clone()
+                        .unwrap_or_else(|| Reply::local("", "not yet delivered")),
                     remote_host: None,
                 })
                 .collect();
