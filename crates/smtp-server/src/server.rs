@@ -21,7 +21,7 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::checks::{Checker, SenderVerdict};
 use crate::policy::DirectoryPolicy;
-use crate::session::{Action, AuthOutcome, ListenerKind, Peer, Session, SessionConfig};
+use crate::session::{self, Action, AuthOutcome, ListenerKind, Peer, Session, SessionConfig};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -395,9 +395,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     match &result {
                         Ok(id) => info!(queue_id = %id, from = %envelope.sender,
                             recipients = envelope.recipients.len(), size = envelope.message.len(), "accepted"),
-                        Err(e) => error!(error = %e, "the queue refused or could not be reached"),
+                        Err(e) => error!(error = %e, permanent = e.is_permanent(),
+                            "the queue refused or could not be reached"),
                     }
-                    session.enqueued(result.map(|id| id.to_string()).map_err(|e| e.to_string()));
+                    session.enqueued(
+                        result
+                            .map(|id| id.to_string())
+                            .map_err(|e| session::queue_refusal(&e)),
+                    );
                 }
                 Action::CheckSender { helo, sender } => {
                     let ip = session_peer_ip(&session);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use qs_directory::Secret;
-use qs_queue::Reply;
+use qs_queue::{ClientError, Reply};
 use smtp_proto::{
     AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request,
 };
@@ -373,8 +373,9 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    /// The answer to [`Action::Enqueue`]: the queue id, or why it failed.
-    pub fn enqueued(&mut self, result: Result<String, String>) {
+    /// The answer to [`Action::Enqueue`]: the queue id, or the reply for the
+    /// client when the queue did not take the message ([`queue_refusal`]).
+    pub fn enqueued(&mut self, result: Result<String, Reply>) {
         if !matches!(self.state, State::Waiting(Waiting::Enqueue)) {
             return;
         }
@@ -384,14 +385,7 @@ impl<P: Policy> Session<P> {
                 self.messages += 1;
                 self.reply(250, "2.0.0", &format!("OK queued as {id}"));
             }
-            Err(reason) => {
-                tracing::error!(error = %reason, "cannot queue the message");
-                self.reply(
-                    451,
-                    "4.3.0",
-                    "Queue temporarily unavailable, try again later",
-                );
-            }
+            Err(refusal) => self.send(refusal),
         }
         self.tx = Transaction::default();
     }
@@ -1168,6 +1162,25 @@ impl<P: Policy> Session<P> {
             self.id,
             self.messages + 1,
             qs_queue::message::rfc5322_date(qs_queue::unix_now())
+        )
+    }
+}
+
+/// The answer at the end of DATA when the queue did not take a message: 5xx
+/// when it never will (a body over its frame limit, 552 5.3.4; an envelope or
+/// frame core-queue refuses, 554 5.3.0), else 451 4.3.0, so that the client
+/// keeps the message and tries again: an unreachable queue, or one that
+/// failed in a way nobody classified, never loses mail.
+pub fn queue_refusal(error: &ClientError) -> Reply {
+    if error.is_too_large() {
+        Reply::new(552, "5.3.4", "Message too big for the mail queue")
+    } else if error.is_permanent() {
+        Reply::new(554, "5.3.0", "The mail queue refused the message")
+    } else {
+        Reply::new(
+            451,
+            "4.3.0",
+            "Queue temporarily unavailable, try again later",
         )
     }
 }
