@@ -37,6 +37,10 @@ pub enum ParseError {
     /// than `a-z`, `0-9`, `-` and `_`.
     #[error("invalid job class {0:?}: expected 1 to 32 of a-z, 0-9, '-', '_'")]
     JobClass(String),
+    /// Not an RFC 3463 enhanced status code (`class.subject.detail`: 2, 4
+    /// or 5, then two numbers of 1 to 3 digits).
+    #[error("invalid enhanced status code {0:?}: expected e.g. 5.1.1")]
+    EnhancedCode(String),
 }
 
 /// The seconds since the Unix epoch, by the system clock (0 if the clock is

@@ -24,6 +24,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::envelope::ParseError;
+
 /// An RFC 3463 enhanced status code, `class.subject.detail`: the class is 2,
 /// 4 or 5, subject and detail 0 to 999.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,26 +63,27 @@ impl EnhancedCode {
 }
 
 impl FromStr for EnhancedCode {
-    type Err = ();
+    type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut parts = s.split('.');
-        let mut part = |max_len: usize| {
-            parts
-                .next()
-                .filter(|p| {
-                    (1..=max_len).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
-                })
-                .and_then(|p| p.parse::<u16>().ok())
-                .ok_or(())
+        let number = |part: &str, max_len: usize| {
+            let digits =
+                (1..=max_len).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+            digits.then(|| part.parse::<u16>().ok()).flatten()
         };
-        let class = part(1)?;
-        let subject = part(3)?;
-        let detail = part(3)?;
-        if parts.next().is_some() {
-            return Err(());
-        }
-        EnhancedCode::new(u8::try_from(class).map_err(|_| ())?, subject, detail).ok_or(())
+        let parts: Vec<&str> = s.split('.').collect();
+        let code = match parts[..] {
+            [class, subject, detail] => {
+                match (number(class, 1), number(subject, 3), number(detail, 3)) {
+                    (Some(class), Some(subject), Some(detail)) => u8::try_from(class)
+                        .ok()
+                        .and_then(|class| EnhancedCode::new(class, subject, detail)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        code.ok_or_else(|| ParseError::EnhancedCode(s.to_string()))
     }
 }
 
@@ -518,5 +521,9 @@ mod tests {
             assert!(bad.parse::<EnhancedCode>().is_err(), "{bad}");
         }
         assert_eq!(EnhancedCode::new(3, 1, 1), None);
+        assert_eq!(
+            "4.x.1".parse::<EnhancedCode>(),
+            Err(ParseError::EnhancedCode("4.x.1".into()))
+        );
     }
 }
