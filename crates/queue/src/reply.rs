@@ -134,10 +134,24 @@ impl Reply {
         Reply::with_code(None, enhanced, text)
     }
 
-    /// A reply of several lines (each without its code) as a peer sent it or
-    /// as an EHLO answer is written. An enhanced code that starts the first
-    /// line is the reply's; later lines lose the same code at their start
-    /// (RFC 2034 §4 repeats it on every line).
+    /// A reply of several lines written here without an enhanced code (the
+    /// EHLO answer), each taken as it is.
+    pub fn multiline<S: AsRef<str>>(code: u16, lines: &[S]) -> Reply {
+        let mut lines: Vec<String> = lines.iter().map(|l| clean(l.as_ref())).collect();
+        if lines.is_empty() {
+            lines.push(String::new());
+        }
+        Reply {
+            code: Some(code),
+            enhanced: None,
+            lines,
+        }
+    }
+
+    /// A reply of several lines (each without its code) as a peer sent it.
+    /// An enhanced code that starts the first line is the reply's; later
+    /// lines lose the same code at their start (RFC 2034 §4 repeats it on
+    /// every line).
     pub fn from_lines<S: AsRef<str>>(code: u16, lines: &[S]) -> Reply {
         let mut lines = lines.iter().map(|l| clean(l.as_ref()));
         let first = lines.next().unwrap_or_default();
@@ -368,6 +382,11 @@ mod tests {
             Reply::from_lines(250, &["mx greets a", "PIPELINING"]).to_bytes(),
             b"250-mx greets a\r\n250 PIPELINING\r\n"
         );
+        // Our own lines are not read for an enhanced code.
+        let ehlo = Reply::multiline(250, &["2.0.0 greets a", "SIZE 10\r\n"]);
+        assert_eq!(ehlo.enhanced(), None);
+        assert_eq!(ehlo.to_bytes(), b"250-2.0.0 greets a\r\n250 SIZE 10\r\n");
+        assert_eq!(Reply::multiline::<&str>(250, &[]).to_bytes(), b"250 \r\n");
         assert_eq!(
             Reply::from_lines(550, &["5.1.1 no such user", "5.1.1 here"]).to_bytes(),
             b"550-5.1.1 no such user\r\n550 5.1.1 here\r\n"

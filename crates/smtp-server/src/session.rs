@@ -780,7 +780,7 @@ impl<P: Policy> Session<P> {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.push("HELP".into());
-        self.send(Reply::from_lines(250, &lines));
+        self.send(Reply::multiline(250, &lines));
     }
 
     fn auth_allowed(&self) -> bool {
