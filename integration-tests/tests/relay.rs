@@ -508,7 +508,7 @@ impl Relay {
                         r.address,
                         r.status,
                         r.attempts,
-                        r.last_reply.unwrap_or_default(),
+                        r.last_reply.map(String::from).unwrap_or_default(),
                     )
                 })
                 .collect(),

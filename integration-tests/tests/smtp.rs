@@ -333,6 +333,39 @@ fn without_core_queue_the_answer_is_451_never_250() {
 }
 
 #[test]
+fn a_message_core_queue_will_never_take_is_refused_with_5xx_not_451() {
+    // The queue's frame limit for a body; smtp-server here takes twice that.
+    let queue_limit = qs_queue::proto::DEFAULT_MAX_BODY as usize;
+    let s = server_with(
+        |inst| {
+            inst.set(
+                "smtp_server",
+                "max_message_size",
+                &(2 * queue_limit).to_string(),
+            )
+        },
+        true,
+    );
+    let mut raw = data_mx(&s, "a@far.example", &["alice@example.test"]);
+    raw.send(b"Subject: big\r\n\r\n");
+    let line = [&[b'x'; 998][..], b"\r\n"].concat();
+    let chunk = line.repeat(1024);
+    let mut sent = 0;
+    while sent <= queue_limit {
+        raw.send(&chunk);
+        sent += chunk.len();
+    }
+    raw.send(b".\r\n");
+    let r = raw.reply();
+    assert!(r.starts_with("552 5.3.4"), "{r}\n{}", s.smtp.log());
+    // The session goes on, and nothing was queued.
+    raw.cmd("RSET", "250");
+    raw.cmd("QUIT", "221");
+    assert_eq!(queued_messages(&s.inst), 0);
+    assert!(s.inst.inbox("alice@example.test").is_empty());
+}
+
+#[test]
 fn connections_per_address_are_limited() {
     let s = server_with(
         |inst| inst.set("smtp_server", "max_connections_per_ip", "2"),
@@ -463,6 +496,17 @@ fn wait_for_empty_queue(inst: &Installation) {
 /// One message on the port-25 listener, unauthenticated, from a forged
 /// `sender`; returns the reply to the end of DATA.
 fn send_mx(s: &Server, sender: &str, rcpts: &[&str], message: &str) -> String {
+    let mut raw = data_mx(s, sender, rcpts);
+    raw.send(message.as_bytes());
+    raw.send(b".\r\n");
+    let reply = raw.reply();
+    raw.cmd("QUIT", "221");
+    reply
+}
+
+/// A session on the port-25 listener, unauthenticated, from `sender` to
+/// `rcpts`, that has just been told to go ahead with the message (354).
+fn data_mx(s: &Server, sender: &str, rcpts: &[&str]) -> Raw {
     let mut raw = Raw::connect(s.mx);
     raw.cmd("EHLO spammer.example", "250");
     raw.cmd(&format!("MAIL FROM:<{sender}>"), "250");
@@ -470,11 +514,7 @@ fn send_mx(s: &Server, sender: &str, rcpts: &[&str], message: &str) -> String {
         raw.cmd(&format!("RCPT TO:<{rcpt}>"), "250");
     }
     raw.cmd("DATA", "354");
-    raw.send(message.as_bytes());
-    raw.send(b".\r\n");
-    let reply = raw.reply();
-    raw.cmd("QUIT", "221");
-    reply
+    raw
 }
 
 #[test]
@@ -522,7 +562,7 @@ fn fail_outbound(inst: &Installation, expected: usize, for_address: impl Fn(&str
         .map(|r| qs_queue::RecipientResult {
             index: r.index,
             outcome: qs_queue::Outcome::PermanentFailure {
-                reply: for_address(&r.address),
+                reply: for_address(&r.address).into(),
             },
         })
         .collect();

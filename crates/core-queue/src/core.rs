@@ -8,7 +8,7 @@ use std::sync::Arc;
 use qs_directory::Directory;
 use qs_queue::{
     CompleteOutcome, Envelope, FailedRecipient, JobClass, Origin, QueueId, Recipient,
-    RecipientStatus, RetryPolicy, Store, StoreError, unix_now,
+    RecipientStatus, Reply, RetryPolicy, Store, StoreError, unix_now,
 };
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -196,7 +196,7 @@ impl Core {
             match r.status {
                 RecipientStatus::Failed => info!(
                     queue_id = %id, to = %r.address,
-                    reply = r.last_reply.as_deref().unwrap_or(""), "refused at routing"
+                    reply = %r.last_reply.as_ref().map(Reply::to_string).unwrap_or_default(), "refused at routing"
                 ),
                 _ => info!(queue_id = %id, to = %r.address, class = %r.class,
                     orig_to = r.original.as_deref().unwrap_or(""), "routed"),
@@ -213,7 +213,7 @@ impl Core {
                 index: i as u32,
                 address: r.address.clone(),
                 original: r.original.clone(),
-                reply: r.last_reply.clone().unwrap_or_default(),
+                reply: r.last_reply.clone().unwrap_or_else(|| Reply::local("", "")),
                 expired: false,
             })
             .collect();
@@ -241,7 +241,9 @@ impl Core {
                     original: f.original.clone(),
                     address: f.address.clone(),
                     reply: if f.expired {
-                        format!("{} (retried for too long; giving up)", f.reply)
+                        f.reply
+                            .clone()
+                            .with_note("(retried for too long; giving up)")
                     } else {
                         f.reply.clone()
                     },
@@ -280,7 +282,7 @@ impl Core {
                     reply: r
                         .last_reply
                         .clone()
-                        .unwrap_or_else(|| "not yet delivered".into()),
+                        .unwrap_or_else(|| Reply::local("", "not yet delivered")),
                     remote_host: None,
                 })
                 .collect();

@@ -10,10 +10,17 @@
 //! address it named (backscatter). smtp-server does not offer the DSN extension,
 //! and a `RET=FULL` such a client sends anyway changes nothing.
 //!
+//! Each recipient's `Status` is the enhanced status code of its last reply
+//! (qs-queue's `Reply`; `5.0.0` or `4.0.0` when it has none), and its
+//! `Diagnostic-Code` is that reply: `smtp; 550 5.1.1 ...` for an SMTP reply,
+//! `x-quicksilver; ...` for a failure found here, which has no code (RFC 3464
+//! §2.3.6).
+//!
 //! Loops and policy refusals ([`is_loop_or_policy_refusal`]) of such mail are
 //! not reported to the sender at all, only to the postmaster (see
 //! `Core::settle`).
 
+use qs_queue::Reply;
 use qs_queue::message::{self, rfc5322_date};
 
 /// What happened to one recipient, for the report.
@@ -23,8 +30,9 @@ pub struct RecipientReport {
     pub original: Option<String>,
     /// The address that failed.
     pub address: String,
-    /// The remote or local reply, e.g. `550 5.1.1 <x@y>: no such user`.
-    pub reply: String,
+    /// The remote or local reply, e.g. `550 5.1.1 <x@y>: no such user`: its
+    /// enhanced code is the `Status`, and it is the `Diagnostic-Code`.
+    pub reply: Reply,
     /// The host that gave the reply, when it was a remote one.
     pub remote_host: Option<String>,
 }
@@ -114,7 +122,7 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
     }
     line("");
     for r in report.recipients {
-        line(&format!("<{}>: {}", r.address, one_line(&r.reply)));
+        line(&format!("<{}>: {}", r.address, r.reply));
     }
     line("");
     line(&format!("--{boundary}"));
@@ -130,10 +138,10 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
         }
         line(&format!("Final-Recipient: rfc822; {}", r.address));
         line(&format!("Action: {action}"));
-        line(&format!(
-            "Status: {}",
-            enhanced_status(&r.reply).unwrap_or(default_status)
-        ));
+        match r.reply.enhanced() {
+            Some(status) => line(&format!("Status: {status}")),
+            None => line(&format!("Status: {default_status}")),
+        }
         if let Some(host) = &r.remote_host {
             line(&format!("Remote-MTA: dns; {host}"));
         }
@@ -160,23 +168,12 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
     bytes
 }
 
-fn one_line(text: &str) -> String {
-    text.split(['\r', '\n'])
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `smtp; 550 ...` for an SMTP reply, else our own diagnostic type.
-fn diagnostic(reply: &str) -> String {
-    let reply = one_line(reply);
-    let smtp_like = reply.len() >= 3
-        && reply.as_bytes()[..3].iter().all(u8::is_ascii_digit)
-        && matches!(reply.as_bytes().get(3), None | Some(b' ') | Some(b'-'));
-    if smtp_like {
-        format!("smtp; {reply}")
-    } else {
-        format!("x-quicksilver; {reply}")
+/// `smtp; 550 ...` for an SMTP reply (one with a code, RFC 3464 §2.3.6),
+/// else our own diagnostic type for a failure found here.
+fn diagnostic(reply: &Reply) -> String {
+    match reply.code() {
+        Some(_) => format!("smtp; {reply}"),
+        None => format!("x-quicksilver; {reply}"),
     }
 }
 
@@ -184,53 +181,39 @@ fn diagnostic(reply: &str) -> String {
 /// policy reasons (`X.7.*`, RFC 3463), by the reply's enhanced status code.
 /// Those are failures a forged sender gains nothing from hearing about, and
 /// the kind a spammer provokes on purpose.
-pub fn is_loop_or_policy_refusal(reply: &str) -> bool {
-    match enhanced_status(reply).map(|code| code.split('.').collect::<Vec<_>>()) {
-        Some(parts) => matches!(parts[..], [_, "4", "6"] | [_, "7", _]),
-        None => false,
-    }
-}
-
-/// The first enhanced status code (`5.1.1`) in a reply, if any.
-pub fn enhanced_status(reply: &str) -> Option<&str> {
-    reply.split_whitespace().find(|word| {
-        let parts: Vec<&str> = word.split('.').collect();
-        parts.len() == 3
-            && matches!(parts[0], "2" | "4" | "5")
-            && parts[1..]
-                .iter()
-                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-    })
+pub fn is_loop_or_policy_refusal(reply: &Reply) -> bool {
+    reply
+        .enhanced()
+        .is_some_and(|code| matches!((code.subject(), code.detail()), (4, 6) | (7, _)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn enhanced_codes_are_found() {
-        assert_eq!(enhanced_status("550 5.1.1 no such user"), Some("5.1.1"));
-        assert_eq!(enhanced_status("451 try later"), None);
-        assert_eq!(enhanced_status("no such user"), None);
+    /// A report from mail.example.test about queue id ABC123, to the sender
+    /// victim@remote.example.
+    fn report(kind: ReportKind, recipients: &[RecipientReport], original: &[u8]) -> Vec<u8> {
+        build(&Report {
+            kind,
+            hostname: "mail.example.test",
+            queue_id: "ABC123",
+            to: "victim@remote.example",
+            arrival: 0,
+            now: 60,
+            recipients,
+            original,
+        })
     }
 
     fn bounce_of(original: &[u8]) -> Vec<u8> {
         let recipients = [RecipientReport {
             original: None,
             address: "alice@example.test".into(),
-            reply: "554 5.4.6 <alice@example.test>: mail loop".into(),
+            reply: Reply::new(554, "5.4.6", "<alice@example.test>: mail loop"),
             remote_host: None,
         }];
-        build(&Report {
-            kind: ReportKind::Failed,
-            hostname: "mail.example.test",
-            queue_id: "ABC123",
-            to: "victim@remote.example",
-            arrival: 0,
-            now: 60,
-            recipients: &recipients,
-            original,
-        })
+        report(ReportKind::Failed, &recipients, original)
     }
 
     /// The returned part: what follows its Content-Type, up to the closing boundary.
@@ -270,17 +253,73 @@ mod tests {
 
     #[test]
     fn loops_and_policy_refusals_are_told_apart_by_their_status() {
-        assert!(is_loop_or_policy_refusal("554 5.4.6 <a@b>: mail loop"));
-        assert!(is_loop_or_policy_refusal(
-            "550 5.7.1 message refused as spam"
-        ));
-        assert!(is_loop_or_policy_refusal("554 5.7.26 DMARC policy"));
-        assert!(!is_loop_or_policy_refusal("550 5.1.1 <a@b>: no such user"));
-        assert!(!is_loop_or_policy_refusal("552 5.3.4 message too big"));
-        assert!(!is_loop_or_policy_refusal(
-            "451 4.4.1 no answer (retried for too long)"
-        ));
-        assert!(!is_loop_or_policy_refusal("550 refused"));
+        let refusal =
+            |code, enhanced, text| is_loop_or_policy_refusal(&Reply::new(code, enhanced, text));
+        assert!(refusal(554, "5.4.6", "<a@b>: mail loop"));
+        assert!(refusal(550, "5.7.1", "message refused as spam"));
+        assert!(refusal(554, "5.7.26", "DMARC policy"));
+        assert!(!refusal(550, "5.1.1", "<a@b>: no such user"));
+        assert!(!refusal(552, "5.3.4", "message too big"));
+        assert!(!refusal(451, "4.4.1", "no answer (retried for too long)"));
+        assert!(!refusal(550, "", "refused"));
+        assert!(!refusal(550, "", "refused: 5.7.1 later in the text"));
+        assert!(is_loop_or_policy_refusal(&Reply::local(
+            "5.7.0",
+            "found here"
+        )));
+    }
+
+    #[test]
+    fn status_and_diagnostic_code_come_from_the_reply() {
+        let fields = |kind, reply: Reply| {
+            let recipients = [RecipientReport {
+                original: None,
+                address: "x@far.example".into(),
+                reply,
+                remote_host: None,
+            }];
+            let text = String::from_utf8(report(kind, &recipients, b"Subject: s\r\n\r\n")).unwrap();
+            let field = |name: &str| {
+                let start = text.find(&format!("\r\n{name}: ")).unwrap() + name.len() + 4;
+                text[start..start + text[start..].find("\r\n").unwrap()].to_string()
+            };
+            (field("Status"), field("Diagnostic-Code"))
+        };
+        let remote = Reply::from_lines(550, &["5.1.1 <x@far.example>:", "5.1.1 user unknown"])
+            .with_note("(mx.far.example[192.0.2.1]:25)");
+        assert_eq!(
+            fields(ReportKind::Failed, remote),
+            (
+                "5.1.1".to_string(),
+                "smtp; 550 5.1.1 <x@far.example>: user unknown (mx.far.example[192.0.2.1]:25)"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            fields(ReportKind::Failed, Reply::new(550, "", "no such user")),
+            ("5.0.0".to_string(), "smtp; 550 no such user".to_string())
+        );
+        assert_eq!(
+            fields(
+                ReportKind::Delayed,
+                Reply::local("4.4.1", "connect to mx: refused")
+            ),
+            (
+                "4.4.1".to_string(),
+                "x-quicksilver; 4.4.1 connect to mx: refused".to_string()
+            )
+        );
+        assert_eq!(
+            fields(ReportKind::Delayed, Reply::local("", "not yet delivered")),
+            (
+                "4.0.0".to_string(),
+                "x-quicksilver; not yet delivered".to_string()
+            )
+        );
+        // A reply read back from the queue with a line break inside stays on
+        // one line of the report.
+        let (_, diagnostic) = fields(ReportKind::Failed, "550 5.2.2 mailbox\r\nfull".into());
+        assert_eq!(diagnostic, "smtp; 550 5.2.2 mailbox full");
     }
 
     #[test]
@@ -289,19 +328,10 @@ mod tests {
         let recipients = [RecipientReport {
             original: Some("info@example.test".into()),
             address: "nobody@example.test".into(),
-            reply: "550 5.1.1 <nobody@example.test>: user unknown".into(),
+            reply: Reply::new(550, "5.1.1", "<nobody@example.test>: user unknown"),
             remote_host: None,
         }];
-        let bytes = build(&Report {
-            kind: ReportKind::Failed,
-            hostname: "mail.example.test",
-            queue_id: "ABC123",
-            to: "a@example.test",
-            arrival: 0,
-            now: 60,
-            recipients: &recipients,
-            original,
-        });
+        let bytes = report(ReportKind::Failed, &recipients, original);
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status"));
         assert!(text.contains("Final-Recipient: rfc822; nobody@example.test\r\n"));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qs_mailstore::{DeliveryItem, FolderName, Mailbox, SpecialUse};
-use qs_queue::{Job, JobClass, Origin, Outcome, RecipientResult, unix_now};
+use qs_queue::{Job, JobClass, Origin, Outcome, RecipientResult, Reply, unix_now};
 use qs_service::shutdown::Shutdown;
 use tracing::{error, info, warn};
 
@@ -124,7 +124,7 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
             FolderName::inbox()
         };
         for r in &job.recipients {
-            let fail = |reply: String| RecipientResult {
+            let fail = |reply: Reply| RecipientResult {
                 index: r.index,
                 outcome: Outcome::PermanentFailure { reply },
             };
@@ -133,23 +133,29 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
                 continue;
             }
             let Some(user) = snapshot.user(&r.address) else {
-                results[j].push(fail(format!(
-                    "550 5.1.1 <{}>: no such user here",
-                    r.address
+                results[j].push(fail(Reply::new(
+                    550,
+                    "5.1.1",
+                    &format!("<{}>: no such user here", r.address),
                 )));
                 continue;
             };
             let Some((local, domain)) = user.address().rsplit_once('@') else {
-                results[j].push(fail(format!(
-                    "553 5.1.3 <{}>: malformed address",
-                    r.address
+                results[j].push(fail(Reply::new(
+                    553,
+                    "5.1.3",
+                    &format!("<{}>: malformed address", r.address),
                 )));
                 continue;
             };
             let root = match qs_mailstore::mailbox_path(&core.data_dir, domain, local) {
                 Ok(root) => root,
                 Err(e) => {
-                    results[j].push(fail(format!("553 5.1.3 <{}>: {e}", r.address)));
+                    results[j].push(fail(Reply::new(
+                        553,
+                        "5.1.3",
+                        &format!("<{}>: {e}", r.address),
+                    )));
                     continue;
                 }
             };
@@ -194,14 +200,14 @@ fn deliver_jobs(core: &Core, jobs: Vec<Job>) -> Vec<(Job, Vec<RecipientResult>)>
                 Ok(()) => {
                     info!(queue_id = %job.id, to = %p.address, "delivered to the mailbox");
                     Outcome::Delivered {
-                        reply: "250 2.0.0 delivered to the mailbox".into(),
+                        reply: Reply::new(250, "2.0.0", "delivered to the mailbox"),
                     }
                 }
                 Err(detail) => {
                     error!(queue_id = %job.id, to = %p.address, mailbox = %root.display(),
                         error = %detail, "mailbox write failed; will retry");
                     Outcome::TemporaryFailure {
-                        reply: "451 4.3.0 mailbox temporarily unavailable".into(),
+                        reply: Reply::new(451, "4.3.0", "mailbox temporarily unavailable"),
                     }
                 }
             };

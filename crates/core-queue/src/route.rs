@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use qs_directory::{Directory, Resolution};
-use qs_queue::{JobClass, Recipient, RecipientStatus};
+use qs_queue::{JobClass, Recipient, RecipientStatus, Reply};
 
 use qs_directory::lists::ListIndex;
 
@@ -62,7 +62,7 @@ impl Router {
         now: u64,
     ) {
         let original = (given != address).then(|| given.to_string());
-        let mut push = |address: String, class: JobClass, failure: Option<String>| {
+        let mut push = |address: String, class: JobClass, failure: Option<Reply>| {
             push_unique(out, seen, original.clone(), address, class, failure, now);
         };
 
@@ -71,7 +71,11 @@ impl Router {
             push(
                 address.to_string(),
                 JobClass::local(),
-                Some(format!("554 5.4.6 <{address}>: alias loop")),
+                Some(Reply::new(
+                    554,
+                    "5.4.6",
+                    &format!("<{address}>: alias loop"),
+                )),
             );
             return;
         }
@@ -79,8 +83,10 @@ impl Router {
             push(
                 address.to_string(),
                 JobClass::local(),
-                Some(format!(
-                    "554 5.4.6 <{given}>: alias chain deeper than {MAX_ALIAS_DEPTH}"
+                Some(Reply::new(
+                    554,
+                    "5.4.6",
+                    &format!("<{given}>: alias chain deeper than {MAX_ALIAS_DEPTH}"),
                 )),
             );
             return;
@@ -91,7 +97,7 @@ impl Router {
                 push(
                     address.to_string(),
                     JobClass::local(),
-                    Some(format!("553 5.1.3 <{address}>: {e}")),
+                    Some(Reply::new(553, "5.1.3", &format!("<{address}>: {e}"))),
                 );
                 return;
             }
@@ -148,12 +154,20 @@ impl Router {
             Resolution::Unknown => push(
                 address.to_string(),
                 JobClass::local(),
-                Some(format!("550 5.1.1 <{address}>: no such user here")),
+                Some(Reply::new(
+                    550,
+                    "5.1.1",
+                    &format!("<{address}>: no such user here"),
+                )),
             ),
             _ => push(
                 address.to_string(),
                 JobClass::local(),
-                Some(format!("451 4.3.0 <{address}>: cannot be routed")),
+                Some(Reply::new(
+                    451,
+                    "4.3.0",
+                    &format!("<{address}>: cannot be routed"),
+                )),
             ),
         }
     }
@@ -166,7 +180,7 @@ fn push_unique(
     original: Option<String>,
     address: String,
     class: JobClass,
-    failure: Option<String>,
+    failure: Option<Reply>,
     now: u64,
 ) {
     let kind = match (&failure, class.as_str()) {
@@ -290,15 +304,17 @@ mod tests {
         assert!(
             routed[0]
                 .last_reply
-                .as_deref()
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .starts_with("550 5.1.1")
         );
         assert!(
             routed[1]
                 .last_reply
-                .as_deref()
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .contains("alias loop")
         );
     }
@@ -330,8 +346,9 @@ mod tests {
         assert!(
             routed[0]
                 .last_reply
-                .as_deref()
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .contains("deeper than 10")
         );
     }

@@ -167,8 +167,11 @@ async fn enqueue_then_lease_and_complete() {
     assert_eq!(list[0].pending, 1);
     let envelope = client.show(&id).await.expect("show");
     assert_eq!(
-        envelope.recipients[1].last_reply.as_deref(),
-        Some("451 later")
+        envelope.recipients[1]
+            .last_reply
+            .as_ref()
+            .map(|r| r.to_string()),
+        Some("451 later".to_string())
     );
     assert_eq!(client.body(&id).await.expect("body"), body);
     client.retry(&id).await.expect("retry");
@@ -349,7 +352,7 @@ async fn a_server_that_never_starts_is_unavailable_after_retry_for() {
         elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(3),
         "{elapsed:?}"
     );
-    assert!(err.is_temporary());
+    assert!(err.is_temporary() && !err.is_permanent());
     assert!(err.to_string().contains("unavailable after 1."), "{err}");
 }
 
@@ -524,6 +527,8 @@ async fn tcp_needs_the_shared_secret() {
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(1), "not retried");
+    // Our configuration's fault, not the message's: never a 5xx.
+    assert!(!err.is_permanent());
     assert!(
         !format!("{bad:?}").contains("wrong secret"),
         "secret in Debug"
@@ -558,7 +563,7 @@ async fn tcp_without_a_secret_is_refused_at_start() {
 }
 
 #[tokio::test]
-async fn a_request_over_the_limit_fails_at_once() {
+async fn a_request_over_the_limit_or_a_refused_envelope_fails_at_once_for_good() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(
         dir.path(),
@@ -587,7 +592,20 @@ async fn a_request_over_the_limit_fails_at_once() {
         .expect_err("too large");
     assert!(matches!(err, ClientError::Request(_)), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert!(err.is_permanent() && err.is_too_large(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "not retried");
+    // What core-queue will never queue is refused for good too.
+    for recipients in [vec![], vec!["b@exam\u{1}ple.net".to_string()]] {
+        let err = client
+            .enqueue("a@example.org", recipients.clone(), origin(), b"x")
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, ClientError::Refused { .. }) && err.is_permanent(),
+            "{recipients:?}: {err:?}"
+        );
+        assert!(!err.is_too_large());
+    }
     client
         .enqueue(
             "a@example.org",
@@ -672,7 +690,7 @@ async fn a_body_read_in_pieces_is_queued_as_the_same_bytes() {
         .await
         .expect_err("short body");
     assert!(matches!(err, ClientError::Body(_)), "{err:?}");
-    assert!(err.is_temporary());
+    assert!(err.is_temporary() && !err.is_permanent());
     let again = client
         .enqueue(
             "a@example.org",

@@ -13,7 +13,7 @@ use std::time::Duration;
 use qs_directory::lists::ListIndex;
 use qs_directory::mailing_list::{Decision, HeldPost, ListError, MailingList};
 use qs_queue::message;
-use qs_queue::{ClientError, Job, JobClass, JobRecipient, Outcome, RecipientResult};
+use qs_queue::{ClientError, Job, JobClass, JobRecipient, Outcome, RecipientResult, Reply};
 use qs_service::shutdown::Shutdown;
 use tracing::{error, info, warn};
 
@@ -94,22 +94,26 @@ async fn handle(shared: &Shared, job: Job) {
 
 /// Why a recipient was not handled.
 enum Failure {
-    Temporary(String),
-    Permanent(String),
+    Temporary(Reply),
+    Permanent(Reply),
 }
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
-        Failure::Temporary(format!("451 4.3.0 mail queue unavailable: {e}"))
+        Failure::Temporary(Reply::new(
+            451,
+            "4.3.0",
+            &format!("mail queue unavailable: {e}"),
+        ))
     }
 }
 
 impl From<ActionError> for Failure {
     fn from(e: ActionError) -> Failure {
         if e.is_temporary() {
-            Failure::Temporary(format!("451 4.3.0 {e}"))
+            Failure::Temporary(Reply::new(451, "4.3.0", &e.to_string()))
         } else {
-            Failure::Permanent(format!("550 5.0.0 {e}"))
+            Failure::Permanent(Reply::new(550, "5.0.0", &e.to_string()))
         }
     }
 }
@@ -139,11 +143,12 @@ fn classify(shared: &Shared, address: &str) -> Option<(MailingList, Target)> {
     Some((list, target))
 }
 
-async fn recipient(shared: &Shared, job: &Job, r: &JobRecipient) -> Result<String, Failure> {
+async fn recipient(shared: &Shared, job: &Job, r: &JobRecipient) -> Result<Reply, Failure> {
     let Some((list, target)) = classify(shared, &r.address) else {
-        return Err(Failure::Permanent(format!(
-            "550 5.1.1 <{}>: no such list",
-            r.address
+        return Err(Failure::Permanent(Reply::new(
+            550,
+            "5.1.1",
+            &format!("<{}>: no such list", r.address),
         )));
     };
     let key = format!("{}.{}", job.id, r.index);
@@ -163,12 +168,7 @@ fn from_address(bytes: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-async fn post(
-    shared: &Shared,
-    list: &MailingList,
-    job: &Job,
-    key: &str,
-) -> Result<String, Failure> {
+async fn post(shared: &Shared, list: &MailingList, job: &Job, key: &str) -> Result<Reply, Failure> {
     let bytes = &job.body;
     if headers::is_loop(list, bytes) {
         shared
@@ -185,21 +185,31 @@ async fn post(
                 Some(bytes),
             )
             .await?;
-        return Ok("250 2.0.0 a loop: sent to the owners only".into());
+        return Ok(Reply::new(250, "2.0.0", "a loop: sent to the owners only"));
     }
     let from = from_address(bytes);
     let sender = job.sender.to_lowercase();
     match policy::judge(list, &sender, &from) {
         Verdict::Accept => {
             let (members, copies) = shared.fan_out(list, bytes, &[&sender, &from], key).await?;
-            Ok(format!(
-                "250 2.0.0 sent to {members} members in {copies} messages"
+            Ok(Reply::new(
+                250,
+                "2.0.0",
+                &format!("sent to {members} members in {copies} messages"),
             ))
         }
-        Verdict::Reject(reason) => Err(Failure::Permanent(format!("550 5.7.1 {reason}"))),
+        Verdict::Reject(reason) => Err(Failure::Permanent(Reply::new(
+            550,
+            "5.7.1",
+            &reason.to_string(),
+        ))),
         Verdict::Hold(reason) => {
             hold(shared, list, job, key, &from, &reason).await?;
-            Ok(format!("250 2.0.0 held for moderation: {reason}"))
+            Ok(Reply::new(
+                250,
+                "2.0.0",
+                &format!("held for moderation: {reason}"),
+            ))
         }
     }
 }
@@ -298,10 +308,10 @@ async fn request(
     list: &MailingList,
     job: &Job,
     key: &str,
-) -> Result<String, Failure> {
+) -> Result<Reply, Failure> {
     let sender = job.sender.to_lowercase();
     if headers::is_automatic(&sender, &job.body) {
-        return Ok("250 2.0.0 automatic mail: no commands read".into());
+        return Ok(Reply::new(250, "2.0.0", "automatic mail: no commands read"));
     }
     let parsed = mail_parser::MessageParser::default().parse(&job.body);
     let subject = parsed
@@ -423,7 +433,11 @@ async fn request(
             )
             .await?;
     }
-    Ok(format!("250 2.0.0 {} commands read", req.commands.len()))
+    Ok(Reply::new(
+        250,
+        "2.0.0",
+        &format!("{} commands read", req.commands.len()),
+    ))
 }
 
 fn help(list: &MailingList, web_url: &str) -> String {
@@ -448,17 +462,19 @@ async fn to_owners(
     list: &MailingList,
     job: &Job,
     key: &str,
-) -> Result<String, Failure> {
+) -> Result<Reply, Failure> {
     let owner_address = list.companion("owner");
     let looped = message::values(&job.body, "X-Loop")
         .iter()
         .any(|v| message::bare_address(v).eq_ignore_ascii_case(&owner_address));
     if looped {
-        return Ok("250 2.0.0 a loop: dropped".into());
+        return Ok(Reply::new(250, "2.0.0", "a loop: dropped"));
     }
     if list.owners.is_empty() {
-        return Err(Failure::Permanent(format!(
-            "550 5.1.1 <{owner_address}>: the list has no owner"
+        return Err(Failure::Permanent(Reply::new(
+            550,
+            "5.1.1",
+            &format!("<{owner_address}>: the list has no owner"),
         )));
     }
     let bytes = message::prepend(&[format!("X-Loop: {owner_address}")], &job.body);
@@ -472,7 +488,11 @@ async fn to_owners(
             &bytes,
         )
         .await?;
-    Ok(format!("250 2.0.0 sent to {} owners", list.owners.len()))
+    Ok(Reply::new(
+        250,
+        "2.0.0",
+        &format!("sent to {} owners", list.owners.len()),
+    ))
 }
 
 async fn bounced(
@@ -481,17 +501,17 @@ async fn bounced(
     address: &str,
     bytes: &[u8],
     key: &str,
-) -> Result<String, Failure> {
+) -> Result<Reply, Failure> {
     let now = qs_queue::unix_now();
     let Some(tag) = verp::decode(&shared.signer, list, address, now / 86_400) else {
-        return Ok("250 2.0.0 not a bounce of ours: dropped".into());
+        return Ok(Reply::new(250, "2.0.0", "not a bounce of ours: dropped"));
     };
     let report = bounce::read(bytes);
     let failed: Vec<String> = match tag {
         Tag::Member(mac) => {
             // A report that names no failure (a delay warning) counts for nothing.
             if report.is_report && report.failed.is_empty() {
-                return Ok("250 2.0.0 a delay report: not counted".into());
+                return Ok(Reply::new(250, "2.0.0", "a delay report: not counted"));
             }
             verp::find_member(&shared.signer, list, &mac)
                 .map(|m| vec![m.address.clone()])
@@ -504,7 +524,11 @@ async fn bounced(
             .collect(),
     };
     if failed.is_empty() {
-        return Ok("250 2.0.0 a bounce naming no member: dropped".into());
+        return Ok(Reply::new(
+            250,
+            "2.0.0",
+            "a bounce naming no member: dropped",
+        ));
     }
     let threshold = shared.bounce_threshold;
     let suspended = shared.lists.update(&list.address, |l| {
@@ -541,9 +565,10 @@ async fn bounced(
             )
             .await?;
     }
-    Ok(format!(
-        "250 2.0.0 bounce counted for {}",
-        failed.join(", ")
+    Ok(Reply::new(
+        250,
+        "2.0.0",
+        &format!("bounce counted for {}", failed.join(", ")),
     ))
 }
 

@@ -5,7 +5,9 @@
 //! started) the client reconnects and retries with a short back-off until
 //! [`ClientOptions::retry_for`] has passed: a restart is a delay, never an
 //! error. Refusals by the server ([`ClientError::Refused`]) are returned at
-//! once.
+//! once, with their kind: [`ClientError::is_permanent`] tells a producer to
+//! refuse the message for good (an SMTP server answers 5xx), anything else is
+//! temporary (4xx).
 //!
 //! A request whose answer was lost with the connection is sent again. For
 //! `enqueue` this means a message may be queued twice, never lost: the
@@ -171,6 +173,28 @@ impl ClientError {
     /// True when trying again later may succeed (answer SMTP with 4xx).
     pub fn is_temporary(&self) -> bool {
         matches!(self.kind(), ErrorKind::Temporary)
+    }
+
+    /// True when the queue will never take this request as it is, so a
+    /// producer refuses the message for good (answers SMTP with 5xx): a
+    /// [`ErrorKind::Permanent`] or [`ErrorKind::BadRequest`] refusal (an
+    /// envelope or a frame core-queue does not accept), or a request that
+    /// cannot be sent at all (a body over the frame limit). Everything else
+    /// is the queue's trouble and not the message's, and counts as
+    /// temporary even when [`ClientError::is_temporary`] says no: a wrong
+    /// shared secret, a lost lease, an unreachable server, an answer that
+    /// made no sense.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Permanent | ErrorKind::BadRequest)
+    }
+
+    /// True when the request was not sent for a body over the queue's frame
+    /// limit ([`Limits::max_body`]).
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Request(ProtoError::TooLarge { part: "body", .. })
+        )
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::reply::{Class, Reply};
+
 /// Number of hex digits of the microsecond timestamp in a [`QueueId`].
 const ID_TIME_DIGITS: usize = 14;
 /// Number of hex digits of the random suffix in a [`QueueId`].
@@ -35,6 +37,10 @@ pub enum ParseError {
     /// than `a-z`, `0-9`, `-` and `_`.
     #[error("invalid job class {0:?}: expected 1 to 32 of a-z, 0-9, '-', '_'")]
     JobClass(String),
+    /// Not an RFC 3463 enhanced status code (`class.subject.detail`: 2, 4
+    /// or 5, then two numbers of 1 to 3 digits).
+    #[error("invalid enhanced status code {0:?}: expected e.g. 5.1.1")]
+    EnhancedCode(String),
 }
 
 /// The seconds since the Unix epoch, by the system clock (0 if the clock is
@@ -266,7 +272,7 @@ pub struct Recipient {
     pub attempts: u32,
     /// The last reply from the delivery target (an SMTP reply, an error).
     #[serde(default)]
-    pub last_reply: Option<String>,
+    pub last_reply: Option<Reply>,
     /// When it may next be tried, seconds since the epoch.
     #[serde(default)]
     pub next_attempt: u64,
@@ -423,25 +429,49 @@ pub struct Job {
     pub body: Vec<u8>,
 }
 
-/// What a worker reports for one recipient.
+/// What a worker reports for one recipient. The reply travels and is stored
+/// as its one-line text (`{"result":"temporary_failure","reply":"451 4.3.0
+/// try later"}`), as before there was a [`Reply`] type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Outcome {
     /// Delivered.
     Delivered {
         /// The target's reply (e.g. `250 2.0.0 ok`).
-        reply: String,
+        reply: Reply,
     },
     /// Not delivered this time; try again later.
     TemporaryFailure {
         /// The target's reply or the local error.
-        reply: String,
+        reply: Reply,
     },
     /// Never deliverable.
     PermanentFailure {
         /// The target's reply or the local error.
-        reply: String,
+        reply: Reply,
     },
+}
+
+impl Outcome {
+    /// The outcome a final reply means: delivered for 2xx, a permanent
+    /// failure for 5xx, a temporary one for anything else (a 3xx is no final
+    /// answer, and an error nobody classified is retried, not lost).
+    pub fn from_reply(reply: Reply) -> Outcome {
+        match reply.class() {
+            Class::Success => Outcome::Delivered { reply },
+            Class::Permanent => Outcome::PermanentFailure { reply },
+            Class::Intermediate | Class::Temporary => Outcome::TemporaryFailure { reply },
+        }
+    }
+
+    /// The reply it carries.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            Outcome::Delivered { reply }
+            | Outcome::TemporaryFailure { reply }
+            | Outcome::PermanentFailure { reply } => reply,
+        }
+    }
 }
 
 /// The outcome for the recipient at `index` of a job.
@@ -464,7 +494,7 @@ pub struct FailedRecipient {
     #[serde(default)]
     pub original: Option<String>,
     /// The last reply.
-    pub reply: String,
+    pub reply: Reply,
     /// True when it failed because it was retried for too long.
     pub expired: bool,
 }
@@ -569,6 +599,83 @@ mod tests {
             assert!(JobClass::new(bad).is_err(), "{bad:?}");
         }
         assert!(serde_json::from_str::<JobClass>("\"BAD\"").is_err());
+    }
+
+    /// An envelope and a job's results as the queue stored and sent them
+    /// when replies were strings.
+    const OLD_ENVELOPE: &str = concat!(
+        r#"{"id":"000642F3A1B2C39A0B","sender":"s@x","recipients":["#,
+        r#"{"address":"a@far","original":null,"class":"outbound","status":"pending","attempts":2,"#,
+        r#""last_reply":"451 4.3.0 try later (mx.far[192.0.2.1]:25)","next_attempt":7},"#,
+        r#"{"address":"b@far","original":"info@x","class":"outbound","status":"pending","attempts":1,"#,
+        r#""last_reply":"4.4.1 connect to mx.far[192.0.2.1]:25: Connection refused","next_attempt":7},"#,
+        r#"{"address":"c@x","original":null,"class":"local","status":"failed","attempts":1,"#,
+        r#""last_reply":"mailbox full, try\r\nnext week","next_attempt":0},"#,
+        r#"{"address":"d@x","original":null,"class":"local","status":"pending","attempts":0,"#,
+        r#""last_reply":null,"next_attempt":0}],"#,
+        r#""origin":{"module":"smtp-server","peer":"192.0.2.9","auth_user":null},"#,
+        r#""received_at":1,"size":5,"delay_warning_sent":false}"#
+    );
+
+    #[test]
+    fn records_written_when_replies_were_strings_read_back_unchanged() {
+        let env: Envelope = serde_json::from_str(OLD_ENVELOPE).expect("old envelope");
+        let replies: Vec<Option<&Reply>> = env
+            .recipients
+            .iter()
+            .map(|r| r.last_reply.as_ref())
+            .collect();
+        let first = replies[0].expect("a reply");
+        assert_eq!(first.code(), Some(451));
+        assert_eq!(
+            first.enhanced().map(|e| e.to_string()).as_deref(),
+            Some("4.3.0")
+        );
+        assert_eq!(first.text(), "try later (mx.far[192.0.2.1]:25)");
+        let second = replies[1].expect("a reply");
+        assert_eq!(
+            (second.code(), second.enhanced().map(|e| e.subject())),
+            (None, Some(4))
+        );
+        assert_eq!(
+            replies[2].expect("a reply").lines(),
+            ["mailbox full, try", "next week"]
+        );
+        assert_eq!(replies[3], None);
+        // Written again, it is the same record (the text with CR LF inside
+        // comes back on one line, as every reader showed it anyway).
+        let again = serde_json::to_string(&env).expect("json");
+        assert_eq!(again, OLD_ENVELOPE.replace(r"try\r\nnext", "try next"));
+
+        let old_results = concat!(
+            r#"[{"index":0,"outcome":{"result":"delivered","reply":"250 2.0.0 ok (mx)"}},"#,
+            r#"{"index":1,"outcome":{"result":"temporary_failure","reply":"4.0.0 not attempted"}},"#,
+            r#"{"index":2,"outcome":{"result":"permanent_failure","reply":"550 5.1.1 <c@x>: no such user"}}]"#
+        );
+        let results: Vec<RecipientResult> = serde_json::from_str(old_results).expect("old results");
+        assert!(
+            matches!(&results[1].outcome, Outcome::TemporaryFailure { reply } if reply.code().is_none())
+        );
+        assert_eq!(results[2].outcome.reply().code(), Some(550));
+        assert_eq!(serde_json::to_string(&results).expect("json"), old_results);
+    }
+
+    #[test]
+    fn a_final_reply_makes_its_outcome() {
+        for (reply, status) in [
+            (Reply::new(250, "2.0.0", "ok"), "delivered"),
+            (Reply::new(451, "4.3.0", "later"), "temporary_failure"),
+            (Reply::new(354, "", "go on"), "temporary_failure"),
+            (Reply::new(999, "", "odd"), "temporary_failure"),
+            (Reply::local("", "no code"), "temporary_failure"),
+            (Reply::new(550, "5.1.1", "no"), "permanent_failure"),
+            (Reply::local("5.1.2", "bad domain"), "permanent_failure"),
+        ] {
+            let outcome = Outcome::from_reply(reply.clone());
+            assert_eq!(outcome.reply(), &reply);
+            let json = serde_json::to_value(&outcome).expect("json");
+            assert_eq!(json["result"], status, "{reply}");
+        }
     }
 
     #[test]

@@ -23,6 +23,15 @@
 //! over TCP with a shared secret. core-queue answers through [`serve`] with
 //! its own [`Handler`].
 //!
+//! # Replies
+//!
+//! [`Reply`] is the one SMTP reply of the whole system (three-digit code,
+//! RFC 3463 enhanced code, text of one or more lines; see [`reply`]):
+//! smtp-server answers with it, smtp-relay reads its peers' answers into it,
+//! an [`Outcome`] carries one, and core-queue's reports read their `Status`
+//! and `Diagnostic-Code` from it. In the queue and on the wire it is its
+//! one-line text, as the reply strings before it were.
+//!
 //! # Durability
 //!
 //! A store write is in memory until the next flush. [`Store::commit`]
@@ -70,6 +79,7 @@ pub mod envelope;
 mod io;
 pub mod message;
 pub mod proto;
+pub mod reply;
 pub mod retry;
 #[cfg(feature = "store")]
 pub mod server;
@@ -85,6 +95,7 @@ pub use envelope::{
     unix_now,
 };
 pub use proto::{ErrorKind, Limits, ProtoError, Request, Response, Secret};
+pub use reply::{EnhancedCode, Reply};
 pub use retry::RetryPolicy;
 #[cfg(feature = "store")]
 pub use server::{Handler, Listener, ServerError, ServerOptions, serve, serve_with};

@@ -5,6 +5,8 @@
 //! `sendmail -t` envelope, RFC 5322 dates, and the trace fields that tell a
 //! mail loop ([`LoopTrace`]).
 
+use crate::reply::Reply;
+
 /// The field smtp-server adds on top of a message that a DMARC policy of
 /// `quarantine` put aside; core-queue's local delivery files such a message
 /// into the recipient's Junk folder. smtp-server removes any such field that
@@ -242,15 +244,23 @@ impl LoopTrace {
 
     /// Why delivering to `mailbox` would be a loop, as the permanent failure
     /// reply (`554 5.4.6 ...`), or `None` when it would not.
-    pub fn loop_reply(&self, mailbox: &str) -> Option<String> {
+    pub fn loop_reply(&self, mailbox: &str) -> Option<Reply> {
         if self.too_many_received() {
-            return Some(format!(
-                "554 5.4.6 too many Received header fields ({}): mail loop",
-                self.received
+            return Some(Reply::new(
+                554,
+                "5.4.6",
+                &format!(
+                    "too many Received header fields ({}): mail loop",
+                    self.received
+                ),
             ));
         }
         self.delivered_to(mailbox).then(|| {
-            format!("554 5.4.6 <{mailbox}>: mail loop (already delivered to this address)")
+            Reply::new(
+                554,
+                "5.4.6",
+                &format!("<{mailbox}>: mail loop (already delivered to this address)"),
+            )
         })
     }
 }
@@ -330,8 +340,13 @@ mod tests {
             "the body is not a header"
         );
         assert_eq!(
-            trace.loop_reply("alice@example.test").as_deref(),
-            Some("554 5.4.6 <alice@example.test>: mail loop (already delivered to this address)")
+            trace
+                .loop_reply("alice@example.test")
+                .map(|r| r.to_string()),
+            Some(
+                "554 5.4.6 <alice@example.test>: mail loop (already delivered to this address)"
+                    .to_string()
+            )
         );
         assert_eq!(trace.loop_reply("bob@example.test"), None);
 
@@ -344,6 +359,7 @@ mod tests {
         assert!(
             over.loop_reply("anyone@example.test")
                 .unwrap()
+                .text()
                 .contains("too many Received header fields (101)")
         );
     }

@@ -24,7 +24,7 @@ use lettre::transport::smtp::client::{
 };
 use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::transport::smtp::response::Response;
-use qs_queue::Outcome;
+use qs_queue::{Outcome, Reply};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -34,7 +34,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::ehlo::Capabilities;
 use crate::plaintext_guard::{GuardReport, GuardedStream, Violation};
-use crate::reply::{self, Reply};
+use crate::reply;
 use crate::transaction::{self, Answers};
 
 /// How TLS is used on a connection.
@@ -184,7 +184,7 @@ pub fn host_label(name: &str, addr: SocketAddr) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenError {
     /// The reply for the recipients (with the host named).
-    pub reply: String,
+    pub reply: Reply,
     /// True when the host could not be reached at all (refused, timed out):
     /// it is then marked down for a while.
     pub unreachable: bool,
@@ -195,9 +195,9 @@ pub struct OpenError {
 }
 
 impl OpenError {
-    fn new(reply: String) -> OpenError {
+    fn new(enhanced: &str, text: &str) -> OpenError {
         OpenError {
-            reply,
+            reply: Reply::local(enhanced, text),
             unreachable: false,
             tls_failed: false,
             injected: false,
@@ -206,7 +206,9 @@ impl OpenError {
 
     /// The outcome for each recipient.
     pub fn outcome(&self) -> Outcome {
-        reply::temporary(self.reply.clone())
+        Outcome::TemporaryFailure {
+            reply: self.reply.clone(),
+        }
     }
 }
 
@@ -262,12 +264,20 @@ async fn open_once(
     let limit = settings.command_timeout;
     let tcp = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(unreachable(format!("4.4.1 cannot connect to {host}: {e}"))),
+        Ok(Err(e)) => {
+            return Err(unreachable(
+                "4.4.1",
+                &format!("cannot connect to {host}: {e}"),
+            ));
+        }
         Err(_) => {
-            return Err(unreachable(format!(
-                "4.4.1 cannot connect to {host}: no answer within {}s",
-                settings.connect_timeout.as_secs()
-            )));
+            return Err(unreachable(
+                "4.4.1",
+                &format!(
+                    "cannot connect to {host}: no answer within {}s",
+                    settings.connect_timeout.as_secs()
+                ),
+            ));
         }
     };
     // Commands and data go out in few writes; never wait for delayed ACKs.
@@ -278,15 +288,19 @@ async fn open_once(
             match timeout(limit, connector.connect(server_name.clone(), tcp)).await {
                 Ok(Ok(tls)) => Box::new(TlsTcp(tls)),
                 Ok(Err(e)) => {
-                    return Err(OpenError::new(format!(
-                        "4.7.5 TLS handshake with {host} failed: {e}"
-                    )));
+                    return Err(OpenError::new(
+                        "4.7.5",
+                        &format!("TLS handshake with {host} failed: {e}"),
+                    ));
                 }
                 Err(_) => {
-                    return Err(OpenError::new(format!(
-                        "4.7.5 TLS handshake with {host} did not finish within {}s",
-                        limit.as_secs()
-                    )));
+                    return Err(OpenError::new(
+                        "4.7.5",
+                        &format!(
+                            "TLS handshake with {host} did not finish within {}s",
+                            limit.as_secs()
+                        ),
+                    ));
                 }
             }
         }
@@ -306,18 +320,18 @@ async fn open_once(
             return Err(injected(host, &violation));
         }
         Ok(Err(e)) => {
-            return Err(OpenError::new(format!(
-                "4.4.2 {host} refused the session: {}",
-                error_text(&e)
-            )));
+            return Err(OpenError::new(
+                "4.4.2",
+                &format!("{host} refused the session: {}", error_text(&e)),
+            ));
         }
         Err(_) => {
             // A host that takes connections and never greets costs a
             // timeout each time, like one that does not answer at all.
-            return Err(unreachable(format!(
-                "4.4.2 {host} did not greet within {}s",
-                limit.as_secs()
-            )));
+            return Err(unreachable(
+                "4.4.2",
+                &format!("{host} did not greet within {}s", limit.as_secs()),
+            ));
         }
     };
     let mut encrypted = matches!(tls, TlsMode::Implicit(..));
@@ -325,9 +339,12 @@ async fn open_once(
         TlsMode::Required(params) => {
             if !conn.server_info().supports_feature(Extension::StartTls) {
                 quit(conn, settings.command_timeout).await;
-                return Err(OpenError::new(format!(
-                    "4.7.4 {host} does not offer STARTTLS, which the configuration requires; nothing was sent"
-                )));
+                return Err(OpenError::new(
+                    "4.7.4",
+                    &format!(
+                        "{host} does not offer STARTTLS, which the configuration requires; nothing was sent"
+                    ),
+                ));
             }
             starttls(&mut conn, params.clone(), host, settings, &guard).await?;
             encrypted = true;
@@ -340,7 +357,7 @@ async fn open_once(
                 name.to_string()
             };
             let params = opportunistic_parameters(&server_name)
-                .map_err(|e| OpenError::new(format!("4.7.5 TLS set-up for {host}: {e}")))?;
+                .map_err(|e| OpenError::new("4.7.5", &format!("TLS set-up for {host}: {e}")))?;
             if let Err(mut e) = starttls(&mut conn, params, host, settings, &guard).await {
                 // A failed handshake is tried again in plaintext; injected
                 // data is an attack on this connection, not a TLS problem.
@@ -359,24 +376,28 @@ async fn open_once(
     let caps = match timeout(settings.command_timeout, conn.command(Line(&ehlo))).await {
         Ok(Ok(response)) => Capabilities::from_ehlo(response.message()),
         Ok(Err(e)) => {
-            return Err(OpenError::new(format!(
-                "4.4.2 {host} refused EHLO: {}",
-                error_text(&e)
-            )));
+            return Err(OpenError::new(
+                "4.4.2",
+                &format!("{host} refused EHLO: {}", error_text(&e)),
+            ));
         }
         Err(_) => {
-            return Err(OpenError::new(format!(
-                "4.4.2 {host} did not answer EHLO within {}s",
-                settings.command_timeout.as_secs()
-            )));
+            return Err(OpenError::new(
+                "4.4.2",
+                &format!(
+                    "{host} did not answer EHLO within {}s",
+                    settings.command_timeout.as_secs()
+                ),
+            ));
         }
     };
     if let Some(credentials) = &settings.credentials {
         if !caps.has_plain_or_login() {
             quit(conn, settings.command_timeout).await;
-            return Err(OpenError::new(format!(
-                "4.7.0 {host} offers no AUTH PLAIN or LOGIN; cannot log in"
-            )));
+            return Err(OpenError::new(
+                "4.7.0",
+                &format!("{host} offers no AUTH PLAIN or LOGIN; cannot log in"),
+            ));
         }
         let mechanisms = [Mechanism::Plain, Mechanism::Login];
         match timeout(
@@ -387,16 +408,19 @@ async fn open_once(
         {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                return Err(OpenError::new(format!(
-                    "4.7.0 login at {host} failed: {}",
-                    error_text(&e)
-                )));
+                return Err(OpenError::new(
+                    "4.7.0",
+                    &format!("login at {host} failed: {}", error_text(&e)),
+                ));
             }
             Err(_) => {
-                return Err(OpenError::new(format!(
-                    "4.7.0 {host} did not answer AUTH within {}s",
-                    settings.command_timeout.as_secs()
-                )));
+                return Err(OpenError::new(
+                    "4.7.0",
+                    &format!(
+                        "{host} did not answer AUTH within {}s",
+                        settings.command_timeout.as_secs()
+                    ),
+                ));
             }
         }
     }
@@ -425,14 +449,20 @@ async fn starttls(
     {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) if let Some(violation) = violation(guard) => Err(injected(host, &violation)),
-        Ok(Err(e)) => Err(OpenError::new(format!(
-            "4.7.5 STARTTLS with {host} failed: {}; nothing was sent",
-            error_text(&e)
-        ))),
-        Err(_) => Err(OpenError::new(format!(
-            "4.7.5 STARTTLS with {host} did not finish within {}s; nothing was sent",
-            settings.command_timeout.as_secs()
-        ))),
+        Ok(Err(e)) => Err(OpenError::new(
+            "4.7.5",
+            &format!(
+                "STARTTLS with {host} failed: {}; nothing was sent",
+                error_text(&e)
+            ),
+        )),
+        Err(_) => Err(OpenError::new(
+            "4.7.5",
+            &format!(
+                "STARTTLS with {host} did not finish within {}s; nothing was sent",
+                settings.command_timeout.as_secs()
+            ),
+        )),
     }
 }
 
@@ -452,8 +482,11 @@ fn violation(guard: &Option<Arc<GuardReport>>) -> Option<Violation> {
 fn injected(host: &str, violation: &Violation) -> OpenError {
     tracing::warn!(host, %violation, "protocol violation before TLS; connection closed");
     OpenError {
-        reply: format!(
-            "4.7.0 {host} broke the protocol before TLS: {violation}; connection closed, nothing was sent"
+        reply: Reply::local(
+            "4.7.0",
+            &format!(
+                "{host} broke the protocol before TLS: {violation}; connection closed, nothing was sent"
+            ),
         ),
         unreachable: false,
         tls_failed: false,
@@ -461,22 +494,18 @@ fn injected(host: &str, violation: &Violation) -> OpenError {
     }
 }
 
-fn unreachable(reply: String) -> OpenError {
+fn unreachable(enhanced: &str, text: &str) -> OpenError {
     OpenError {
-        reply,
+        reply: Reply::local(enhanced, text),
         unreachable: true,
         tls_failed: false,
         injected: false,
     }
 }
 
-/// `code text` of a refusal, or lettre's description of another error.
+/// The peer's reply in a refusal, or lettre's description of another error.
 fn error_text(e: &SmtpError) -> String {
-    match (e.status(), std::error::Error::source(e)) {
-        (Some(code), Some(text)) => format!("{} {text}", u16::from(code)),
-        (Some(code), None) => u16::from(code).to_string(),
-        (None, _) => e.to_string(),
-    }
+    reply::from_error(e).map_or_else(|| e.to_string(), |reply| reply.to_string())
 }
 
 /// One command line (or a pipelined group of them) for `command`.
@@ -491,17 +520,8 @@ impl fmt::Display for Line<'_> {
 /// A reply, or why none came.
 fn to_reply(result: Result<Response, SmtpError>) -> Result<Reply, String> {
     match result {
-        Ok(response) => Ok(Reply::new(
-            u16::from(response.code()),
-            response.message().collect::<Vec<_>>().join(" "),
-        )),
-        Err(e) => match (e.status(), std::error::Error::source(&e)) {
-            (Some(code), text) => Ok(Reply::new(
-                u16::from(code),
-                text.map(|t| t.to_string()).unwrap_or_default(),
-            )),
-            (None, _) => Err(e.to_string()),
-        },
+        Ok(response) => Ok(reply::from_response(&response)),
+        Err(e) => reply::from_error(&e).ok_or_else(|| e.to_string()),
     }
 }
 
@@ -591,11 +611,9 @@ impl Session {
             } else {
                 run.one_by_one(&mail, &rcpts, body.payload).await
             };
-            let lost = run
-                .book
-                .lost
-                .take()
-                .unwrap_or_else(|| format!("4.4.2 lost connection with {}", self.host));
+            let lost = run.book.lost.take().unwrap_or_else(|| {
+                Reply::local("4.4.2", &format!("lost connection with {}", self.host))
+            });
             let settled = transaction::settle(&run.book.answers, &self.host, &lost);
             // Closed before any reply (not silent): a kept connection that the
             // server had given up on.
@@ -608,7 +626,11 @@ impl Session {
             return Report {
                 outcomes: outcomes
                     .into_iter()
-                    .map(|o| o.unwrap_or_else(|| reply::temporary(lost.clone())))
+                    .map(|o| {
+                        o.unwrap_or_else(|| Outcome::TemporaryFailure {
+                            reply: lost.clone(),
+                        })
+                    })
                     .collect(),
                 reusable,
                 stale,
@@ -618,7 +640,7 @@ impl Session {
         Report {
             outcomes: outcomes
                 .into_iter()
-                .map(|o| o.unwrap_or_else(|| reply::temporary("4.0.0 not attempted")))
+                .map(|o| o.unwrap_or_else(|| reply::temporary("4.0.0", "not attempted")))
                 .collect(),
             reusable: true,
             stale: false,
@@ -642,7 +664,7 @@ struct Book<'a> {
     host: &'a str,
     limit: Duration,
     answers: Answers,
-    lost: Option<String>,
+    lost: Option<Reply>,
     replies: usize,
     timed_out: bool,
 }
@@ -662,19 +684,25 @@ impl Book<'_> {
                     Some(reply)
                 }
                 Err(e) => {
-                    self.lost = Some(format!(
-                        "4.4.2 lost connection with {} while sending {what}: {e}",
-                        self.host
+                    self.lost = Some(Reply::local(
+                        "4.4.2",
+                        &format!(
+                            "lost connection with {} while sending {what}: {e}",
+                            self.host
+                        ),
                     ));
                     None
                 }
             },
             Err(_) => {
                 self.timed_out = true;
-                self.lost = Some(format!(
-                    "4.4.2 {} did not answer {what} within {}s",
-                    self.host,
-                    self.limit.as_secs()
+                self.lost = Some(Reply::local(
+                    "4.4.2",
+                    &format!(
+                        "{} did not answer {what} within {}s",
+                        self.host,
+                        self.limit.as_secs()
+                    ),
                 ));
                 None
             }
@@ -750,7 +778,12 @@ impl Run<'_> {
             book.answers.end = Some(reply);
             return false;
         }
-        if book.answers.data.as_ref().is_some_and(|d| d.code == 354) {
+        if book
+            .answers
+            .data
+            .as_ref()
+            .is_some_and(|d| d.code() == Some(354))
+        {
             // The server waits for data that no accepted recipient would get.
             return true;
         }

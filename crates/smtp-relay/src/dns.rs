@@ -16,7 +16,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData};
-use qs_queue::Outcome;
+use qs_queue::{Outcome, Reply};
 
 use crate::mx::{self, MxPlan};
 use crate::reply;
@@ -77,13 +77,14 @@ impl Dns {
                     name: domain.to_string(),
                     addrs: vec![ip],
                 }]),
-                Err(_) => Err(reply::permanent(format!(
-                    "5.1.2 bad address literal {domain}"
-                ))),
+                Err(_) => Err(reply::permanent(
+                    "5.1.2",
+                    &format!("bad address literal {domain}"),
+                )),
             };
         }
         let name = Name::from_utf8(format!("{domain}."))
-            .map_err(|e| reply::permanent(format!("5.1.2 bad domain name {domain}: {e}")))?;
+            .map_err(|e| reply::permanent("5.1.2", &format!("bad domain name {domain}: {e}")))?;
         let records: Vec<(u16, String)> = match self.resolver.mx_lookup(name.clone()).await {
             Ok(lookup) => lookup
                 .answers()
@@ -94,15 +95,17 @@ impl Dns {
                 })
                 .collect(),
             Err(e) if e.is_nx_domain() => {
-                return Err(reply::permanent(format!(
-                    "5.1.2 domain {domain} does not exist (DNS: no such domain)"
-                )));
+                return Err(reply::permanent(
+                    "5.1.2",
+                    &format!("domain {domain} does not exist (DNS: no such domain)"),
+                ));
             }
             Err(e) if e.is_no_records_found() => Vec::new(),
             Err(e) => {
-                return Err(reply::temporary(format!(
-                    "4.4.3 DNS lookup of the MX of {domain} failed: {e}"
-                )));
+                return Err(reply::temporary(
+                    "4.4.3",
+                    &format!("DNS lookup of the MX of {domain} failed: {e}"),
+                ));
             }
         };
         if records.is_empty() {
@@ -112,19 +115,25 @@ impl Dns {
                     name: domain.to_string(),
                     addrs,
                 }]),
-                Ok(_) => Err(reply::permanent(format!(
-                    "5.1.2 domain {domain} has no MX and no address record"
-                ))),
-                Err(e) => Err(reply::temporary(format!(
-                    "4.4.3 DNS lookup of {domain} failed: {e}"
-                ))),
+                Ok(_) => Err(reply::permanent(
+                    "5.1.2",
+                    &format!("domain {domain} has no MX and no address record"),
+                )),
+                Err(e) => Err(reply::temporary(
+                    "4.4.3",
+                    &format!("DNS lookup of {domain} failed: {e}"),
+                )),
             };
         }
         let hosts = match mx::order(&records, &mut rand::rng()) {
             MxPlan::NullMx => {
-                return Err(reply::permanent(format!(
-                    "556 5.1.10 domain {domain} accepts no mail (null MX, RFC 7505)"
-                )));
+                return Err(Outcome::PermanentFailure {
+                    reply: Reply::new(
+                        556,
+                        "5.1.10",
+                        &format!("domain {domain} accepts no mail (null MX, RFC 7505)"),
+                    ),
+                });
             }
             MxPlan::Hosts(hosts) => hosts,
         };
@@ -142,9 +151,10 @@ impl Dns {
             }
         }
         if targets.is_empty() {
-            return Err(reply::temporary(format!(
-                "4.4.3 no MX host of {domain} has an address ({last_error})"
-            )));
+            return Err(reply::temporary(
+                "4.4.3",
+                &format!("no MX host of {domain} has an address ({last_error})"),
+            ));
         }
         Ok(targets)
     }

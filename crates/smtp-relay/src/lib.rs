@@ -21,8 +21,11 @@
 //! with PIPELINING when the server offers it (RFC 2920). Each recipient's
 //! result goes back to core-queue: 2xx delivered, 4xx temporary, 5xx permanent
 //! (the DSN carries the remote reply and the host), connection and TLS errors
-//! temporary. One log line per attempt names the queue id, the recipients, the
-//! host and the reply.
+//! temporary. The peer's replies are read into qs-queue's `Reply` (code,
+//! enhanced status code, every line), and the outcome carries that reply with
+//! the host after its text; a failure found here is a reply without a code
+//! (see [`reply`]). One log line per attempt names the queue id, the
+//! recipients, the host and the reply.
 //!
 //! Every message whose `From` domain (or a parent domain) has a key in
 //! `dkim_dir` is signed with DKIM (RFC 6376, see `qs_dkim`) after the checks

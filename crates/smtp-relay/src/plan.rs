@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use qs_queue::JobRecipient;
+use qs_queue::{JobRecipient, Reply};
 
 /// Where a group of recipients is delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,7 +48,7 @@ pub struct Unsendable {
     /// The recipient.
     pub recipient: JobRecipient,
     /// Why (for the DSN).
-    pub reason: String,
+    pub reason: Reply,
 }
 
 /// Groups `recipients` by destination and cuts each group into batches of at
@@ -76,7 +76,7 @@ pub fn batches(
                 None => {
                     bad.push(Unsendable {
                         recipient: r.clone(),
-                        reason: "5.1.3 the address has no domain".into(),
+                        reason: Reply::local("5.1.3", "the address has no domain"),
                     });
                     continue;
                 }
@@ -112,18 +112,21 @@ pub fn domain_of(address: &str) -> Option<String> {
 /// Refuses what must never reach an SMTP command line: control characters
 /// (CR and LF above all: command injection), angle brackets, and empty or
 /// over-long addresses (RFC 5321 §4.5.3.1: 254 octets in a path).
-pub fn check_address(address: &str) -> Result<(), String> {
+pub fn check_address(address: &str) -> Result<(), Reply> {
     if address.is_empty() {
-        return Err("5.1.3 empty address".into());
+        return Err(Reply::local("5.1.3", "empty address"));
     }
     if address.len() > 254 {
-        return Err("5.1.3 address longer than 254 octets".into());
+        return Err(Reply::local("5.1.3", "address longer than 254 octets"));
     }
     if address
         .chars()
         .any(|c| c.is_control() || c == '<' || c == '>')
     {
-        return Err("5.1.3 address with a control character or angle bracket".into());
+        return Err(Reply::local(
+            "5.1.3",
+            "address with a control character or angle bracket",
+        ));
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
 use qs_config::{ClientTls, Config, RelayMode};
 use qs_dkim::{KeyStore, Signing};
-use qs_queue::{Client, Job, JobClass, JobRecipient, Outcome, QueueId, RecipientResult};
+use qs_queue::{Client, Job, JobClass, JobRecipient, Outcome, QueueId, RecipientResult, Reply};
 use qs_service::shutdown::Shutdown;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -265,18 +265,21 @@ async fn handle(shared: &Arc<Shared>, job: Job, shutdown: &Shutdown) {
     match ending {
         Ending::Done | Ending::Deadline => {
             let why = match ending {
-                Ending::Deadline => format!(
-                    "4.4.7 delivery attempt took longer than {}s",
-                    shared.deadline.as_secs()
+                Ending::Deadline => Reply::local(
+                    "4.4.7",
+                    &format!(
+                        "delivery attempt took longer than {}s",
+                        shared.deadline.as_secs()
+                    ),
                 ),
-                _ => "4.3.0 delivery attempt ended without a result".to_string(),
+                _ => Reply::local("4.3.0", "delivery attempt ended without a result"),
             };
             if !missing.is_empty() {
                 warn!(queue_id = %id, recipients = missing.len(), reason = %why, "no result");
             }
             results.extend(missing.into_iter().map(|index| RecipientResult {
                 index,
-                outcome: reply::temporary(why.clone()),
+                outcome: Outcome::TemporaryFailure { reply: why.clone() },
             }));
         }
         Ending::Stopped => {
@@ -317,10 +320,10 @@ async fn deliver(shared: Arc<Shared>, job: Job, results: Arc<Mutex<Vec<Recipient
         for r in &job.recipients {
             push(
                 r.index,
-                reply::permanent(format!(
-                    "5.6.0 the message has {e} (queue id {}); it was not sent",
-                    job.id
-                )),
+                reply::permanent(
+                    "5.6.0",
+                    &format!("the message has {e} (queue id {}); it was not sent", job.id),
+                ),
             );
         }
         return;
@@ -329,7 +332,10 @@ async fn deliver(shared: Arc<Shared>, job: Job, results: Arc<Mutex<Vec<Recipient
         plan::batches(shared.direct(), &job.recipients, shared.max_per_transaction);
     for u in unsendable {
         info!(queue_id = %job.id, to = %u.recipient.address, status = "bounced", reply = %u.reason, "delivery");
-        push(u.recipient.index, reply::permanent(u.reason));
+        push(
+            u.recipient.index,
+            Outcome::PermanentFailure { reply: u.reason },
+        );
     }
     let body = match &shared.dkim {
         Some(keys) => dkim_sign(keys.clone(), &job.id, job.body).await,
@@ -474,9 +480,10 @@ async fn connect(shared: &Shared, destination: &Destination) -> Result<Session, 
                     Ok(addrs) => (vec![(host.clone(), addrs.collect())], tls),
                     Err(e) => {
                         return Err((
-                            reply::temporary(format!(
-                                "4.4.3 cannot resolve the smarthost {host}: {e}"
-                            )),
+                            reply::temporary(
+                                "4.4.3",
+                                &format!("cannot resolve the smarthost {host}: {e}"),
+                            ),
                             host.clone(),
                         ));
                     }
@@ -502,12 +509,12 @@ async fn connect(shared: &Shared, destination: &Destination) -> Result<Session, 
             }
             (Mode::Direct { .. }, Destination::Smarthost) => {
                 return Err((
-                    reply::temporary("4.3.5 no smarthost in direct mode"),
+                    reply::temporary("4.3.5", "no smarthost in direct mode"),
                     "none".into(),
                 ));
             }
         };
-    let mut last: Option<(String, String)> = None;
+    let mut last: Option<(Reply, String)> = None;
     let mut skipped = Vec::new();
     for (name, addrs) in &targets {
         for addr in addrs {
@@ -525,7 +532,7 @@ async fn connect(shared: &Shared, destination: &Destination) -> Result<Session, 
                 Err(e) => {
                     info!(host = %label, reply = %e.reply, "connection failed");
                     if e.unreachable {
-                        shared.pool.mark_down(*addr, &e.reply);
+                        shared.pool.mark_down(*addr, &e.reply.to_string());
                     }
                     last = Some((e.reply, label));
                 }
@@ -533,17 +540,23 @@ async fn connect(shared: &Shared, destination: &Destination) -> Result<Session, 
         }
     }
     match last {
-        Some((reply, host)) => Err((reply::temporary(reply), host)),
+        Some((reply, host)) => Err((Outcome::TemporaryFailure { reply }, host)),
         None if skipped.is_empty() => Err((
-            reply::temporary(format!("4.4.4 no address to connect to for {destination}")),
+            reply::temporary(
+                "4.4.4",
+                &format!("no address to connect to for {destination}"),
+            ),
             destination.to_string(),
         )),
         None => Err((
-            reply::temporary(format!(
-                "4.4.1 not tried, marked down for {}s after a failed connection: {}",
-                shared.pool.down_period().as_secs(),
-                skipped.join("; ")
-            )),
+            reply::temporary(
+                "4.4.1",
+                &format!(
+                    "not tried, marked down for {}s after a failed connection: {}",
+                    shared.pool.down_period().as_secs(),
+                    skipped.join("; ")
+                ),
+            ),
             destination.to_string(),
         )),
     }
@@ -565,7 +578,7 @@ fn log_attempt(id: &QueueId, recipients: &[JobRecipient], host: &str, outcomes: 
             to = %to.join(","),
             relay = %host,
             status = %reply::status_word(outcome),
-            reply = %reply::outcome_text(outcome),
+            reply = %outcome.reply(),
             "delivery"
         );
     }

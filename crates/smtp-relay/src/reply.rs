@@ -1,89 +1,49 @@
-//! Replies and what they mean for a recipient: 2xx delivered, 4xx temporary,
-//! 5xx permanent, anything else temporary (an error nobody classified is
-//! retried, not lost). The text reported to core-queue, and so to the sender
-//! in a DSN, names the host that gave it. No I/O here.
+//! What replies mean for a recipient: 2xx delivered, 4xx temporary, 5xx
+//! permanent, anything else temporary (an error nobody classified is retried,
+//! not lost). Replies are qs-queue's [`Reply`]: a peer's as lettre read it
+//! ([`from_response`]), a failure found here as a reply without a code
+//! ([`temporary`], [`permanent`]). The text reported to core-queue, and so to
+//! the sender in a DSN, names the host that gave it. No I/O here.
 
-use std::fmt;
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::response::Response;
+use qs_queue::{Outcome, Reply};
 
-use qs_queue::Outcome;
-
-/// An SMTP reply as received: its code and its text, lines joined by spaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// The text after the code (with its enhanced status code, if any).
-    pub text: String,
+/// A peer's reply as lettre read it: its code and its lines.
+pub fn from_response(response: &Response) -> Reply {
+    let lines: Vec<&str> = response.message().collect();
+    Reply::from_lines(u16::from(response.code()), &lines)
 }
 
-/// What a reply means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// 2xx: done.
-    Success,
-    /// 3xx: go on (only right after DATA).
-    Intermediate,
-    /// 4xx, and anything unexpected: try again later.
-    Temporary,
-    /// 5xx: never going to work.
-    Permanent,
+/// The peer's reply inside a lettre error (a 4xx or 5xx refusal, whose lines
+/// lettre has joined), if the error is one.
+pub fn from_error(e: &SmtpError) -> Option<Reply> {
+    let code = u16::from(e.status()?);
+    let text = std::error::Error::source(e)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Some(Reply::from_lines(code, &[text]))
 }
 
-impl Reply {
-    /// A reply from its parts.
-    pub fn new(code: u16, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            text: text.into(),
-        }
-    }
+/// The outcome for a recipient that got `reply` as its final answer, with
+/// `host` named after its text. A 3xx is not a final answer: temporary.
+pub fn outcome(reply: &Reply, host: &str) -> Outcome {
+    Outcome::from_reply(reply.clone().with_note(&format!("({host})")))
+}
 
-    /// Its class by the first digit.
-    pub fn class(&self) -> Class {
-        match self.code {
-            200..=299 => Class::Success,
-            300..=399 => Class::Intermediate,
-            500..=599 => Class::Permanent,
-            _ => Class::Temporary,
-        }
-    }
-
-    /// True for 2xx.
-    pub fn is_success(&self) -> bool {
-        self.class() == Class::Success
-    }
-
-    /// The outcome for a recipient that got this reply as its final answer,
-    /// with `host` named in the text. A 3xx is not a final answer: temporary.
-    pub fn outcome(&self, host: &str) -> Outcome {
-        let reply = format!("{self} ({host})");
-        match self.class() {
-            Class::Success => Outcome::Delivered { reply },
-            Class::Permanent => Outcome::PermanentFailure { reply },
-            Class::Intermediate | Class::Temporary => Outcome::TemporaryFailure { reply },
-        }
+/// A temporary failure found here rather than answered by a server: its
+/// enhanced code and text (`4.4.1`, `connect to ...: Connection refused`).
+pub fn temporary(enhanced: &str, text: &str) -> Outcome {
+    Outcome::TemporaryFailure {
+        reply: Reply::local(enhanced, text),
     }
 }
 
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.text.is_empty() {
-            write!(f, "{}", self.code)
-        } else {
-            write!(f, "{} {}", self.code, self.text)
-        }
+/// A permanent failure found here (`5.6.3`, `remote server does not accept ...`).
+pub fn permanent(enhanced: &str, text: &str) -> Outcome {
+    Outcome::PermanentFailure {
+        reply: Reply::local(enhanced, text),
     }
-}
-
-/// A temporary failure found here rather than answered by a server
-/// (`4.4.1 connect to ...: Connection refused`).
-pub fn temporary(text: impl Into<String>) -> Outcome {
-    Outcome::TemporaryFailure { reply: text.into() }
-}
-
-/// A permanent failure found here (`5.6.3 remote server does not accept ...`).
-pub fn permanent(text: impl Into<String>) -> Outcome {
-    Outcome::PermanentFailure { reply: text.into() }
 }
 
 /// A short word for logs: `sent`, `deferred` or `bounced` (Postfix's words).
@@ -95,41 +55,37 @@ pub fn status_word(outcome: &Outcome) -> &'static str {
     }
 }
 
-/// The reply text of an outcome.
-pub fn outcome_text(outcome: &Outcome) -> &str {
-    match outcome {
-        Outcome::Delivered { reply }
-        | Outcome::TemporaryFailure { reply }
-        | Outcome::PermanentFailure { reply } => reply,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn replies_are_classified_by_their_first_digit() {
+    fn final_replies_name_the_host_after_their_text() {
         let host = "mx.far.example[192.0.2.1]:25";
+        let queued = Reply::from_lines(250, &["2.0.0 Ok: queued as 4XYZ"]);
         assert_eq!(
-            Reply::new(250, "2.0.0 Ok: queued as 4XYZ").outcome(host),
+            outcome(&queued, host),
             Outcome::Delivered {
                 reply: "250 2.0.0 Ok: queued as 4XYZ (mx.far.example[192.0.2.1]:25)".into()
             }
         );
-        assert_eq!(
-            Reply::new(451, "4.3.0 try later").outcome(host),
-            Outcome::TemporaryFailure {
-                reply: "451 4.3.0 try later (mx.far.example[192.0.2.1]:25)".into()
-            }
+        let later = outcome(&Reply::from_lines(451, &["4.3.0 try later"]), host);
+        assert!(
+            matches!(&later, Outcome::TemporaryFailure { .. }),
+            "{later:?}"
         );
         assert_eq!(
-            Reply::new(550, "5.1.1 <x@far.example>: user unknown").outcome(host),
-            Outcome::PermanentFailure {
-                reply: "550 5.1.1 <x@far.example>: user unknown (mx.far.example[192.0.2.1]:25)"
-                    .into()
-            }
+            later.reply().to_string(),
+            "451 4.3.0 try later (mx.far.example[192.0.2.1]:25)"
         );
+        let unknown = Reply::from_lines(550, &["5.1.1 <x@far.example>:", "5.1.1 user unknown"]);
+        let bounced = outcome(&unknown, host);
+        assert!(matches!(&bounced, Outcome::PermanentFailure { .. }));
+        assert_eq!(
+            bounced.reply().to_string(),
+            "550 5.1.1 <x@far.example>: user unknown (mx.far.example[192.0.2.1]:25)"
+        );
+        assert_eq!(bounced.reply().enhanced(), unknown.enhanced());
     }
 
     #[test]
@@ -137,20 +93,23 @@ mod tests {
         for code in [100, 354, 600, 999, 0] {
             assert!(
                 matches!(
-                    Reply::new(code, "odd").outcome("h"),
+                    outcome(&Reply::from_lines(code, &["odd"]), "h"),
                     Outcome::TemporaryFailure { .. }
                 ),
                 "{code}"
             );
         }
-        assert_eq!(Reply::new(354, "go").class(), Class::Intermediate);
     }
 
     #[test]
-    fn a_reply_without_text_prints_its_code() {
-        assert_eq!(Reply::new(250, "").to_string(), "250");
-        assert_eq!(status_word(&temporary("x")), "deferred");
-        assert_eq!(status_word(&permanent("x")), "bounced");
-        assert_eq!(outcome_text(&permanent("5.0.0 no")), "5.0.0 no");
+    fn failures_found_here_have_no_code() {
+        let t = temporary("4.4.1", "connect failed");
+        assert_eq!(status_word(&t), "deferred");
+        assert_eq!(t.reply().code(), None);
+        assert_eq!(t.reply().to_string(), "4.4.1 connect failed");
+        let p = permanent("5.0.0", "no");
+        assert_eq!(status_word(&p), "bounced");
+        assert_eq!(p.reply().to_string(), "5.0.0 no");
+        assert_eq!(Reply::from_lines(250, &[""]).to_string(), "250");
     }
 }

@@ -14,10 +14,11 @@
 //! - Each recipient's result comes from its own RCPT reply, or from the DATA
 //!   and end-of-data replies when its RCPT was accepted.
 
-use qs_queue::Outcome;
+use qs_queue::reply::Class;
+use qs_queue::{Outcome, Reply};
 
 use crate::ehlo::Capabilities;
-use crate::reply::{self, Class, Reply};
+use crate::reply;
 
 /// The parameters of `MAIL FROM`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,21 +53,28 @@ pub fn plan(
     host: &str,
 ) -> Result<Plan, Outcome> {
     if eight_bit && !caps.eight_bit_mime {
-        return Err(reply::permanent(format!(
-            "5.6.3 remote server does not accept 8-bit mail (no 8BITMIME); the message was not sent ({host})"
-        )));
+        return Err(reply::permanent(
+            "5.6.3",
+            &format!(
+                "remote server does not accept 8-bit mail (no 8BITMIME); the message was not sent ({host})"
+            ),
+        ));
     }
     if let Some(limit) = caps.size_limit()
         && size as u64 > limit
     {
-        return Err(reply::permanent(format!(
-            "5.3.4 message of {size} bytes exceeds the size limit of {limit} bytes ({host})"
-        )));
+        return Err(reply::permanent(
+            "5.3.4",
+            &format!("message of {size} bytes exceeds the size limit of {limit} bytes ({host})"),
+        ));
     }
     if !sender.is_ascii() && !caps.smtputf8 {
-        return Err(reply::permanent(format!(
-            "5.6.7 remote server does not accept UTF-8 addresses (no SMTPUTF8): sender <{sender}> ({host})"
-        )));
+        return Err(reply::permanent(
+            "5.6.7",
+            &format!(
+                "remote server does not accept UTF-8 addresses (no SMTPUTF8): sender <{sender}> ({host})"
+            ),
+        ));
     }
     let mut send = Vec::new();
     let mut refused = Vec::new();
@@ -74,9 +82,12 @@ pub fn plan(
         if !rcpt.is_ascii() && !caps.smtputf8 {
             refused.push((
                 i,
-                reply::permanent(format!(
-                    "5.6.7 remote server does not accept UTF-8 addresses (no SMTPUTF8) ({host})"
-                )),
+                reply::permanent(
+                    "5.6.7",
+                    &format!(
+                        "remote server does not accept UTF-8 addresses (no SMTPUTF8) ({host})"
+                    ),
+                ),
             ));
         } else {
             send.push(i);
@@ -154,13 +165,15 @@ impl Answers {
 /// The outcome for each RCPT sent (same order as `answers.rcpts`). A missing
 /// reply is a temporary failure described by `lost` (e.g. `4.4.2 lost
 /// connection with HOST while sending DATA`).
-pub fn settle(answers: &Answers, host: &str, lost: &str) -> Vec<Outcome> {
-    let lost = || reply::temporary(lost.to_string());
+pub fn settle(answers: &Answers, host: &str, lost: &Reply) -> Vec<Outcome> {
+    let lost = || Outcome::TemporaryFailure {
+        reply: lost.clone(),
+    };
     let n = answers.rcpts.len();
     match &answers.mail {
         None => return (0..n).map(|_| lost()).collect(),
         Some(mail) if !mail.is_success() => {
-            return (0..n).map(|_| mail.outcome(host)).collect();
+            return (0..n).map(|_| reply::outcome(mail, host)).collect();
         }
         Some(_) => {}
     }
@@ -169,16 +182,17 @@ pub fn settle(answers: &Answers, host: &str, lost: &str) -> Vec<Outcome> {
         .iter()
         .map(|rcpt| match rcpt {
             None => lost(),
-            Some(r) if !r.is_success() => r.outcome(host),
+            Some(r) if !r.is_success() => reply::outcome(r, host),
             Some(_) => match &answers.data {
                 None => lost(),
-                Some(data) if data.is_success() => {
-                    reply::temporary(format!("4.5.0 unexpected reply to DATA: {data} ({host})"))
-                }
-                Some(data) if data.class() != Class::Intermediate => data.outcome(host),
+                Some(data) if data.is_success() => reply::temporary(
+                    "4.5.0",
+                    &format!("unexpected reply to DATA: {data} ({host})"),
+                ),
+                Some(data) if data.class() != Class::Intermediate => reply::outcome(data, host),
                 Some(_) => match &answers.end {
                     None => lost(),
-                    Some(end) => end.outcome(host),
+                    Some(end) => reply::outcome(end, host),
                 },
             },
         })
@@ -192,7 +206,7 @@ mod tests {
     const HOST: &str = "mx.far.example[192.0.2.1]:25";
 
     fn r(code: u16, text: &str) -> Option<Reply> {
-        Some(Reply::new(code, text))
+        Some(Reply::from_lines(code, &[text]))
     }
 
     fn caps(eight_bit_mime: bool, smtputf8: bool, size: Option<u64>) -> Capabilities {
@@ -217,18 +231,18 @@ mod tests {
             end: r(250, "2.0.0 Ok: queued as 4XYZ"),
         };
         assert!(answers.send_data());
-        let out = settle(&answers, HOST, "lost");
+        let out = settle(&answers, HOST, &Reply::local("4.4.2", "lost"));
         assert_eq!(
             out,
             vec![
                 Outcome::Delivered {
-                    reply: format!("250 2.0.0 Ok: queued as 4XYZ ({HOST})")
+                    reply: format!("250 2.0.0 Ok: queued as 4XYZ ({HOST})").into()
                 },
                 Outcome::TemporaryFailure {
-                    reply: format!("451 4.2.0 <b@far.example>: greylisted ({HOST})")
+                    reply: format!("451 4.2.0 <b@far.example>: greylisted ({HOST})").into()
                 },
                 Outcome::PermanentFailure {
-                    reply: format!("550 5.1.1 <c@far.example>: user unknown ({HOST})")
+                    reply: format!("550 5.1.1 <c@far.example>: user unknown ({HOST})").into()
                 },
             ]
         );
@@ -243,10 +257,10 @@ mod tests {
             end: None,
         };
         assert!(!answers.send_data());
-        let out = settle(&answers, HOST, "lost");
+        let out = settle(&answers, HOST, &Reply::local("4.4.2", "lost"));
         assert!(out.iter().all(|o| *o
             == Outcome::PermanentFailure {
-                reply: format!("553 5.7.1 sender rejected ({HOST})")
+                reply: format!("553 5.7.1 sender rejected ({HOST})").into()
             }));
     }
 
@@ -259,24 +273,24 @@ mod tests {
             end: None,
         };
         assert!(!answers.send_data());
-        let out = settle(&answers, HOST, "lost");
+        let out = settle(&answers, HOST, &Reply::local("4.4.2", "lost"));
         assert!(
-            matches!(&out[0], Outcome::TemporaryFailure { reply } if reply.starts_with("452 "))
+            matches!(&out[0], Outcome::TemporaryFailure { reply } if reply.to_string().starts_with("452 "))
         );
         assert!(
-            matches!(&out[1], Outcome::PermanentFailure { reply } if reply.starts_with("550 "))
+            matches!(&out[1], Outcome::PermanentFailure { reply } if reply.to_string().starts_with("550 "))
         );
         answers.data = r(354, "go ahead");
         answers.end = r(554, "5.7.1 spam");
-        let out = settle(&answers, HOST, "lost");
+        let out = settle(&answers, HOST, &Reply::local("4.4.2", "lost"));
         assert!(
-            matches!(&out[0], Outcome::PermanentFailure { reply } if reply.starts_with("554 "))
+            matches!(&out[0], Outcome::PermanentFailure { reply } if reply.to_string().starts_with("554 "))
         );
     }
 
     #[test]
     fn missing_replies_are_temporary_failures() {
-        let lost = "4.4.2 lost connection with mx while sending the message";
+        let lost = &Reply::local("4.4.2", "lost connection with mx while sending the message");
         let answers = Answers {
             mail: r(250, "ok"),
             rcpts: vec![r(250, "ok"), r(550, "no"), None],
@@ -284,9 +298,19 @@ mod tests {
             end: None,
         };
         let out = settle(&answers, HOST, lost);
-        assert_eq!(out[0], Outcome::TemporaryFailure { reply: lost.into() });
+        assert_eq!(
+            out[0],
+            Outcome::TemporaryFailure {
+                reply: lost.clone()
+            }
+        );
         assert!(matches!(out[1], Outcome::PermanentFailure { .. }));
-        assert_eq!(out[2], Outcome::TemporaryFailure { reply: lost.into() });
+        assert_eq!(
+            out[2],
+            Outcome::TemporaryFailure {
+                reply: lost.clone()
+            }
+        );
         let nothing = Answers {
             rcpts: vec![None, None],
             ..Answers::default()
@@ -318,7 +342,7 @@ mod tests {
         .unwrap_err();
         assert!(
             matches!(&err, Outcome::PermanentFailure { reply }
-                if reply.starts_with("5.6.3 remote server does not accept 8-bit mail")),
+                if reply.to_string().starts_with("5.6.3 remote server does not accept 8-bit mail")),
             "{err:?}"
         );
         let ok = plan(
@@ -351,7 +375,7 @@ mod tests {
         assert_eq!(p.send, vec![0]);
         assert_eq!(p.refused.len(), 1);
         assert!(
-            matches!(&p.refused[0].1, Outcome::PermanentFailure { reply } if reply.starts_with("5.6.7 "))
+            matches!(&p.refused[0].1, Outcome::PermanentFailure { reply } if reply.to_string().starts_with("5.6.7 "))
         );
         assert!(!p.params.smtputf8);
         let all = plan(
@@ -390,7 +414,9 @@ mod tests {
             HOST,
         )
         .unwrap_err();
-        assert!(matches!(&err, Outcome::PermanentFailure { reply } if reply.starts_with("5.3.4 ")));
+        assert!(
+            matches!(&err, Outcome::PermanentFailure { reply } if reply.to_string().starts_with("5.3.4 "))
+        );
         assert!(
             plan(
                 "",

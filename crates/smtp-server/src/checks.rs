@@ -41,12 +41,12 @@ use mail_auth::{
     SpfOutput, SpfResult,
 };
 use qs_config::SenderChecksConfig;
+use qs_queue::Reply;
 use qs_queue::message::{self, JUNK_FIELD};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::body::Message;
-use crate::reply::Reply;
 
 /// The namespace of core-queue's state area that holds greylisting's triplets.
 pub const GREYLIST_NAMESPACE: &str = "greylist";

@@ -15,7 +15,10 @@
 //! CHUNKING (RFC 3030). Each accepted message gets a Received field (RFC 3848
 //! protocol names) and is answered `250` only once core-queue has it on disk; if
 //! core-queue cannot be reached within the client's retry bound the answer is
-//! `451 4.3.0`, never `250`.
+//! `451 4.3.0`, never `250`, and a message it will never take is refused for
+//! good: `552 5.3.4` over the queue's frame limit, `554 5.3.0` for another
+//! permanent refusal (see `session::queue_refusal`). Replies are qs-queue's
+//! `Reply` values.
 //!
 //! # Security
 //! - AUTH only under TLS unless `allow_plaintext_auth`; otherwise 538 5.7.11 and
@@ -61,7 +64,6 @@
 pub mod body;
 pub mod checks;
 pub mod policy;
-pub mod reply;
 pub mod server;
 pub mod session;
 

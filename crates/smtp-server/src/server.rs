@@ -2,13 +2,13 @@
 //! and the actions a [`Session`] asks for (password checks, durable enqueue).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use qs_config::{Config, SmtpServerConfig};
 use qs_directory::lists::ListIndex;
-use qs_queue::{Client, Origin};
+use qs_queue::{Client, Origin, Reply};
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
@@ -20,8 +20,7 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::checks::{Checker, SenderVerdict};
 use crate::policy::DirectoryPolicy;
-use crate::reply::Reply;
-use crate::session::{Action, AuthOutcome, ListenerKind, Peer, Session, SessionConfig};
+use crate::session::{self, Action, AuthOutcome, ListenerKind, Peer, Session, SessionConfig};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -168,7 +167,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
         &connections,
         &shutdown,
         // Nothing readable can be said on a TLS listener before the handshake.
-        |kind| (kind != ListenerKind::Submissions).then_some(TOO_MANY),
+        |kind| (kind != ListenerKind::Submissions).then_some(TOO_MANY.as_slice()),
         move |kind, key, stream, peer, admitted| {
             let id = format!("{:08X}", accepted.next_id.fetch_add(1, Ordering::Relaxed));
             let span = tracing::info_span!("smtp", session = %id, %peer, listener = key);
@@ -219,7 +218,8 @@ async fn sweep_greylist(checker: Arc<Checker>, queue: Client, mut shutdown: Shut
 }
 
 /// What a client over the connection limit reads on a plaintext listener.
-const TOO_MANY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
+static TOO_MANY: LazyLock<Vec<u8>> =
+    LazyLock::new(|| Reply::new(421, "4.7.0", "Too many connections, try again later").to_bytes());
 
 async fn connection(
     shared: Arc<Shared>,
@@ -392,9 +392,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     match &result {
                         Ok(id) => info!(queue_id = %id, from = %envelope.sender,
                             recipients = envelope.recipients.len(), size = envelope.message.len(), "accepted"),
-                        Err(e) => error!(error = %e, "the queue refused or could not be reached"),
+                        Err(e) => error!(error = %e, permanent = e.is_permanent(),
+                            "the queue refused or could not be reached"),
                     }
-                    session.enqueued(result.map(|id| id.to_string()).map_err(|e| e.to_string()));
+                    session.enqueued(
+                        result
+                            .map(|id| id.to_string())
+                            .map_err(|e| session::queue_refusal(&e)),
+                    );
                 }
                 Action::CheckSender { helo, sender } => {
                     let ip = session_peer_ip(&session);

@@ -7,7 +7,9 @@
 //! command, so pipelined commands are answered in order.
 //!
 //! Commands are framed here (CRLF only, at most 512 octets, RFC 5321 §4.5.3.1.4)
-//! and parsed by smtp-proto; bodies are read by [`crate::body`].
+//! and parsed by smtp-proto; bodies are read by [`crate::body`]. Every answer is
+//! a [`Reply`] value (the checks hand theirs in as values too), turned into
+//! bytes in one place, the session's `send`.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use qs_directory::Secret;
+use qs_queue::{ClientError, Reply};
 use smtp_proto::{
     AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request,
 };
@@ -23,7 +26,6 @@ use qs_service::spool::SpoolDir;
 
 use crate::body::{Body, ChunkReader, DataReader, Flaw, Message};
 use crate::checks::{MessageVerdict, SenderVerdict, SpfCheck};
-use crate::reply::Reply;
 
 /// The longest command line, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -242,7 +244,7 @@ struct Transaction {
     smtputf8: bool,
     chunks: Option<ChunkReader>,
     /// Why BDAT was refused: the chunk is read and dropped, then this is the answer.
-    chunks_refused: Option<(u16, &'static str, &'static str)>,
+    chunks_refused: Option<Reply>,
 }
 
 /// One SMTP session.
@@ -371,8 +373,9 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    /// The answer to [`Action::Enqueue`]: the queue id, or why it failed.
-    pub fn enqueued(&mut self, result: Result<String, String>) {
+    /// The answer to [`Action::Enqueue`]: the queue id, or the reply for the
+    /// client when the queue did not take the message ([`queue_refusal`]).
+    pub fn enqueued(&mut self, result: Result<String, Reply>) {
         if !matches!(self.state, State::Waiting(Waiting::Enqueue)) {
             return;
         }
@@ -382,14 +385,7 @@ impl<P: Policy> Session<P> {
                 self.messages += 1;
                 self.reply(250, "2.0.0", &format!("OK queued as {id}"));
             }
-            Err(reason) => {
-                tracing::error!(error = %reason, "cannot queue the message");
-                self.reply(
-                    451,
-                    "4.3.0",
-                    "Queue temporarily unavailable, try again later",
-                );
-            }
+            Err(refusal) => self.send(refusal),
         }
         self.tx = Transaction::default();
     }
@@ -425,7 +421,7 @@ impl<P: Policy> Session<P> {
             None => self.add_recipient(address, mailbox),
             // A greylisted recipient is the normal first answer to a
             // stranger, not the client's error.
-            Some(reply) => reply.write_to(&mut self.out),
+            Some(reply) => self.send(reply),
         }
     }
 
@@ -448,14 +444,20 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
-        Reply::new(code, enhanced, text).write_to(&mut self.out);
+    /// Writes a reply: the one place where the session's replies become
+    /// bytes for the client.
+    fn send(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
     }
 
-    /// A refusal from the checks, counted towards the error limit like
-    /// [`Session::error`].
+    fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.send(Reply::new(code, enhanced, text));
+    }
+
+    /// A refusal (from the checks, or of a body), counted towards the error
+    /// limit like [`Session::error`].
     fn refuse(&mut self, reply: Reply) {
-        reply.write_to(&mut self.out);
+        self.send(reply);
         self.count_error();
     }
 
@@ -467,8 +469,7 @@ impl<P: Policy> Session<P> {
 
     /// A 4xx/5xx reply that counts towards the error limit.
     fn error(&mut self, code: u16, enhanced: &str, text: &str) {
-        self.reply(code, enhanced, text);
-        self.count_error();
+        self.refuse(Reply::new(code, enhanced, text));
     }
 
     /// Counts an error just answered; past `max_errors` the session ends.
@@ -779,7 +780,7 @@ impl<P: Policy> Session<P> {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.push("HELP".into());
-        Reply::multiline(250, &lines).write_to(&mut self.out);
+        self.send(Reply::multiline(250, &lines));
     }
 
     fn auth_allowed(&self) -> bool {
@@ -999,11 +1000,11 @@ impl<P: Policy> Session<P> {
     }
 
     /// Why a body may not start now, if it may not.
-    fn body_refusal(&self) -> Option<(u16, &'static str, &'static str)> {
+    fn body_refusal(&self) -> Option<Reply> {
         if self.tx.sender.is_none() {
-            Some((503, "5.5.1", "Need MAIL before DATA or BDAT"))
+            Some(Reply::new(503, "5.5.1", "Need MAIL before DATA or BDAT"))
         } else if self.tx.recipients.is_empty() {
-            Some((554, "5.5.1", "No valid recipients"))
+            Some(Reply::new(554, "5.5.1", "No valid recipients"))
         } else {
             None
         }
@@ -1012,8 +1013,8 @@ impl<P: Policy> Session<P> {
     /// Checks that a body may start; answers the refusal if not.
     fn ready_for_body(&mut self) -> bool {
         match self.body_refusal() {
-            Some((code, enhanced, text)) => {
-                self.error(code, enhanced, text);
+            Some(refusal) => {
+                self.refuse(refusal);
                 false
             }
             None => true,
@@ -1031,13 +1032,13 @@ impl<P: Policy> Session<P> {
             self.state = State::Bdat { remaining, last };
             return false;
         }
-        if let Some((code, enhanced, text)) = self.tx.chunks_refused {
+        if let Some(refusal) = self.tx.chunks_refused.clone() {
             if last {
                 self.tx = Transaction::default();
             } else {
                 self.tx.chunks = Some(ChunkReader::new(0, self.config.spool.spool()));
             }
-            self.error(code, enhanced, text);
+            self.refuse(refusal);
             return true;
         }
         if !last {
@@ -1161,6 +1162,25 @@ impl<P: Policy> Session<P> {
             self.id,
             self.messages + 1,
             qs_queue::message::rfc5322_date(qs_queue::unix_now())
+        )
+    }
+}
+
+/// The answer at the end of DATA when the queue did not take a message: 5xx
+/// when it never will (a body over its frame limit, 552 5.3.4; an envelope or
+/// frame core-queue refuses, 554 5.3.0), else 451 4.3.0, so that the client
+/// keeps the message and tries again: an unreachable queue, or one that
+/// failed in a way nobody classified, never loses mail.
+pub fn queue_refusal(error: &ClientError) -> Reply {
+    if error.is_too_large() {
+        Reply::new(552, "5.3.4", "Message too big for the mail queue")
+    } else if error.is_permanent() {
+        Reply::new(554, "5.3.0", "The mail queue refused the message")
+    } else {
+        Reply::new(
+            451,
+            "4.3.0",
+            "Queue temporarily unavailable, try again later",
         )
     }
 }

@@ -9,6 +9,7 @@ use crate::envelope::{
     Envelope, Job, JobClass, LeaseToken, Origin, Outcome, Recipient, RecipientResult,
     RecipientStatus,
 };
+use crate::reply::Reply;
 use crate::retry::RetryPolicy;
 
 const T0: u64 = 1_700_000_000;
@@ -113,7 +114,10 @@ fn insert_lease_complete_round_trip() {
     assert!(outcome.finished);
     assert_eq!(outcome.newly_failed.len(), 1);
     assert_eq!(outcome.newly_failed[0].address, "b@y");
-    assert_eq!(outcome.newly_failed[0].reply, "550 no such user");
+    assert_eq!(
+        outcome.newly_failed[0].reply.to_string(),
+        "550 no such user"
+    );
     assert!(!outcome.newly_failed[0].expired);
     let stored = store.get(&env.id).expect("get").expect("still there");
     assert_eq!(stored.recipients[0].status, RecipientStatus::Delivered);
@@ -313,8 +317,11 @@ fn temporary_failures_back_off_then_expire() {
     let stored = store.get(&env.id).expect("get").expect("env");
     assert_eq!(stored.recipients[0].attempts, 6);
     assert_eq!(
-        stored.recipients[0].last_reply.as_deref(),
-        Some("451 try later")
+        stored.recipients[0]
+            .last_reply
+            .as_ref()
+            .map(Reply::to_string),
+        Some("451 try later".to_string())
     );
 
     // Five days after it was received, a temporary failure is final.
@@ -333,7 +340,7 @@ fn temporary_failures_back_off_then_expire() {
     assert!(out.finished);
     assert_eq!(out.newly_failed.len(), 1);
     assert!(out.newly_failed[0].expired);
-    assert_eq!(out.newly_failed[0].reply, "451 try later");
+    assert_eq!(out.newly_failed[0].reply.to_string(), "451 try later");
     assert_eq!(store.next_due(&JobClass::outbound()).expect("next"), None);
 }
 
@@ -731,4 +738,68 @@ fn list_and_stats() {
         store.insert(&envelope(&[]), b""),
         Err(StoreError::InvalidEnvelope(_))
     ));
+}
+
+#[test]
+fn an_envelope_stored_when_replies_were_strings_loads_and_completes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = envelope(&[
+        ("a@far", JobClass::outbound()),
+        ("b@far", JobClass::outbound()),
+    ]);
+    // The record as the queue wrote it before replies had a type.
+    let old = format!(
+        concat!(
+            r#"{{"id":"{}","sender":"sender@example.org","recipients":["#,
+            r#"{{"address":"a@far","original":null,"class":"outbound","status":"pending","attempts":1,"#,
+            r#""last_reply":"451 4.3.0 try later (mx.far[192.0.2.1]:25)","next_attempt":{}}},"#,
+            r#"{{"address":"b@far","original":"info@x","class":"outbound","status":"pending","attempts":1,"#,
+            r#""last_reply":"4.4.1 connect to mx.far[192.0.2.1]:25: Connection refused","next_attempt":{}}}],"#,
+            r#""origin":{{"module":"test","peer":null,"auth_user":null}},"#,
+            r#""received_at":{},"size":5,"delay_warning_sent":false}}"#
+        ),
+        env.id, T0, T0, T0
+    );
+    {
+        let store = open(dir.path());
+        store.insert(&env, b"hello").expect("insert");
+        store
+            .inner
+            .envelopes
+            .insert(env.id.as_str(), old.as_bytes())
+            .expect("insert");
+        store.inner.db.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    let loaded = store.get(&env.id).expect("get").expect("env");
+    let reply = loaded.recipients[0].last_reply.clone().expect("reply");
+    assert_eq!(
+        (reply.code(), reply.text().as_str()),
+        (Some(451), "try later (mx.far[192.0.2.1]:25)")
+    );
+    assert_eq!(loaded.recipients[1].original.as_deref(), Some("info@x"));
+    assert_eq!(
+        serde_json::to_string(&loaded).expect("json"),
+        old,
+        "written again it is the same record"
+    );
+    let job = lease(&store, &JobClass::outbound(), T0).expect("job");
+    let failed = Outcome::PermanentFailure {
+        reply: Reply::new(550, "5.1.1", "<b@far>: no such user"),
+    };
+    let out = store
+        .complete(
+            &job.id,
+            &job.class,
+            job.token,
+            &[temp(0), result(1, failed)],
+            &RetryPolicy::default(),
+            T0,
+        )
+        .expect("complete");
+    assert_eq!(out.newly_failed.len(), 1);
+    assert_eq!(
+        out.newly_failed[0].reply.to_string(),
+        "550 5.1.1 <b@far>: no such user"
+    );
 }

@@ -137,10 +137,14 @@ fn drive(mut s: Session<FakeDirectory>, input: &[u8], chunk: usize) -> Run {
                         AuthOutcome::Refused
                     });
                 }
-                Action::Enqueue(envelope) => {
-                    run.queued.push(Queued::from(envelope));
-                    s.enqueued(Ok(format!("Q{}", run.queued.len())));
-                }
+                // The queue refuses, told by the subject.
+                Action::Enqueue(envelope) => match queue_error(&envelope) {
+                    Some(error) => s.enqueued(Err(queue_refusal(&error))),
+                    None => {
+                        run.queued.push(Queued::from(envelope));
+                        s.enqueued(Ok(format!("Q{}", run.queued.len())));
+                    }
+                },
                 // The checks' answers, told by the addresses and subjects.
                 Action::CheckSender { helo, sender } => {
                     run.checks.push(format!("sender {sender}"));
@@ -187,6 +191,34 @@ fn drive(mut s: Session<FakeDirectory>, input: &[u8], chunk: usize) -> Run {
             None => return run,
         }
     }
+}
+
+/// What the queue answers a message whose subject asks for a refusal.
+fn queue_error(envelope: &Envelope) -> Option<ClientError> {
+    let text = String::from_utf8_lossy(&envelope.message.to_vec().unwrap()).into_owned();
+    let subject = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject: queue "))?;
+    Some(match subject {
+        "refuses" => ClientError::Refused {
+            kind: qs_queue::ErrorKind::BadRequest,
+            message: "bad recipient address".into(),
+        },
+        "too big" => ClientError::Request(qs_queue::ProtoError::TooLarge {
+            part: "body",
+            len: 1 << 30,
+            max: 1 << 28,
+        }),
+        "locked out" => ClientError::Refused {
+            kind: qs_queue::ErrorKind::Unauthorized,
+            message: "authentication failed".into(),
+        },
+        _ => ClientError::Unavailable {
+            endpoint: "unix:/run/queue.sock".into(),
+            waited: std::time::Duration::from_secs(30),
+            last_error: "connection refused".into(),
+        },
+    })
 }
 
 /// Runs in every chunking and checks they agree; returns the run.
@@ -280,6 +312,43 @@ fn a_whole_pipelined_transaction_is_queued_once() {
         "{text}"
     );
     assert!(run.out.contains("250 2.0.0 OK queued as Q1\r\n"));
+}
+
+#[test]
+fn what_the_queue_will_never_take_is_refused_for_good_and_the_rest_is_451() {
+    let message = |subject: &str| {
+        format!(
+            "MAIL FROM:<a@far.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: queue {subject}\r\n\r\nhi\r\n.\r\n"
+        )
+    };
+    let input = [
+        "EHLO c\r\n".to_string(),
+        message("too big"),
+        message("refuses"),
+        message("away"),
+        message("locked out"),
+        "QUIT\r\n".into(),
+    ]
+    .concat();
+    let run = transcript(ListenerKind::Mx, false, &input);
+    let ends: Vec<&str> = run
+        .out
+        .lines()
+        .filter(|l| ["552", "554", "451"].iter().any(|c| l.starts_with(c)))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            "552 5.3.4 Message too big for the mail queue",
+            "554 5.3.0 The mail queue refused the message",
+            "451 4.3.0 Queue temporarily unavailable, try again later",
+            "451 4.3.0 Queue temporarily unavailable, try again later",
+        ],
+        "{}",
+        run.out
+    );
+    assert!(run.queued.is_empty());
+    assert_eq!(run.codes().last(), Some(&221), "the session goes on");
 }
 
 #[test]
