@@ -78,7 +78,14 @@ pub struct FolderView {
     /// listing (see [`FolderState::after_own_change`]): trusted for
     /// [`OWN_CHANGE_TRUST`], then the folder is listed again.
     provisional: Option<Instant>,
+    /// The directory times of the last listing and those this process's own changes
+    /// left since: a change that began at one of them followed only changes of ours,
+    /// even when several sessions changed the folder at once.
+    own_times: Vec<(SystemTime, SystemTime)>,
 }
+
+/// Own changes' directory times kept per folder between listings, at most.
+const MAX_OWN_TIMES: usize = 64;
 
 /// Directory times of `new/` and `cur/`, taken before a change this process makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,9 +319,18 @@ impl FolderState {
         self.forget(&pruned);
         let after = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let quiet = |t: SystemTime| t + MTIME_SLACK < started;
-        view.settled = (after == before && quiet(before.0) && quiet(before.1)).then_some(before);
+        let quiet = quiet(before.0) && quiet(before.1);
+        // Directories changed just before the listing may change again within the
+        // same clock tick unseen, unless that last change was ours (a busy folder
+        // changes all the time); then the times are trusted as after our own
+        // changes, for a while.
+        let ours = view.own_times.contains(&before);
+        view.settled = (after == before && (quiet || ours)).then_some(before);
         view.listed_at = Some(listing_began);
-        view.provisional = None;
+        view.provisional = (!quiet && view.settled.is_some()).then(Instant::now);
+        view.own_times.clear();
+        let settled = view.settled;
+        view.own_times.extend(settled);
         Ok(())
     }
 
@@ -395,11 +411,17 @@ impl FolderState {
         let Some(before) = before.0 else {
             return;
         };
-        let after = self.before_own_change(folder);
+        let Some(after) = self.before_own_change(folder).0 else {
+            return;
+        };
         let mut view = lock(&self.view);
-        if view.settled == Some(before)
-            && let Some(after) = after.0
-        {
+        if view.own_times.len() >= MAX_OWN_TIMES {
+            return;
+        }
+        // The folder had changed only by our hand when this change began.
+        let ours = view.settled.is_some() && view.own_times.contains(&before);
+        view.own_times.push(after);
+        if ours {
             view.settled = Some(after);
             view.provisional.get_or_insert_with(Instant::now);
         }

@@ -589,8 +589,9 @@ impl Session {
         };
         let result = (|| -> Result<Result<(u32, u32), &'static str>, StoreError> {
             let state = self.settings.shared.folder(&user_mailbox, &folder)?;
-            let mut index = state.index();
-            let maildir_flags = match flags_of(flags, &mut index)? {
+            // The index is not held while the message is written and synced: the
+            // other sessions of the folder go on meanwhile.
+            let maildir_flags = match flags_of(flags, &mut state.index())? {
                 Ok(f) => f,
                 Err(text) => return Ok(Err(text)),
             };
@@ -609,6 +610,7 @@ impl Session {
                 )?,
                 None => user_mailbox.append(&folder, bytes, maildir_flags, secs)?,
             };
+            let mut index = state.index();
             let uids = index.add(&[(entry.id.clone(), secs)])?;
             let (validity, uid) = (index.uid_validity(), uids.first().copied().unwrap_or(0));
             // The sessions of this process learn of it without listing the folder.
