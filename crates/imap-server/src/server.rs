@@ -14,9 +14,9 @@ use std::time::Duration;
 use notify::Watcher;
 use qs_config::{Config, ImapLimits, MailAccessConfig};
 use qs_directory::Directory;
-use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
 use qs_service::connection::{
-    self, Driven, Flow, Io, LAST_WORDS_TIMEOUT, Next, SessionRunner, Silence, Start, Stream, Tls,
+    self, Driven, Flow, Io, LAST_WORDS_TIMEOUT, Next, Server, Silence, Start, Stream, Tls,
     write_out,
 };
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
@@ -25,7 +25,7 @@ use qs_service::spool::SpoolDir;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::input::InputLimits;
 use crate::search::SearchLimits;
@@ -189,34 +189,19 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         watches: FolderWatches::new(),
         failures,
     });
-    let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
-    accept::serve(
-        listeners.into_listening(),
+    let tls = Tls {
+        acceptor: shared.config.tls.clone(),
+        handshake_timeout: shared.config.limits.tls_handshake_timeout,
+        starttls: "STARTTLS",
+    };
+    connection::serve_mailbox(
+        listeners,
         &connections,
         &shutdown,
-        |kind| (kind == Security::Plain).then_some(TOO_MANY),
-        move |kind, key, stream, peer, admitted| {
-            let id = accept::session_id();
-            let span = tracing::info_span!("imap", session = %id, %peer, listener = key);
-            let mut sessions = Sessions {
-                shared: accepted.clone(),
-                peer,
-                shutdown: sessions_shutdown.clone(),
-                admitted,
-            };
-            tokio::spawn(
-                async move {
-                    let shared = sessions.shared.clone();
-                    let tls = Tls {
-                        acceptor: &shared.config.tls,
-                        handshake_timeout: shared.config.limits.tls_handshake_timeout,
-                        starttls: "STARTTLS",
-                    };
-                    connection::connection(stream, kind, tls, &mut sessions).await;
-                }
-                .instrument(span),
-            );
-        },
+        shared.clone(),
+        tls,
+        TOO_MANY,
+        |id, peer, key| tracing::info_span!("imap", session = %id, %peer, listener = key),
     )
     .await;
     let within = shared.config.limits.drain_timeout + shutdown.extra_drain_time();
@@ -226,30 +211,22 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
     }
 }
 
-/// The sessions of one connection, one after the other (a second one over TLS
-/// after STARTTLS).
-struct Sessions {
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    shutdown: Shutdown,
-    admitted: Admitted,
-}
+impl Server for Shared {
+    type Session<'a> = Imap<'a>;
 
-impl SessionRunner for Sessions {
-    async fn run<S: Stream>(&mut self, stream: S, start: Start) -> io::Result<Option<S>> {
-        let settings = self.shared.settings(start.tls(), start == Start::Plain);
+    fn session(&self, start: Start, peer: SocketAddr) -> Imap<'_> {
+        let settings = self.settings(start.tls(), start == Start::Plain);
         let session = match start {
             // STARTTLS: a new session over TLS; nothing of the old one survives.
             Start::AfterStartTls => Session::after_starttls(settings),
             Start::Plain | Start::Tls => Session::new(settings),
         };
-        let mut imap = Imap {
-            shared: &self.shared,
-            peer: self.peer,
+        Imap {
+            shared: self,
+            peer,
             session: Some(session),
             no_output: Vec::new(),
-        };
-        connection::drive(&mut imap, stream, self.shutdown.clone(), &mut self.admitted).await
+        }
     }
 }
 

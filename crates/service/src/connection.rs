@@ -10,7 +10,10 @@
 //! raw stream back, and after the handshake a fresh session runs over TLS:
 //! nothing read or buffered before the handshake survives it
 //! (CVE-2011-0411). How a session is built and run is the daemon's
-//! ([`SessionRunner`]).
+//! ([`SessionRunner`]); a daemon whose connections run one [`Driven`]
+//! session at a time only says how to build one ([`Server`]), and
+//! [`Sessions`] runs them; [`serve_mailbox`] serves the listeners of such a
+//! server (imap-server, pop3-server) that way.
 //!
 //! [`drive`] is the loop of one session. The daemon's session says what it
 //! needs next ([`Driven::next`], a [`Next`], in the spirit of imap-next's
@@ -25,13 +28,15 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
-use crate::accept::{self, Admitted, Security};
+use crate::accept::{self, Admitted, Connections, PlainAndTls, Security};
 use crate::shutdown::Shutdown;
 
 /// Bytes read from the socket at a time.
@@ -83,11 +88,90 @@ pub trait SessionRunner: Send {
     ) -> impl Future<Output = io::Result<Option<S>>> + Send;
 }
 
-/// The TLS side of a connection.
-#[derive(Clone, Copy)]
-pub struct Tls<'a> {
+/// A server whose connections run one [`Driven`] session at a time, built
+/// afresh for each start (a second one after STARTTLS).
+pub trait Server: Send + Sync + 'static {
+    /// A session, and what the server keeps beside it.
+    type Session<'a>: Driven
+    where
+        Self: 'a;
+
+    /// A fresh session for the client at `peer`, begun as `start` says.
+    fn session(&self, start: Start, peer: SocketAddr) -> Self::Session<'_>;
+}
+
+/// The sessions of one connection of a [`Server`], one after the other.
+pub struct Sessions<T> {
+    server: Arc<T>,
+    peer: SocketAddr,
+    shutdown: Shutdown,
+    admitted: Admitted,
+}
+
+impl<T> Sessions<T> {
+    /// The sessions of the client at `peer`, admitted as `admitted`.
+    pub fn new(server: Arc<T>, peer: SocketAddr, shutdown: Shutdown, admitted: Admitted) -> Self {
+        Sessions {
+            server,
+            peer,
+            shutdown,
+            admitted,
+        }
+    }
+}
+
+impl<T: Server> SessionRunner for Sessions<T> {
+    async fn run<S: Stream>(&mut self, stream: S, start: Start) -> io::Result<Option<S>> {
+        let mut session = self.server.session(start, self.peer);
+        drive(
+            &mut session,
+            stream,
+            self.shutdown.clone(),
+            &mut self.admitted,
+        )
+        .await
+    }
+}
+
+/// Serves a mailbox server's listeners (plaintext and TLS) with
+/// [`accept::serve`] until the stop. On a plaintext listener a client over
+/// the connection limits reads `too_many`; each admitted connection runs in
+/// a task of its own, inside the span that `span` makes of its session id,
+/// client address and config key, as [`connection`] runs it with the
+/// [`Sessions`] of `server`.
+pub async fn serve_mailbox<T: Server>(
+    listeners: PlainAndTls,
+    connections: &Arc<Connections>,
+    shutdown: &Shutdown,
+    server: Arc<T>,
+    tls: Tls,
+    too_many: &'static [u8],
+    span: fn(&str, SocketAddr, &'static str) -> tracing::Span,
+) {
+    let sessions_shutdown = shutdown.clone();
+    accept::serve(
+        listeners.into_listening(),
+        connections,
+        shutdown,
+        move |kind| (kind == Security::Plain).then_some(too_many),
+        move |kind, key, stream, peer, admitted| {
+            let span = span(&accept::session_id(), peer, key);
+            let shutdown = sessions_shutdown.clone();
+            let mut sessions = Sessions::new(server.clone(), peer, shutdown, admitted);
+            let tls = tls.clone();
+            tokio::spawn(
+                async move { connection(stream, kind, &tls, &mut sessions).await }.instrument(span),
+            );
+        },
+    )
+    .await;
+}
+
+/// The TLS side of a server's connections.
+#[derive(Clone)]
+pub struct Tls {
     /// The certificate.
-    pub acceptor: &'a TlsAcceptor,
+    pub acceptor: TlsAcceptor,
     /// The handshake must finish within this.
     pub handshake_timeout: Duration,
     /// The command that starts TLS on a plain listener, for the log
@@ -101,14 +185,14 @@ pub struct Tls<'a> {
 pub async fn connection<S: Stream, R: SessionRunner>(
     stream: S,
     security: Security,
-    tls: Tls<'_>,
+    tls: &Tls,
     runner: &mut R,
 ) {
     debug!("connected");
     let result = match security {
         Security::Plain => plain_connection(stream, tls, runner).await,
         Security::Tls => {
-            match accept::tls_handshake(tls.acceptor, stream, tls.handshake_timeout).await {
+            match accept::tls_handshake(&tls.acceptor, stream, tls.handshake_timeout).await {
                 Some(stream) => runner.run(stream, Start::Tls).await.map(drop),
                 None => Ok(()),
             }
@@ -124,13 +208,14 @@ pub async fn connection<S: Stream, R: SessionRunner>(
 /// a fresh one over TLS.
 async fn plain_connection<S: Stream, R: SessionRunner>(
     stream: S,
-    tls: Tls<'_>,
+    tls: &Tls,
     runner: &mut R,
 ) -> io::Result<()> {
     let Some(raw) = runner.run(stream, Start::Plain).await? else {
         return Ok(());
     };
-    let Some(stream) = accept::tls_handshake(tls.acceptor, raw, tls.handshake_timeout).await else {
+    let Some(stream) = accept::tls_handshake(&tls.acceptor, raw, tls.handshake_timeout).await
+    else {
         return Ok(());
     };
     debug!("TLS started ({})", tls.starttls);
@@ -327,15 +412,12 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::TlsConnector;
 
     use super::*;
-    use crate::accept::{ConnectionLimits, Connections};
+    use crate::accept::ConnectionLimits;
 
     const KEY: &str = "test.listen";
 
@@ -374,7 +456,8 @@ mod tests {
 
     /// A line protocol: greets with how it began, answers each line with
     /// "you said <line>", starts TLS on "STARTTLS", says goodbye on "QUIT".
-    struct Echo {
+    struct Echo<'a> {
+        server: &'a EchoServer,
         start: Start,
         greeted: bool,
         input: Vec<u8>,
@@ -382,7 +465,27 @@ mod tests {
         silence: Option<Silence>,
     }
 
-    impl Driven for Echo {
+    impl<'a> Echo<'a> {
+        fn new(server: &'a EchoServer, start: Start) -> Echo<'a> {
+            Echo {
+                server,
+                start,
+                greeted: false,
+                input: Vec::new(),
+                out: Vec::new(),
+                silence: None,
+            }
+        }
+    }
+
+    impl Drop for Echo<'_> {
+        fn drop(&mut self) {
+            let ended = (self.start, self.silence);
+            self.server.sessions.lock().unwrap().push(ended);
+        }
+    }
+
+    impl Driven for Echo<'_> {
         type Action = ();
 
         async fn next(&mut self) -> io::Result<Next<()>> {
@@ -444,25 +547,17 @@ mod tests {
         }
     }
 
-    /// Runs [`Echo`] sessions and remembers how each began and ended.
-    struct Runner {
-        shutdown: Shutdown,
-        admitted: Admitted,
-        sessions: Vec<(Start, Option<Silence>)>,
+    /// Builds [`Echo`] sessions and remembers how each began and ended.
+    #[derive(Default)]
+    struct EchoServer {
+        sessions: std::sync::Mutex<Vec<(Start, Option<Silence>)>>,
     }
 
-    impl SessionRunner for Runner {
-        async fn run<S: Stream>(&mut self, stream: S, start: Start) -> io::Result<Option<S>> {
-            let mut echo = Echo {
-                start,
-                greeted: false,
-                input: Vec::new(),
-                out: Vec::new(),
-                silence: None,
-            };
-            let result = drive(&mut echo, stream, self.shutdown.clone(), &mut self.admitted).await;
-            self.sessions.push((start, echo.silence));
-            result
+    impl Server for EchoServer {
+        type Session<'a> = Echo<'a>;
+
+        fn session(&self, start: Start, _peer: SocketAddr) -> Echo<'_> {
+            Echo::new(self, start)
         }
     }
 
@@ -477,18 +572,17 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let acceptor = acceptor(dir.path());
             let (_trigger, shutdown) = crate::shutdown::channel();
-            let mut runner = Runner {
-                shutdown,
-                admitted: admitted(&connections()),
-                sessions: Vec::new(),
-            };
+            let server = Arc::new(EchoServer::default());
+            let peer = server_end.peer_addr().unwrap();
+            let admitted = admitted(&connections());
+            let mut sessions = Sessions::new(server.clone(), peer, shutdown, admitted);
             let tls = Tls {
-                acceptor: &acceptor,
+                acceptor,
                 handshake_timeout,
                 starttls: "STARTTLS",
             };
-            connection(server_end, security, tls, &mut runner).await;
-            runner.sessions
+            connection(server_end, security, &tls, &mut sessions).await;
+            server.sessions.lock().unwrap().clone()
         })
     }
 
@@ -568,13 +662,8 @@ mod tests {
         let table = connections();
         let (trigger, shutdown) = crate::shutdown::channel();
         let mut admitted = admitted(&table);
-        let fresh = |start| Echo {
-            start,
-            greeted: false,
-            input: Vec::new(),
-            out: Vec::new(),
-            silence: None,
-        };
+        let server = EchoServer::default();
+        let fresh = |start| Echo::new(&server, start);
 
         let (server_end, client_end) = pair().await;
         let mut echo = fresh(Start::Plain);
