@@ -138,7 +138,7 @@ impl<T: Server> SessionRunner for Sessions<T> {
 /// the connection limits reads `too_many`; each admitted connection runs in
 /// a task of its own, inside the span that `span` makes of its session id,
 /// client address and config key, as [`connection`] runs it with the
-/// [`Sessions`] of `server`.
+/// [`Sessions`] of `server`; its start and end are logged (at debug).
 pub async fn serve_mailbox<T: Server>(
     listeners: PlainAndTls,
     connections: &Arc<Connections>,
@@ -160,7 +160,14 @@ pub async fn serve_mailbox<T: Server>(
             let mut sessions = Sessions::new(server.clone(), peer, shutdown, admitted);
             let tls = tls.clone();
             tokio::spawn(
-                async move { connection(stream, kind, &tls, &mut sessions).await }.instrument(span),
+                async move {
+                    debug!("connected");
+                    match connection(stream, kind, &tls, &mut sessions).await {
+                        Ok(()) => debug!("closed"),
+                        Err(e) => debug!(error = %e, "connection lost"),
+                    }
+                }
+                .instrument(span),
             );
         },
     )
@@ -181,15 +188,15 @@ pub struct Tls {
 
 /// One connection, from accept to close: the handshake on a TLS listener,
 /// then the sessions `runner` runs (a second, over TLS, when the plaintext
-/// one asked for STARTTLS).
+/// one asked for STARTTLS). A failed handshake is logged and ends it without
+/// an error; the error is that of a session's stream.
 pub async fn connection<S: Stream, R: SessionRunner>(
     stream: S,
     security: Security,
     tls: &Tls,
     runner: &mut R,
-) {
-    debug!("connected");
-    let result = match security {
+) -> io::Result<()> {
+    match security {
         Security::Plain => plain_connection(stream, tls, runner).await,
         Security::Tls => {
             match accept::tls_handshake(&tls.acceptor, stream, tls.handshake_timeout).await {
@@ -197,10 +204,6 @@ pub async fn connection<S: Stream, R: SessionRunner>(
                 None => Ok(()),
             }
         }
-    };
-    match result {
-        Ok(()) => debug!("closed"),
-        Err(e) => debug!(error = %e, "connection lost"),
     }
 }
 
@@ -581,7 +584,9 @@ mod tests {
                 handshake_timeout,
                 starttls: "STARTTLS",
             };
-            connection(server_end, security, &tls, &mut sessions).await;
+            connection(server_end, security, &tls, &mut sessions)
+                .await
+                .unwrap();
             server.sessions.lock().unwrap().clone()
         })
     }
