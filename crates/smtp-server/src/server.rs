@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use qs_config::{Config, SmtpServerConfig};
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
-use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
+use qs_service::connection::{self, SessionRunner, Start, Stream, Tls};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use qs_service::spool::SpoolDir;
@@ -221,6 +222,8 @@ async fn sweep_greylist(checker: Arc<Checker>, queue: Client, mut shutdown: Shut
 /// What a client over the connection limit reads on a plaintext listener.
 const TOO_MANY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
 
+/// One connection: its sessions, run by qs-service's connection driver (the
+/// handshake on the submissions role, a fresh session after STARTTLS).
 async fn connection(
     shared: Arc<Shared>,
     kind: ListenerKind,
@@ -238,54 +241,79 @@ async fn connection(
             .unchecked_networks
             .iter()
             .any(|n| n.contains(peer.ip()));
-    let mut state = ConnectionState {
-        checks: ClientChecks::start(&shared, checked, peer.ip()),
-        admitted,
-    };
-    let new_session = |tls: bool| {
-        Session::new(
-            shared.session.clone(),
-            shared.policy.clone(),
-            kind,
-            Peer {
-                ip: peer.ip(),
-                may_relay,
-                checked,
-            },
-            tls,
-            id.clone(),
-        )
-    };
-    if kind == ListenerKind::Submissions {
-        let Some(tls) = accept::tls_handshake(&shared.acceptor, stream, HANDSHAKE_TIMEOUT).await
-        else {
-            return Ok(());
-        };
-        let session = new_session(true);
-        serve(&shared, session, tls, true, deadline, shutdown, &mut state).await?;
-        return Ok(());
-    }
-    let upgraded = serve(
-        &shared,
-        new_session(false),
-        stream,
-        true,
+    let mut sessions = Sessions {
+        shared: &shared,
+        kind,
+        ip: peer.ip(),
+        may_relay,
+        checked,
+        id,
         deadline,
-        shutdown.clone(),
-        &mut state,
-    )
-    .await?;
-    if let Some(plain) = upgraded {
-        let Some(tls) = accept::tls_handshake(&shared.acceptor, plain, HANDSHAKE_TIMEOUT).await
-        else {
-            return Ok(());
-        };
-        info!("TLS started");
-        // A fresh session: nothing from before the handshake survives it.
-        let session = new_session(true);
-        serve(&shared, session, tls, false, deadline, shutdown, &mut state).await?;
+        shutdown,
+        state: ConnectionState {
+            checks: ClientChecks::start(&shared, checked, peer.ip()),
+            admitted,
+        },
+    };
+    let security = match kind {
+        ListenerKind::Submissions => Security::Tls,
+        ListenerKind::Mx | ListenerKind::Submission => Security::Plain,
+    };
+    let tls = Tls {
+        acceptor: shared.acceptor.clone(),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        starttls: "STARTTLS",
+    };
+    connection::connection(stream, security, &tls, &mut sessions).await
+}
+
+/// The sessions of one connection, one after the other (a second one over TLS
+/// after STARTTLS), and what they share.
+struct Sessions<'a> {
+    shared: &'a Shared,
+    kind: ListenerKind,
+    ip: IpAddr,
+    may_relay: bool,
+    checked: bool,
+    id: String,
+    /// The end of `session_timeout`, for all the sessions together.
+    deadline: Instant,
+    shutdown: Shutdown,
+    state: ConnectionState<'a>,
+}
+
+impl SessionRunner for Sessions<'_> {
+    async fn run<S: Stream>(&mut self, stream: S, start: Start) -> std::io::Result<Option<S>> {
+        if start == Start::AfterStartTls {
+            info!("TLS started");
+        }
+        // After STARTTLS a fresh session: nothing from before the handshake
+        // survives it. It does not greet.
+        let session = Session::new(
+            self.shared.session.clone(),
+            self.shared.policy.clone(),
+            self.kind,
+            Peer {
+                ip: self.ip,
+                may_relay: self.may_relay,
+                checked: self.checked,
+            },
+            start.tls(),
+            self.id.clone(),
+        );
+        let greet = start != Start::AfterStartTls;
+        let shutdown = self.shutdown.clone();
+        serve(
+            self.shared,
+            session,
+            stream,
+            greet,
+            self.deadline,
+            shutdown,
+            &mut self.state,
+        )
+        .await
     }
-    Ok(())
 }
 
 /// What a connection keeps across its sessions (STARTTLS starts a new one).
