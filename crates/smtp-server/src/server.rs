@@ -1,5 +1,7 @@
-//! The tokio side of smtp-server: listeners, connection limits, TLS, timeouts,
-//! and the actions a [`Session`] asks for (password checks, durable enqueue).
+//! The tokio side of smtp-server: listeners, connection limits, TLS and STARTTLS
+//! (through qs-service's connection driver), timeouts (`idle_timeout` also bounds
+//! every write to a client that does not read), and the actions a [`Session`]
+//! asks for (password checks, durable enqueue).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use qs_config::{Config, SmtpServerConfig};
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
 use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
-use qs_service::connection::{self, SessionRunner, Start, Stream, Tls};
+use qs_service::connection::{self, SessionRunner, Start, Stream, Tls, write_out};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use qs_service::spool::SpoolDir;
@@ -385,7 +387,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     state: &mut ConnectionState<'_>,
 ) -> std::io::Result<Option<S>> {
     if greet {
-        stream.write_all(&session.greeting()).await?;
+        write_out(&mut stream, &mut session.greeting(), shared.idle_timeout).await?;
     }
     let mut buf = vec![0u8; 16 * 1024];
     // Failed logins of this session, for the delay before the next answer.
@@ -393,7 +395,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         while let Some(action) = session.next_action() {
             match action {
-                Action::Send(bytes) => stream.write_all(&bytes).await?,
+                Action::Send(mut bytes) => {
+                    write_out(&mut stream, &mut bytes, shared.idle_timeout).await?;
+                }
                 Action::Verify { login, password } => {
                     let ip = session_peer_ip(&session);
                     let outcome = check_login(shared, ip, &login, password, auth_failures).await;
@@ -476,14 +480,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // closes between transactions, never inside one.
         if shutdown.sessions_must_end() && session.between_transactions() {
             let reply = Reply::new(421, "4.3.2", "Service shutting down, try again later");
-            stream.write_all(&reply.to_bytes()).await?;
+            write_out(&mut stream, &mut reply.to_bytes(), shared.idle_timeout).await?;
             let _ = stream.shutdown().await;
             return Ok(None);
         }
         let now = Instant::now();
         if now >= deadline {
             let reply = Reply::new(421, "4.4.2", "Session too long, closing");
-            stream.write_all(&reply.to_bytes()).await?;
+            write_out(&mut stream, &mut reply.to_bytes(), shared.idle_timeout).await?;
             return Ok(None);
         }
         let wait = shared.idle_timeout.min(deadline - now);
@@ -497,7 +501,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 let reply = Reply::new(421, "4.4.2", "Idle too long, closing");
-                stream.write_all(&reply.to_bytes()).await?;
+                write_out(&mut stream, &mut reply.to_bytes(), shared.idle_timeout).await?;
                 return Ok(None);
             }
         }
