@@ -65,4 +65,4 @@ pub mod reply;
 pub mod server;
 pub mod session;
 
-pub use server::run;
+pub use server::{Listeners, ServerConfig, run, serve};

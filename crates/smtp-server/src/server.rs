@@ -3,6 +3,7 @@
 //! every write to a client that does not read), and the actions a [`Session`]
 //! asks for (password checks, durable enqueue).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use qs_config::{Config, SmtpServerConfig};
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin};
-use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Listening, Security};
 use qs_service::connection::{self, SessionRunner, Start, Stream, Tls, write_out};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
@@ -97,68 +98,118 @@ fn connection_limits(s: &SmtpServerConfig) -> ConnectionLimits {
     }
 }
 
-/// Runs smtp-server until `shutdown` fires, then lets sessions finish their
-/// current transaction (up to a drain timeout).
+/// Opens what `config` names, binds `[smtp_server]`'s listeners, writes the run
+/// file, and serves until `shutdown` fires (see [`serve`]).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
-    let s = &config.smtp_server;
-    let directory = qs_service::directory::open(&config.directory)?;
-    qs_service::credentials::configure(&directory, &config.directory);
-    let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", s.spool_threshold)
-        .map_err(ServerError::Spool)?;
-    let checks = &s.checks;
-    let check_sender = checks.enabled || !checks.dnsbl_zones.is_empty();
-    let checker = if check_sender || checks.greylisting {
-        let checker = Checker::new(&config.hostname, checks).map_err(ServerError::Resolver)?;
-        Some(Arc::new(checker))
-    } else {
-        None
-    };
-    let shared = Arc::new(Shared {
-        session: Arc::new(SessionConfig {
-            hostname: config.hostname.clone(),
-            max_message_size: s.max_message_size,
-            max_recipients: s.max_recipients,
-            max_recipient_overshoot: s.max_recipient_overshoot,
-            max_errors: s.max_errors,
-            allow_plaintext_auth: s.allow_plaintext_auth,
-            enforce_sender: s.enforce_sender,
-            spool,
-            check_sender,
-            check_message: checks.enabled,
-            greylisting: checks.greylisting,
-        }),
-        policy: Arc::new(DirectoryPolicy::new(
-            directory,
-            ListIndex::new(config.data_path("lists")),
-        )),
-        acceptor: qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?,
-        queue: qs_service::queue::client(&config)?,
-        relay_networks: s.relay_networks.clone(),
-        unchecked_networks: checks.unchecked_networks.clone(),
-        checker,
-        idle_timeout: s.idle_timeout,
-        session_timeout: s.session_timeout,
-        auth_failures: FailedLogins::new(s.max_auth_failures, AUTH_BLOCK, AUTH_BLOCK),
-        next_id: AtomicU64::new(1),
-    });
-
-    let keys = [
-        ListenerKind::Mx,
-        ListenerKind::Submission,
-        ListenerKind::Submissions,
-    ];
-    let connections = Connections::new(connection_limits(s));
-    let listeners = accept::bind(&[
-        (keys[0], keys[0].config_key(), &s.listen[..]),
-        (keys[1], keys[1].config_key(), &s.submission[..]),
-        (keys[2], keys[2].config_key(), &s.submissions[..]),
-    ])
-    .await?;
-    let bound = accept::addresses(&keys.map(ListenerKind::config_key), &listeners);
-    qs_service::runfile::write(&config.data_dir, "smtp-server", &bound)
+    let server = ServerConfig::open(&config)?;
+    let listeners = Listeners::bind(&config.smtp_server).await?;
+    qs_service::runfile::write(&config.data_dir, "smtp-server", &listeners.addresses())
         .map_err(ServerError::RunFile)?;
+    serve(server, listeners, shutdown).await;
+    qs_service::runfile::remove(&config.data_dir, "smtp-server");
+    info!("stopped");
+    Ok(())
+}
 
-    if checks.greylisting
+/// What the server needs to run, opened from the config by
+/// [`ServerConfig::open`].
+pub struct ServerConfig {
+    shared: Shared,
+    limits: ConnectionLimits,
+    greylisting: bool,
+}
+
+impl ServerConfig {
+    /// Opens the directory, the spool folder, the sender checks' resolver, the
+    /// certificate and the queue client that `config` names.
+    pub fn open(config: &Config) -> Result<ServerConfig, ServerError> {
+        let s = &config.smtp_server;
+        let directory = qs_service::directory::open(&config.directory)?;
+        qs_service::credentials::configure(&directory, &config.directory);
+        let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", s.spool_threshold)
+            .map_err(ServerError::Spool)?;
+        let checks = &s.checks;
+        let check_sender = checks.enabled || !checks.dnsbl_zones.is_empty();
+        let checker = if check_sender || checks.greylisting {
+            let checker = Checker::new(&config.hostname, checks).map_err(ServerError::Resolver)?;
+            Some(Arc::new(checker))
+        } else {
+            None
+        };
+        let shared = Shared {
+            session: Arc::new(SessionConfig {
+                hostname: config.hostname.clone(),
+                max_message_size: s.max_message_size,
+                max_recipients: s.max_recipients,
+                max_recipient_overshoot: s.max_recipient_overshoot,
+                max_errors: s.max_errors,
+                allow_plaintext_auth: s.allow_plaintext_auth,
+                enforce_sender: s.enforce_sender,
+                spool,
+                check_sender,
+                check_message: checks.enabled,
+                greylisting: checks.greylisting,
+            }),
+            policy: Arc::new(DirectoryPolicy::new(
+                directory,
+                ListIndex::new(config.data_path("lists")),
+            )),
+            acceptor: qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?,
+            queue: qs_service::queue::client(config)?,
+            relay_networks: s.relay_networks.clone(),
+            unchecked_networks: checks.unchecked_networks.clone(),
+            checker,
+            idle_timeout: s.idle_timeout,
+            session_timeout: s.session_timeout,
+            auth_failures: FailedLogins::new(s.max_auth_failures, AUTH_BLOCK, AUTH_BLOCK),
+            next_id: AtomicU64::new(1),
+        };
+        Ok(ServerConfig {
+            shared,
+            limits: connection_limits(s),
+            greylisting: checks.greylisting,
+        })
+    }
+}
+
+/// The roles of the listeners, in the order of their config keys.
+const ROLES: [ListenerKind; 3] = [
+    ListenerKind::Mx,
+    ListenerKind::Submission,
+    ListenerKind::Submissions,
+];
+
+/// The bound listeners of the three roles.
+#[derive(Debug)]
+pub struct Listeners {
+    listening: Vec<Listening<ListenerKind>>,
+}
+
+impl Listeners {
+    /// Binds `[smtp_server]`'s `listen`, `submission` and `submissions`.
+    pub async fn bind(s: &SmtpServerConfig) -> Result<Listeners, ServerError> {
+        let [mx, submission, submissions] = ROLES;
+        let listening = accept::bind(&[
+            (mx, mx.config_key(), &s.listen[..]),
+            (submission, submission.config_key(), &s.submission[..]),
+            (submissions, submissions.config_key(), &s.submissions[..]),
+        ])
+        .await?;
+        Ok(Listeners { listening })
+    }
+
+    /// The addresses bound, by config key, for the run file.
+    pub fn addresses(&self) -> BTreeMap<String, Vec<SocketAddr>> {
+        accept::addresses(&ROLES.map(ListenerKind::config_key), &self.listening)
+    }
+}
+
+/// Serves the listeners until `shutdown` fires, then lets sessions finish their
+/// current transaction (up to a drain timeout).
+pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let shared = Arc::new(config.shared);
+    let connections = Connections::new(config.limits);
+    if config.greylisting
         && let Some(checker) = &shared.checker
     {
         let (checker, queue) = (checker.clone(), shared.queue.clone());
@@ -167,7 +218,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
 
     let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
     accept::serve(
-        listeners,
+        listeners.listening,
         &connections,
         &shutdown,
         // Nothing readable can be said on a TLS listener before the handshake.
@@ -200,9 +251,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
     if left > 0 {
         warn!(connections = left, "some sessions did not finish in time");
     }
-    qs_service::runfile::remove(&config.data_dir, "smtp-server");
-    info!("stopped");
-    Ok(())
 }
 
 /// Forgets greylisting's triplets not seen for `greylist_expiry_days`, every
@@ -305,7 +353,7 @@ impl SessionRunner for Sessions<'_> {
         );
         let greet = start != Start::AfterStartTls;
         let shutdown = self.shutdown.clone();
-        serve(
+        run_session(
             self.shared,
             session,
             stream,
@@ -377,7 +425,7 @@ impl Drop for ClientChecks {
 }
 
 /// Runs a session over `stream`; returns the stream when it asked for STARTTLS.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     mut session: Session<DirectoryPolicy>,
     mut stream: S,
