@@ -1,7 +1,8 @@
-//! The network side: accepting connections within the limits, TLS and STARTTLS, and
-//! the loop that moves bytes between a socket and a [`Session`] (run on the blocking
-//! pool, since it works on the file system), applies the timeouts, checks logins, and
-//! watches the selected folder during IDLE.
+//! The network side: accepting connections within the limits, and what qs-service's
+//! connection driver (TLS, STARTTLS, the loop between a socket and a session) needs of
+//! IMAP: the [`Session`] built for each start and run on the blocking pool (it works on
+//! the file system), its timeouts, the login checks, and the watch of the selected
+//! folder during IDLE.
 
 use std::collections::HashMap;
 use std::io;
@@ -13,23 +14,24 @@ use std::time::Duration;
 use notify::Watcher;
 use qs_config::{Config, ImapLimits, MailAccessConfig};
 use qs_directory::Directory;
-use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
+use qs_service::connection::{
+    self, Driven, Flow, Io, LAST_WORDS_TIMEOUT, Next, Server, Silence, Start, Stream, Tls,
+    write_out,
+};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use qs_service::spool::SpoolDir;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::input::InputLimits;
 use crate::search::SearchLimits;
 use crate::session::{Action, Credentials, LoginResult, Session, Settings};
 use crate::store::Shared as StoreShared;
 
-/// Bytes read from the socket at a time.
-pub const READ_CHUNK: usize = 4096;
 /// During IDLE the folder is also looked at this often, in case a change notification
 /// is missed (a file system without inotify).
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -187,21 +189,19 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         watches: FolderWatches::new(),
         failures,
     });
-    let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
-    accept::serve(
-        listeners.into_listening(),
+    let tls = Tls {
+        acceptor: shared.config.tls.clone(),
+        handshake_timeout: shared.config.limits.tls_handshake_timeout,
+        starttls: "STARTTLS",
+    };
+    connection::serve_mailbox(
+        listeners,
         &connections,
         &shutdown,
-        |kind| (kind == Security::Plain).then_some(TOO_MANY),
-        move |kind, key, stream, peer, admitted| {
-            let id = accept::session_id();
-            let span = tracing::info_span!("imap", session = %id, %peer, listener = key);
-            let shutdown = sessions_shutdown.clone();
-            tokio::spawn(
-                connection(accepted.clone(), stream, peer, kind, shutdown, admitted)
-                    .instrument(span),
-            );
-        },
+        shared.clone(),
+        tls,
+        TOO_MANY,
+        |id, peer, key| tracing::info_span!("imap", session = %id, %peer, listener = key),
     )
     .await;
     let within = shared.config.limits.drain_timeout + shutdown.extra_drain_time();
@@ -211,216 +211,197 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
     }
 }
 
-/// One connection, from accept to close.
-async fn connection(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    kind: Security,
-    shutdown: Shutdown,
-    mut guard: Admitted,
-) {
-    debug!("connected");
-    let handshake = shared.config.limits.tls_handshake_timeout;
-    let result: io::Result<()> = match kind {
-        Security::Plain => {
-            let session = Session::new(shared.settings(false, true));
-            match run_session(&shared, stream, session, peer, shutdown.clone(), &mut guard).await {
-                // STARTTLS: a new session over TLS; nothing of the old one survives.
-                Ok(Some(stream)) => {
-                    match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
-                        Some(tls) => {
-                            debug!("TLS started (STARTTLS)");
-                            let session = Session::after_starttls(shared.settings(true, false));
-                            run_session(&shared, tls, session, peer, shutdown, &mut guard)
-                                .await
-                                .map(drop)
-                        }
-                        None => Ok(()),
-                    }
-                }
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            }
+impl Server for Shared {
+    type Session<'a> = Imap<'a>;
+
+    fn session(&self, start: Start, peer: SocketAddr) -> Imap<'_> {
+        let settings = self.settings(start.tls(), start == Start::Plain);
+        let session = match start {
+            // STARTTLS: a new session over TLS; nothing of the old one survives.
+            Start::AfterStartTls => Session::after_starttls(settings),
+            Start::Plain | Start::Tls => Session::new(settings),
+        };
+        Imap {
+            shared: self,
+            peer,
+            session: Some(session),
+            no_output: Vec::new(),
         }
-        Security::Tls => match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
-            Some(tls) => {
-                let session = Session::new(shared.settings(true, false));
-                run_session(&shared, tls, session, peer, shutdown, &mut guard)
-                    .await
-                    .map(drop)
-            }
-            None => Ok(()),
-        },
-    };
-    match result {
-        Ok(()) => debug!("closed"),
-        Err(e) => debug!(error = %e, "connection lost"),
     }
 }
 
-/// Runs `f` on the session on the blocking pool (it reads and writes files).
-async fn blocking<T: Send + 'static>(
-    session: Session,
-    f: impl FnOnce(&mut Session) -> T + Send + 'static,
-) -> io::Result<(Session, T)> {
-    tokio::task::spawn_blocking(move || {
-        let mut session = session;
-        let value = f(&mut session);
-        (session, value)
-    })
-    .await
-    .map_err(io::Error::other)
+/// What an IMAP session asks its driver for besides input and output.
+enum Work {
+    /// A login to check.
+    Login(Credentials),
+    /// IDLE: the selected folder watched until the client says DONE.
+    Idle,
 }
 
-/// Runs `session` over `stream` until it closes. Returns the stream when the session
-/// asked for STARTTLS (everything buffered is dropped with the session).
-async fn run_session<S>(
-    shared: &Shared,
-    mut stream: S,
-    mut session: Session,
+/// One session, as the driver sees it.
+struct Imap<'a> {
+    shared: &'a Shared,
     peer: SocketAddr,
-    mut shutdown: Shutdown,
-    guard: &mut Admitted,
-) -> io::Result<Option<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let limits = &shared.config.limits;
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let (s, action) = blocking(session, Session::progress).await?;
-        session = s;
-        if matches!(action, Action::Close) {
-            // Given back before the last answer (LOGOUT's OK) is sent, so a
-            // client that read it may connect again at once.
-            guard.end_session();
-        }
-        write_out(&mut stream, session.output(), limits.idle_timeout).await?;
-        match action {
-            Action::Flush => {}
-            Action::NeedInput => {
-                let timeout = if session.user().is_some() {
-                    limits.idle_timeout
-                } else {
-                    limits.login_timeout
-                };
-                let n = tokio::select! {
-                    read = tokio::time::timeout(timeout, stream.read(&mut buf)) => match read {
-                        Err(_) => {
-                            info!(user = session.user(), "autologout: idle too long");
-                            session.autologout();
-                            write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
-                            return Ok(None);
-                        }
-                        Ok(result) => result?,
-                    },
-                    // After a hand-over a session outside IDLE may go on for the
-                    // grace period; an IDLE session gets its BYE at once (below).
-                    _ = shutdown.wait_sessions_end() => {
-                        session.shutdown();
-                        write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
-                        return Ok(None);
-                    }
-                };
-                if n == 0 {
-                    return Ok(None);
+    /// The session; away while it works on the blocking pool, and lost if it
+    /// panicked there (the connection then ends with an error).
+    session: Option<Session>,
+    /// The output of a lost session: nothing.
+    no_output: Vec<u8>,
+}
+
+impl Imap<'_> {
+    /// Runs `f` on the session on the blocking pool (it reads and writes files).
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Session) -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let mut session = self.session.take().ok_or_else(session_lost)?;
+        let (session, value) = tokio::task::spawn_blocking(move || {
+            let value = f(&mut session);
+            (session, value)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.session = Some(session);
+        Ok(value)
+    }
+
+    fn session(&mut self) -> io::Result<&mut Session> {
+        self.session.as_mut().ok_or_else(session_lost)
+    }
+
+    /// IDLE: the client is told of changes to the selected folder until it
+    /// sends DONE (or anything else), IDLE lasts too long, or the daemon stops.
+    async fn idle<S: Stream>(&mut self, io: &mut Io<'_, S>) -> io::Result<Flow> {
+        let shared = self.shared;
+        let idle_timeout = shared.config.limits.idle_timeout;
+        let folder = self.session()?.idle_folder();
+        let watch = folder.as_deref().map(|f| shared.watches.watch(f));
+        let mut changes = watch.as_ref().and_then(|w| w.receiver());
+        let poll = if changes.is_some() {
+            IDLE_POLL
+        } else {
+            Duration::from_secs(1)
+        };
+        let deadline = tokio::time::Instant::now() + idle_timeout;
+        loop {
+            let changed = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
                 }
-                session.feed(&buf[..n]);
+            };
+            tokio::select! {
+                read = io.stream.read(&mut io.buf) => {
+                    let n = read?;
+                    if n == 0 {
+                        return Ok(Flow::End);
+                    }
+                    self.session()?.feed(&io.buf[..n]);
+                    return Ok(Flow::Continue);
+                }
+                _ = changed => self.blocking(Session::idle_changed).await?,
+                _ = tokio::time::sleep(poll) => self.blocking(Session::idle_changed).await?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let session = self.session()?;
+                    info!(user = session.user(), "autologout: IDLE too long");
+                    session.autologout();
+                    write_out(&mut io.stream, session.output(), LAST_WORDS_TIMEOUT).await?;
+                    return Ok(Flow::End);
+                }
+                // An IDLE session gets its BYE at once, even in a hand-over's
+                // grace period.
+                _ = io.shutdown.wait() => {
+                    let session = self.session()?;
+                    session.shutdown();
+                    write_out(&mut io.stream, session.output(), LAST_WORDS_TIMEOUT).await?;
+                    return Ok(Flow::End);
+                }
             }
-            Action::Login(credentials) => {
-                let result = shared
-                    .login(peer, credentials, session.login_failures(), guard)
-                    .await;
-                let (s, ()) = blocking(session, move |s| s.login_done(result)).await?;
-                session = s;
-            }
-            Action::StartTls => return Ok(Some(stream)),
+            write_out(&mut io.stream, self.output(), idle_timeout).await?;
+        }
+    }
+}
+
+fn session_lost() -> io::Error {
+    io::Error::other("the session was lost on the blocking pool")
+}
+
+impl Driven for Imap<'_> {
+    type Action = Work;
+
+    async fn next(&mut self) -> io::Result<Next<Work>> {
+        Ok(match self.blocking(Session::progress).await? {
+            Action::Flush => Next::Flush,
+            Action::NeedInput => Next::NeedInput,
+            Action::Login(credentials) => Next::Act(Work::Login(credentials)),
+            Action::Idle => Next::Act(Work::Idle),
+            Action::StartTls => Next::StartTls,
             Action::Close => {
+                let session = self.session()?;
                 if session.logged_out() {
                     debug!(user = session.user(), "logged out");
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-                return Ok(None);
+                Next::Close
             }
-            Action::Idle => {
-                let folder = session.idle_folder();
-                let watch = folder.as_deref().map(|f| shared.watches.watch(f));
-                let mut changes = watch.as_ref().and_then(|w| w.receiver());
-                let poll = if changes.is_some() {
-                    IDLE_POLL
-                } else {
-                    Duration::from_secs(1)
-                };
-                let deadline = tokio::time::Instant::now() + limits.idle_timeout;
-                loop {
-                    let changed = async {
-                        match changes.as_mut() {
-                            Some(rx) => rx.changed().await.is_ok(),
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        read = stream.read(&mut buf) => {
-                            let n = read?;
-                            if n == 0 {
-                                return Ok(None);
-                            }
-                            session.feed(&buf[..n]);
-                            break;
-                        }
-                        _ = changed => {
-                            let (s, ()) = blocking(session, Session::idle_changed).await?;
-                            session = s;
-                        }
-                        _ = tokio::time::sleep(poll) => {
-                            let (s, ()) = blocking(session, Session::idle_changed).await?;
-                            session = s;
-                        }
-                        _ = tokio::time::sleep_until(deadline) => {
-                            info!(user = session.user(), "autologout: IDLE too long");
-                            session.autologout();
-                            write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
-                            return Ok(None);
-                        }
-                        _ = shutdown.wait() => {
-                            session.shutdown();
-                            write_out(&mut stream, session.output(), Duration::from_secs(5)).await?;
-                            return Ok(None);
-                        }
-                    }
-                    write_out(&mut stream, session.output(), limits.idle_timeout).await?;
-                }
-            }
+        })
+    }
+
+    fn output(&mut self) -> &mut Vec<u8> {
+        match &mut self.session {
+            Some(session) => session.output(),
+            None => &mut self.no_output,
         }
     }
-}
 
-/// Writes out what is waiting; a client that does not read for `within` is dropped.
-/// A big buffer is given back to the allocator afterwards (an idle connection keeps
-/// little).
-async fn write_out<S>(stream: &mut S, out: &mut Vec<u8>, within: Duration) -> io::Result<()>
-where
-    S: AsyncWrite + Unpin,
-{
-    if out.is_empty() {
-        return Ok(());
+    fn write_timeout(&self) -> Duration {
+        self.shared.config.limits.idle_timeout
     }
-    let written = tokio::time::timeout(within, async {
-        stream.write_all(out).await?;
-        stream.flush().await
-    })
-    .await;
-    out.clear();
-    if out.capacity() > 64 * 1024 {
-        out.shrink_to(8 * 1024);
+
+    fn read_timeout(&self) -> Duration {
+        let limits = &self.shared.config.limits;
+        if self.session.as_ref().is_some_and(|s| s.user().is_some()) {
+            limits.idle_timeout
+        } else {
+            limits.login_timeout
+        }
     }
-    match written {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client stopped reading",
-        )),
+
+    fn feed(&mut self, bytes: &[u8]) {
+        if let Some(session) = &mut self.session {
+            session.feed(bytes);
+        }
+    }
+
+    fn silence(&mut self, why: Silence) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        match why {
+            Silence::TimedOut => {
+                info!(user = session.user(), "autologout: idle too long");
+                session.autologout();
+            }
+            Silence::Stopping => session.shutdown(),
+            Silence::Closed => {}
+        }
+    }
+
+    async fn act<S: Stream>(&mut self, work: Work, io: &mut Io<'_, S>) -> io::Result<Flow> {
+        let within = self.write_timeout();
+        write_out(&mut io.stream, self.output(), within).await?;
+        match work {
+            Work::Login(credentials) => {
+                let failures = self.session()?.login_failures();
+                let result = self
+                    .shared
+                    .login(self.peer, credentials, failures, io.admitted)
+                    .await;
+                self.blocking(move |s| s.login_done(result)).await?;
+                Ok(Flow::Continue)
+            }
+            Work::Idle => self.idle(io).await,
+        }
     }
 }
 

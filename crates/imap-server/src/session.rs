@@ -363,7 +363,7 @@ impl Session {
                             self.server = silent_server(&self.settings);
                             self.fresh_parser = false;
                         }
-                        self.pending.shrink_to(crate::server::READ_CHUNK);
+                        self.pending.shrink_to(qs_service::connection::READ_CHUNK);
                         return match self.waiting {
                             Waiting::Idle { .. } => Action::Idle,
                             _ => Action::NeedInput,

@@ -1,7 +1,7 @@
-//! The network side: accepting connections within the limits, TLS, and the
-//! loop that moves bytes between a socket and a [`Session`], applies the
-//! timeouts and does the work the session asks for (logins, message transfers,
-//! the UPDATE state).
+//! The network side: accepting connections within the limits, and what
+//! qs-service's connection driver (TLS, STLS, the loop between a socket and a
+//! session) needs of POP3: the [`Session`] built for each start, its timeout,
+//! and the work it asks for (logins, message transfers, the UPDATE state).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,21 +11,21 @@ use std::time::Duration;
 
 use qs_config::{Config, MailAccessConfig};
 use qs_directory::Directory;
-use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Security};
+use qs_service::accept::{self, ConnectionLimits, Connections};
+use qs_service::connection::{
+    self, Driven, Flow, Io, Next, Server, Silence, Start, Stream, Tls, write_out,
+};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::encode::Encoder;
 use crate::maildrop::{Maildrop, MaildropError};
 use crate::reply::{Code, Reply};
-use crate::session::{Action, Credentials, LoginOutcome, Session, Settings, Transfer};
+use crate::session::{Action, Credentials, LoginOutcome, Session, Settings, Transfer, UpdatePlan};
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 4096;
 /// Output is written once this much is waiting.
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -145,21 +145,19 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
         per_user: usize::MAX,
     });
     let shared = Arc::new(Shared { config, failures });
-    let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
-    accept::serve(
-        listeners.into_listening(),
+    let tls = Tls {
+        acceptor: shared.config.tls.clone(),
+        handshake_timeout: shared.config.limits.tls_handshake_timeout,
+        starttls: "STLS",
+    };
+    connection::serve_mailbox(
+        listeners,
         &connections,
         &shutdown,
-        |kind| (kind == Security::Plain).then_some(TOO_MANY),
-        move |kind, key, stream, peer, admitted| {
-            let id = accept::session_id();
-            let span = tracing::info_span!("pop3", session = %id, %peer, listener = key);
-            let shutdown = sessions_shutdown.clone();
-            tokio::spawn(
-                connection(accepted.clone(), stream, peer, kind, shutdown, admitted)
-                    .instrument(span),
-            );
-        },
+        shared.clone(),
+        tls,
+        TOO_MANY,
+        |id, peer, key| tracing::info_span!("pop3", session = %id, %peer, listener = key),
     )
     .await;
     let within = shared.config.limits.drain_timeout + shutdown.extra_drain_time();
@@ -172,60 +170,27 @@ pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdow
     }
 }
 
-/// One connection, from accept to close.
-async fn connection(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    kind: Security,
-    shutdown: Shutdown,
-    mut admitted: Admitted,
-) {
-    debug!("connected");
-    let handshake = shared.config.limits.tls_handshake_timeout;
-    let result: io::Result<()> = match kind {
-        Security::Plain => {
-            let session = Session::new(shared.settings(false, true));
-            match run_session(
-                &shared,
-                stream,
-                session,
+impl Server for Shared {
+    type Session<'a> = Pop3<'a>;
+
+    fn session(&self, start: Start, peer: SocketAddr) -> Pop3<'_> {
+        let settings = self.settings(start.tls(), start == Start::Plain);
+        let session = match start {
+            // STLS: a new session over TLS; nothing of the old one survives.
+            Start::AfterStartTls => Session::after_stls(settings),
+            Start::Plain | Start::Tls => Session::new(settings),
+        };
+        Pop3 {
+            shared: self,
+            session,
+            conn: Connection {
                 peer,
-                shutdown.clone(),
-                &mut admitted,
-            )
-            .await
-            {
-                // STLS: a new session over TLS; nothing of the old one survives.
-                Ok(Some(stream)) => {
-                    match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
-                        Some(tls) => {
-                            debug!("TLS started (STLS)");
-                            let session = Session::after_stls(shared.settings(true, false));
-                            run_session(&shared, tls, session, peer, shutdown, &mut admitted)
-                                .await
-                                .map(drop)
-                        }
-                        None => Ok(()),
-                    }
-                }
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            }
+                out: Vec::new(),
+                maildrop: None,
+                user: None,
+            },
+            answers_login: false,
         }
-        Security::Tls => match accept::tls_handshake(&shared.config.tls, stream, handshake).await {
-            Some(tls) => {
-                let session = Session::new(shared.settings(true, false));
-                run_session(&shared, tls, session, peer, shutdown, &mut admitted)
-                    .await
-                    .map(drop)
-            }
-            None => Ok(()),
-        },
-    };
-    match result {
-        Ok(()) => debug!("closed"),
-        Err(e) => debug!(error = %e, "connection lost"),
     }
 }
 
@@ -237,32 +202,31 @@ struct Connection {
     user: Option<String>,
 }
 
-/// Runs `session` over `stream` until it closes. Returns the stream when the
-/// session asked for STLS (everything buffered is dropped with the session).
-async fn run_session<S>(
-    shared: &Shared,
-    mut stream: S,
-    mut session: Session,
-    peer: SocketAddr,
-    mut shutdown: Shutdown,
-    admitted: &mut Admitted,
-) -> io::Result<Option<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let idle = shared.config.limits.idle_timeout;
-    let mut conn = Connection {
-        peer,
-        out: Vec::new(),
-        maildrop: None,
-        user: None,
-    };
-    let mut buf = vec![0u8; READ_CHUNK];
-    // The reply just queued answers a login that `Shared::login` has logged.
-    let mut answers_login = false;
-    loop {
-        while let Some(action) = session.poll() {
-            let after_login = std::mem::take(&mut answers_login);
+/// What a POP3 session asks its driver for besides input and output.
+enum Work {
+    /// A login to check, and the maildrop to open.
+    Login(Credentials),
+    /// RETR or TOP.
+    Transfer(Transfer),
+    /// The UPDATE state's removals and Seen marks.
+    Update(UpdatePlan),
+}
+
+/// One session, as the driver sees it.
+struct Pop3<'a> {
+    shared: &'a Shared,
+    session: Session,
+    conn: Connection,
+    /// The reply just queued answers a login that `Shared::login` has logged.
+    answers_login: bool,
+}
+
+impl Driven for Pop3<'_> {
+    type Action = Work;
+
+    async fn next(&mut self) -> io::Result<Next<Work>> {
+        while let Some(action) = self.session.poll() {
+            let after_login = std::mem::take(&mut self.answers_login);
             match action {
                 Action::Send(reply) => {
                     if let Reply::Err(Some(Code::Auth), text) = &reply
@@ -270,102 +234,85 @@ where
                     {
                         info!(reason = %text, "login refused");
                     }
-                    reply.write_to(&mut conn.out);
-                    if conn.out.len() >= FLUSH_AT {
-                        write_out(&mut stream, &mut conn.out, idle).await?;
+                    reply.write_to(&mut self.conn.out);
+                    if self.conn.out.len() >= FLUSH_AT {
+                        return Ok(Next::Flush);
                     }
                 }
-                Action::Login(credentials) => {
-                    write_out(&mut stream, &mut conn.out, idle).await?;
-                    let outcome = shared
-                        .login(&mut conn, credentials, session.login_failures())
-                        .await;
-                    session.login_done(outcome);
-                    answers_login = true;
-                }
-                Action::Transfer(transfer) => {
-                    send_message(&mut stream, &mut conn, &mut session, transfer, idle).await?;
-                }
-                Action::StartTls => {
-                    write_out(&mut stream, &mut conn.out, idle).await?;
-                    return Ok(Some(stream));
-                }
-                Action::Update(plan) => {
-                    let Some(maildrop) = conn.maildrop.clone() else {
-                        session.update_done(Default::default());
-                        continue;
-                    };
-                    let planned = (plan.remove.len(), plan.mark_seen.len());
-                    let report = tokio::task::spawn_blocking(move || maildrop.update(&plan))
-                        .await
-                        .map_err(io::Error::other)?;
-                    info!(
-                        user = conn.user.as_deref().unwrap_or_default(),
-                        removed = planned.0 - report.not_removed,
-                        not_removed = report.not_removed,
-                        marked_seen = planned.1,
-                        "update done"
-                    );
-                    session.update_done(report);
-                }
-                Action::Close => {
-                    // Given back before the last answer (QUIT's +OK) is sent,
-                    // so a client that read it may connect again at once.
-                    admitted.end_session();
-                    write_out(&mut stream, &mut conn.out, idle).await?;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-                    return Ok(None);
-                }
+                Action::Login(credentials) => return Ok(Next::Act(Work::Login(credentials))),
+                Action::Transfer(transfer) => return Ok(Next::Act(Work::Transfer(transfer))),
+                Action::StartTls => return Ok(Next::StartTls),
+                Action::Update(plan) => return Ok(Next::Act(Work::Update(plan))),
+                Action::Close => return Ok(Next::Close),
             }
         }
-        write_out(&mut stream, &mut conn.out, idle).await?;
-        let n = tokio::select! {
-            read = tokio::time::timeout(idle, stream.read(&mut buf)) => match read {
-                Err(_) => {
-                    info!(user = conn.user.as_deref(), "autologout: idle too long; nothing deleted");
-                    return Ok(None);
-                }
-                Ok(result) => result?,
-            },
-            // After a hand-over the session may go on for the grace period.
-            _ = shutdown.wait_sessions_end() => {
-                info!(user = conn.user.as_deref(), "closing for shutdown; nothing deleted");
-                return Ok(None);
-            }
-        };
-        if n == 0 {
-            if session.is_logged_in() {
-                info!(
-                    user = conn.user.as_deref(),
-                    "connection closed without QUIT; nothing deleted"
-                );
-            }
-            return Ok(None);
-        }
-        session.feed(&buf[..n]);
+        Ok(Next::NeedInput)
     }
-}
 
-/// Writes out what is waiting; a client that does not read for `idle` is dropped.
-async fn write_out<S>(stream: &mut S, out: &mut Vec<u8>, idle: Duration) -> io::Result<()>
-where
-    S: AsyncWrite + Unpin,
-{
-    if out.is_empty() {
-        return Ok(());
+    fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.conn.out
     }
-    let written = tokio::time::timeout(idle, async {
-        stream.write_all(out).await?;
-        stream.flush().await
-    })
-    .await;
-    out.clear();
-    match written {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client stopped reading",
-        )),
+
+    fn write_timeout(&self) -> Duration {
+        self.shared.config.limits.idle_timeout
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.shared.config.limits.idle_timeout
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.session.feed(bytes);
+    }
+
+    fn silence(&mut self, why: Silence) {
+        let user = self.conn.user.as_deref();
+        match why {
+            Silence::TimedOut => info!(user, "autologout: idle too long; nothing deleted"),
+            Silence::Stopping => info!(user, "closing for shutdown; nothing deleted"),
+            Silence::Closed if self.session.is_logged_in() => {
+                info!(user, "connection closed without QUIT; nothing deleted");
+            }
+            Silence::Closed => {}
+        }
+    }
+
+    async fn act<S: Stream>(&mut self, work: Work, io: &mut Io<'_, S>) -> io::Result<Flow> {
+        let idle = self.shared.config.limits.idle_timeout;
+        match work {
+            Work::Login(credentials) => {
+                write_out(&mut io.stream, &mut self.conn.out, idle).await?;
+                let outcome = self
+                    .shared
+                    .login(&mut self.conn, credentials, self.session.login_failures())
+                    .await;
+                self.session.login_done(outcome);
+                self.answers_login = true;
+            }
+            Work::Transfer(transfer) => {
+                let (conn, session) = (&mut self.conn, &mut self.session);
+                send_message(&mut io.stream, conn, session, transfer, idle).await?;
+            }
+            Work::Update(plan) => {
+                let Some(maildrop) = self.conn.maildrop.clone() else {
+                    self.session.update_done(Default::default());
+                    return Ok(Flow::Continue);
+                };
+                let planned = (plan.remove.len(), plan.mark_seen.len());
+                let report = tokio::task::spawn_blocking(move || maildrop.update(&plan))
+                    .await
+                    .map_err(io::Error::other)?;
+                info!(
+                    user = self.conn.user.as_deref().unwrap_or_default(),
+                    removed = planned.0 - report.not_removed,
+                    not_removed = report.not_removed,
+                    marked_seen = planned.1,
+                    "update done"
+                );
+                self.session.update_done(report);
+            }
+        }
+        Ok(Flow::Continue)
     }
 }
 

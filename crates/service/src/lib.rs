@@ -8,7 +8,10 @@
 //! with errors that name the address and the config key ([`listen`]), the
 //! accept loops, connection limits (a budget per listener role, per address,
 //! per user), the log of refused connections and TLS handshakes of the servers
-//! ([`accept`]), failed logins per client address, counted as each attempt
+//! ([`accept`]), the driver of one connection (TLS from the first byte, or a
+//! fresh session over TLS after STARTTLS/STLS; the loop between the socket
+//! and a daemon's sans-IO session; the write with its time limit:
+//! [`connection`]), failed logins per client address, counted as each attempt
 //! starts ([`login_limit`]), the
 //! shutdown signal ([`shutdown`]), restart without downtime ([`restart`]: socket
 //! hand-over to a successor, or an in-place `exec` after a graceful stop), the
@@ -20,6 +23,7 @@
 //! (TLS 1.2 and 1.3 only).
 
 pub mod accept;
+pub mod connection;
 pub mod credentials;
 pub mod daemon;
 pub mod directory;

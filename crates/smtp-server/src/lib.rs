@@ -67,4 +67,4 @@ pub mod policy;
 pub mod server;
 pub mod session;
 
-pub use server::run;
+pub use server::{Listeners, ServerConfig, run, serve};

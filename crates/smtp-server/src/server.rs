@@ -1,6 +1,9 @@
-//! The tokio side of smtp-server: listeners, connection limits, TLS, timeouts,
-//! and the actions a [`Session`] asks for (password checks, durable enqueue).
+//! The tokio side of smtp-server: listeners, connection limits, TLS and STARTTLS
+//! (through qs-service's connection driver), timeouts (`idle_timeout` also bounds
+//! every write to a client that does not read), and the actions a [`Session`]
+//! asks for (password checks, durable enqueue).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -9,7 +12,8 @@ use std::time::{Duration, Instant};
 use qs_config::{Config, SmtpServerConfig};
 use qs_directory::lists::ListIndex;
 use qs_queue::{Client, Origin, Reply};
-use qs_service::accept::{self, Admitted, ConnectionLimits, Connections};
+use qs_service::accept::{self, Admitted, ConnectionLimits, Connections, Listening, Security};
+use qs_service::connection::{self, SessionRunner, Start, Stream, Tls, write_out};
 use qs_service::login_limit::{FailedLogins, LoginAttempt, PasswordCheck, doubling_delay};
 use qs_service::shutdown::Shutdown;
 use qs_service::spool::SpoolDir;
@@ -93,68 +97,118 @@ fn connection_limits(s: &SmtpServerConfig) -> ConnectionLimits {
     }
 }
 
-/// Runs smtp-server until `shutdown` fires, then lets sessions finish their
-/// current transaction (up to a drain timeout).
+/// Opens what `config` names, binds `[smtp_server]`'s listeners, writes the run
+/// file, and serves until `shutdown` fires (see [`serve`]).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
-    let s = &config.smtp_server;
-    let directory = qs_service::directory::open(&config.directory)?;
-    qs_service::credentials::configure(&directory, &config.directory);
-    let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", s.spool_threshold)
-        .map_err(ServerError::Spool)?;
-    let checks = &s.checks;
-    let check_sender = checks.enabled || !checks.dnsbl_zones.is_empty();
-    let checker = if check_sender || checks.greylisting {
-        let checker = Checker::new(&config.hostname, checks).map_err(ServerError::Resolver)?;
-        Some(Arc::new(checker))
-    } else {
-        None
-    };
-    let shared = Arc::new(Shared {
-        session: Arc::new(SessionConfig {
-            hostname: config.hostname.clone(),
-            max_message_size: s.max_message_size,
-            max_recipients: s.max_recipients,
-            max_recipient_overshoot: s.max_recipient_overshoot,
-            max_errors: s.max_errors,
-            allow_plaintext_auth: s.allow_plaintext_auth,
-            enforce_sender: s.enforce_sender,
-            spool,
-            check_sender,
-            check_message: checks.enabled,
-            greylisting: checks.greylisting,
-        }),
-        policy: Arc::new(DirectoryPolicy::new(
-            directory,
-            ListIndex::new(config.data_path("lists")),
-        )),
-        acceptor: qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?,
-        queue: qs_service::queue::client(&config)?,
-        relay_networks: s.relay_networks.clone(),
-        unchecked_networks: checks.unchecked_networks.clone(),
-        checker,
-        idle_timeout: s.idle_timeout,
-        session_timeout: s.session_timeout,
-        auth_failures: FailedLogins::new(s.max_auth_failures, AUTH_BLOCK, AUTH_BLOCK),
-        next_id: AtomicU64::new(1),
-    });
-
-    let keys = [
-        ListenerKind::Mx,
-        ListenerKind::Submission,
-        ListenerKind::Submissions,
-    ];
-    let connections = Connections::new(connection_limits(s));
-    let listeners = accept::bind(&[
-        (keys[0], keys[0].config_key(), &s.listen[..]),
-        (keys[1], keys[1].config_key(), &s.submission[..]),
-        (keys[2], keys[2].config_key(), &s.submissions[..]),
-    ])
-    .await?;
-    let bound = accept::addresses(&keys.map(ListenerKind::config_key), &listeners);
-    qs_service::runfile::write(&config.data_dir, "smtp-server", &bound)
+    let server = ServerConfig::open(&config)?;
+    let listeners = Listeners::bind(&config.smtp_server).await?;
+    qs_service::runfile::write(&config.data_dir, "smtp-server", &listeners.addresses())
         .map_err(ServerError::RunFile)?;
+    serve(server, listeners, shutdown).await;
+    qs_service::runfile::remove(&config.data_dir, "smtp-server");
+    info!("stopped");
+    Ok(())
+}
 
-    if checks.greylisting
+/// What the server needs to run, opened from the config by
+/// [`ServerConfig::open`].
+pub struct ServerConfig {
+    shared: Shared,
+    limits: ConnectionLimits,
+    greylisting: bool,
+}
+
+impl ServerConfig {
+    /// Opens the directory, the spool folder, the sender checks' resolver, the
+    /// certificate and the queue client that `config` names.
+    pub fn open(config: &Config) -> Result<ServerConfig, ServerError> {
+        let s = &config.smtp_server;
+        let directory = qs_service::directory::open(&config.directory)?;
+        qs_service::credentials::configure(&directory, &config.directory);
+        let spool = SpoolDir::for_module(&config.data_dir, "smtp-server", s.spool_threshold)
+            .map_err(ServerError::Spool)?;
+        let checks = &s.checks;
+        let check_sender = checks.enabled || !checks.dnsbl_zones.is_empty();
+        let checker = if check_sender || checks.greylisting {
+            let checker = Checker::new(&config.hostname, checks).map_err(ServerError::Resolver)?;
+            Some(Arc::new(checker))
+        } else {
+            None
+        };
+        let shared = Shared {
+            session: Arc::new(SessionConfig {
+                hostname: config.hostname.clone(),
+                max_message_size: s.max_message_size,
+                max_recipients: s.max_recipients,
+                max_recipient_overshoot: s.max_recipient_overshoot,
+                max_errors: s.max_errors,
+                allow_plaintext_auth: s.allow_plaintext_auth,
+                enforce_sender: s.enforce_sender,
+                spool,
+                check_sender,
+                check_message: checks.enabled,
+                greylisting: checks.greylisting,
+            }),
+            policy: Arc::new(DirectoryPolicy::new(
+                directory,
+                ListIndex::new(config.data_path("lists")),
+            )),
+            acceptor: qs_service::tls::acceptor(&config.tls.cert, &config.tls.key)?,
+            queue: qs_service::queue::client(config)?,
+            relay_networks: s.relay_networks.clone(),
+            unchecked_networks: checks.unchecked_networks.clone(),
+            checker,
+            idle_timeout: s.idle_timeout,
+            session_timeout: s.session_timeout,
+            auth_failures: FailedLogins::new(s.max_auth_failures, AUTH_BLOCK, AUTH_BLOCK),
+            next_id: AtomicU64::new(1),
+        };
+        Ok(ServerConfig {
+            shared,
+            limits: connection_limits(s),
+            greylisting: checks.greylisting,
+        })
+    }
+}
+
+/// The roles of the listeners, in the order of their config keys.
+const ROLES: [ListenerKind; 3] = [
+    ListenerKind::Mx,
+    ListenerKind::Submission,
+    ListenerKind::Submissions,
+];
+
+/// The bound listeners of the three roles.
+#[derive(Debug)]
+pub struct Listeners {
+    listening: Vec<Listening<ListenerKind>>,
+}
+
+impl Listeners {
+    /// Binds `[smtp_server]`'s `listen`, `submission` and `submissions`.
+    pub async fn bind(s: &SmtpServerConfig) -> Result<Listeners, ServerError> {
+        let [mx, submission, submissions] = ROLES;
+        let listening = accept::bind(&[
+            (mx, mx.config_key(), &s.listen[..]),
+            (submission, submission.config_key(), &s.submission[..]),
+            (submissions, submissions.config_key(), &s.submissions[..]),
+        ])
+        .await?;
+        Ok(Listeners { listening })
+    }
+
+    /// The addresses bound, by config key, for the run file.
+    pub fn addresses(&self) -> BTreeMap<String, Vec<SocketAddr>> {
+        accept::addresses(&ROLES.map(ListenerKind::config_key), &self.listening)
+    }
+}
+
+/// Serves the listeners until `shutdown` fires, then lets sessions finish their
+/// current transaction (up to a drain timeout).
+pub async fn serve(config: ServerConfig, listeners: Listeners, shutdown: Shutdown) {
+    let shared = Arc::new(config.shared);
+    let connections = Connections::new(config.limits);
+    if config.greylisting
         && let Some(checker) = &shared.checker
     {
         let (checker, queue) = (checker.clone(), shared.queue.clone());
@@ -163,7 +217,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
 
     let (accepted, sessions_shutdown) = (shared.clone(), shutdown.clone());
     accept::serve(
-        listeners,
+        listeners.listening,
         &connections,
         &shutdown,
         // Nothing readable can be said on a TLS listener before the handshake.
@@ -196,9 +250,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> 
     if left > 0 {
         warn!(connections = left, "some sessions did not finish in time");
     }
-    qs_service::runfile::remove(&config.data_dir, "smtp-server");
-    info!("stopped");
-    Ok(())
 }
 
 /// Forgets greylisting's triplets not seen for `greylist_expiry_days`, every
@@ -221,6 +272,8 @@ async fn sweep_greylist(checker: Arc<Checker>, queue: Client, mut shutdown: Shut
 static TOO_MANY: LazyLock<Vec<u8>> =
     LazyLock::new(|| Reply::new(421, "4.7.0", "Too many connections, try again later").to_bytes());
 
+/// One connection: its sessions, run by qs-service's connection driver (the
+/// handshake on the submissions role, a fresh session after STARTTLS).
 async fn connection(
     shared: Arc<Shared>,
     kind: ListenerKind,
@@ -238,54 +291,79 @@ async fn connection(
             .unchecked_networks
             .iter()
             .any(|n| n.contains(peer.ip()));
-    let mut state = ConnectionState {
-        checks: ClientChecks::start(&shared, checked, peer.ip()),
-        admitted,
-    };
-    let new_session = |tls: bool| {
-        Session::new(
-            shared.session.clone(),
-            shared.policy.clone(),
-            kind,
-            Peer {
-                ip: peer.ip(),
-                may_relay,
-                checked,
-            },
-            tls,
-            id.clone(),
-        )
-    };
-    if kind == ListenerKind::Submissions {
-        let Some(tls) = accept::tls_handshake(&shared.acceptor, stream, HANDSHAKE_TIMEOUT).await
-        else {
-            return Ok(());
-        };
-        let session = new_session(true);
-        serve(&shared, session, tls, true, deadline, shutdown, &mut state).await?;
-        return Ok(());
-    }
-    let upgraded = serve(
-        &shared,
-        new_session(false),
-        stream,
-        true,
+    let mut sessions = Sessions {
+        shared: &shared,
+        kind,
+        ip: peer.ip(),
+        may_relay,
+        checked,
+        id,
         deadline,
-        shutdown.clone(),
-        &mut state,
-    )
-    .await?;
-    if let Some(plain) = upgraded {
-        let Some(tls) = accept::tls_handshake(&shared.acceptor, plain, HANDSHAKE_TIMEOUT).await
-        else {
-            return Ok(());
-        };
-        info!("TLS started");
-        // A fresh session: nothing from before the handshake survives it.
-        let session = new_session(true);
-        serve(&shared, session, tls, false, deadline, shutdown, &mut state).await?;
+        shutdown,
+        state: ConnectionState {
+            checks: ClientChecks::start(&shared, checked, peer.ip()),
+            admitted,
+        },
+    };
+    let security = match kind {
+        ListenerKind::Submissions => Security::Tls,
+        ListenerKind::Mx | ListenerKind::Submission => Security::Plain,
+    };
+    let tls = Tls {
+        acceptor: shared.acceptor.clone(),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        starttls: "STARTTLS",
+    };
+    connection::connection(stream, security, &tls, &mut sessions).await
+}
+
+/// The sessions of one connection, one after the other (a second one over TLS
+/// after STARTTLS), and what they share.
+struct Sessions<'a> {
+    shared: &'a Shared,
+    kind: ListenerKind,
+    ip: IpAddr,
+    may_relay: bool,
+    checked: bool,
+    id: String,
+    /// The end of `session_timeout`, for all the sessions together.
+    deadline: Instant,
+    shutdown: Shutdown,
+    state: ConnectionState<'a>,
+}
+
+impl SessionRunner for Sessions<'_> {
+    async fn run<S: Stream>(&mut self, stream: S, start: Start) -> std::io::Result<Option<S>> {
+        if start == Start::AfterStartTls {
+            info!("TLS started");
+        }
+        // After STARTTLS a fresh session: nothing from before the handshake
+        // survives it. It does not greet.
+        let session = Session::new(
+            self.shared.session.clone(),
+            self.shared.policy.clone(),
+            self.kind,
+            Peer {
+                ip: self.ip,
+                may_relay: self.may_relay,
+                checked: self.checked,
+            },
+            start.tls(),
+            self.id.clone(),
+        );
+        let greet = start != Start::AfterStartTls;
+        let shutdown = self.shutdown.clone();
+        run_session(
+            self.shared,
+            session,
+            stream,
+            greet,
+            self.deadline,
+            shutdown,
+            &mut self.state,
+        )
+        .await
     }
-    Ok(())
 }
 
 /// What a connection keeps across its sessions (STARTTLS starts a new one).
@@ -347,7 +425,7 @@ impl Drop for ClientChecks {
 }
 
 /// Runs a session over `stream`; returns the stream when it asked for STARTTLS.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     mut session: Session<DirectoryPolicy>,
     mut stream: S,
@@ -357,7 +435,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     state: &mut ConnectionState<'_>,
 ) -> std::io::Result<Option<S>> {
     if greet {
-        stream.write_all(&session.greeting()).await?;
+        write_out(&mut stream, &mut session.greeting(), shared.idle_timeout).await?;
     }
     let mut buf = vec![0u8; 16 * 1024];
     // Failed logins of this session, for the delay before the next answer.
@@ -365,7 +443,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         while let Some(action) = session.next_action() {
             match action {
-                Action::Send(bytes) => stream.write_all(&bytes).await?,
+                Action::Send(mut bytes) => {
+                    write_out(&mut stream, &mut bytes, shared.idle_timeout).await?;
+                }
                 Action::Verify { login, password } => {
                     let ip = session_peer_ip(&session);
                     let outcome = check_login(shared, ip, &login, password, auth_failures).await;
@@ -453,14 +533,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // closes between transactions, never inside one.
         if shutdown.sessions_must_end() && session.between_transactions() {
             let reply = Reply::new(421, "4.3.2", "Service shutting down, try again later");
-            stream.write_all(&reply.to_bytes()).await?;
+            write_out(&mut stream, &mut reply.to_bytes(), shared.idle_timeout).await?;
             let _ = stream.shutdown().await;
             return Ok(None);
         }
         let now = Instant::now();
         if now >= deadline {
             let reply = Reply::new(421, "4.4.2", "Session too long, closing");
-            stream.write_all(&reply.to_bytes()).await?;
+            write_out(&mut stream, &mut reply.to_bytes(), shared.idle_timeout).await?;
             return Ok(None);
         }
         let wait = shared.idle_timeout.min(deadline - now);
@@ -474,7 +554,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 let reply = Reply::new(421, "4.4.2", "Idle too long, closing");
-                stream.write_all(&reply.to_bytes()).await?;
+                write_out(&mut stream, &mut reply.to_bytes(), shared.idle_timeout).await?;
                 return Ok(None);
             }
         }

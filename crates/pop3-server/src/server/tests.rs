@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use qs_directory::{Options, Secret};
 use qs_mailstore::{Delivery, FolderName, Mailbox};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
