@@ -143,22 +143,26 @@ impl Selected {
             qresync: false,
         };
         let mut sink = Vec::new();
+        // The sync takes the view's modification sequence under the same lock as
+        // what it tells, so no change made meanwhile is taken as told.
         selected.sync(false, &mut sink)?;
-        selected.seen_modseq = selected.state.view().modseq;
         selected.keywords_told = selected.state.index().keywords().len();
         Ok(selected)
     }
 
-    /// HIGHESTMODSEQ of the folder, as the index has it.
+    /// HIGHESTMODSEQ as this session's client may be told it: the sequence up to
+    /// which it has been told every change (a change another session makes now is
+    /// told at the next sync, with its own MODSEQ). Telling the index's highest
+    /// instead could make a client that comes back with it (QRESYNC) miss a change.
     pub fn highest_modseq(&self) -> u64 {
-        self.state.index().highest_modseq()
+        self.seen_modseq.max(1)
     }
 
     /// The UIDs of QRESYNC's `VANISHED (EARLIER)` (RFC 7162 §3.2.5.1) for a client
-    /// that knew the folder at `since`: those below UIDNEXT that the folder does not
-    /// hold, within `known` if given, less those recorded as gone by `since` (an
-    /// expunge whose record was compacted away is reported, as the RFC allows).
-    /// Disjoint ascending ranges.
+    /// that knew the folder at `since`, within `known` if given: those that left
+    /// since, when the index remembers every expunge since; else those below UIDNEXT
+    /// that the folder does not hold, less those recorded as gone by `since` (as the
+    /// RFC allows). Disjoint ascending ranges.
     pub fn vanished_since(
         &self,
         since: u64,
@@ -166,6 +170,27 @@ impl Selected {
     ) -> Vec<(u32, u32)> {
         let index = self.state.index();
         let top = index.uid_next().saturating_sub(1);
+        let within = |ranges: Vec<(u32, u32)>| match known {
+            None => ranges,
+            Some(set) => intersect(&ranges, &crate::search::merged_ranges(set, top)),
+        };
+        if since >= index.expunges_forgotten_by() {
+            // Every expunge since is recorded: exactly those (not one the session
+            // still shows).
+            let mut uids: Vec<u32> = index
+                .expunged_since(since)
+                .filter(|&u| u <= top && !self.shows(u))
+                .collect();
+            uids.sort_unstable();
+            let mut ranges: Vec<(u32, u32)> = Vec::new();
+            for uid in uids {
+                match ranges.last_mut() {
+                    Some(last) if last.1.checked_add(1) == Some(uid) => last.1 = uid,
+                    _ => ranges.push((uid, uid)),
+                }
+            }
+            return within(ranges);
+        }
         let mut gaps: Vec<(u32, u32)> = Vec::new();
         let mut next = 1u32;
         let mut add_gap = |from: u32, to: u32| {
@@ -200,10 +225,12 @@ impl Selected {
                 out.push((first, last));
             }
         }
-        match known {
-            None => out,
-            Some(set) => intersect(&out, &crate::search::merged_ranges(set, top)),
-        }
+        within(out)
+    }
+
+    /// True if the session shows the message with this UID as in the folder.
+    fn shows(&self, uid: u32) -> bool {
+        self.uids.position(uid).is_some() && !self.gone.contains_key(&uid)
     }
 
     /// Number of messages the client knows of (EXISTS).
@@ -318,7 +345,7 @@ impl Selected {
             self.gone.insert(now.uid, Some(now.clone()));
             return Ok(Some(now));
         }
-        let before = self.state.before_own_change(&self.folder);
+        let _changing = self.state.own_change();
         let now = match self.folder.set_flags_at(&self.entry(&msg), flags) {
             Ok(now) => now,
             // Removed just now: the next sync finds out and tells.
@@ -326,7 +353,6 @@ impl Selected {
             Err(e) => return Err(e),
         };
         let modseq = self.state.set_flags(msg.uid, now.flags);
-        self.state.after_own_change(&self.folder, before);
         self.told.insert(msg.uid, now.flags);
         Ok(Some(Msg {
             flags: now.flags,

@@ -8,7 +8,7 @@
 //! per line:
 //!
 //! ```text
-//! qs-uids 1 <uidvalidity> <uidnext> [<highestmodseq>]   first line
+//! qs-uids 1 <uidvalidity> <uidnext> [<highestmodseq> [<forgotten>]]   first line
 //! <uid> <internaldate> <base name>       a message (internaldate: seconds since 1970)
 //! k <letter> <keyword>                   keyword <keyword> is the Maildir letter <letter>
 //! m <uid> <modseq> <letters>             at <modseq>, message <uid> had these flags
@@ -33,8 +33,11 @@
 //! fsync: a crash of the machine may lose the last flag changes' records (the flags
 //! themselves are in the file names, and the next listing records them again under a
 //! new sequence), never a message or a UID. A compaction keeps the last `m` record of
-//! each message and the newest [`KEPT_EXPUNGES`] `x` records; for an older expunge
-//! QRESYNC reports a UID as vanished without knowing when, as RFC 7162 §3.2.5 allows.
+//! each message and the newest [`KEPT_EXPUNGES`] `x` records, and writes in the first
+//! line up to which sequence expunges may have been forgotten (`<forgotten>`: those of
+//! dropped `x` records, or of messages that left without one). A QRESYNC client that
+//! knew the folder after that learns exactly what left since; one that knew it
+//! before learns of every UID the folder no longer holds, as RFC 7162 §3.2.5 allows.
 //!
 //! # Locking
 //!
@@ -101,6 +104,8 @@ pub struct UidIndex {
     keywords: Vec<String>,
     /// HIGHESTMODSEQ (see the module header).
     highest_modseq: u64,
+    /// Expunges up to this sequence may be forgotten (see the module header).
+    forgotten: u64,
     /// The last `m` record of each message that has one and has not left: its
     /// modification sequence and flags.
     flag_state: HashMap<u32, (u64, Flags)>,
@@ -122,6 +127,7 @@ impl UidIndex {
             by_id: HashMap::new(),
             keywords: Vec::new(),
             highest_modseq: 1,
+            forgotten: 1,
             flag_state: HashMap::new(),
             expunged: BTreeMap::new(),
             read_state: None,
@@ -176,6 +182,20 @@ impl UidIndex {
     /// HIGHESTMODSEQ: the greatest modification sequence given out (at least 1).
     pub fn highest_modseq(&self) -> u64 {
         self.highest_modseq
+    }
+
+    /// Expunges at or before this modification sequence may be forgotten: a client
+    /// that knew the folder later than that can be told exactly what left since.
+    pub fn expunges_forgotten_by(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// The UIDs recorded as having left the folder after `modseq`, ascending.
+    pub fn expunged_since(&self, modseq: u64) -> impl Iterator<Item = u32> + '_ {
+        self.expunged
+            .iter()
+            .filter(move |(_, m)| **m > modseq)
+            .map(|(uid, _)| *uid)
     }
 
     /// The last recorded modification sequence and flags of a message that has not
@@ -317,6 +337,7 @@ impl UidIndex {
                 self.keywords.clear();
                 self.uid_next = 1;
                 self.highest_modseq = 1;
+                self.forgotten = 1;
                 self.flag_state.clear();
                 self.expunged.clear();
                 0
@@ -480,11 +501,33 @@ impl UidIndex {
     /// `keep_only_live`, records of messages not in `live` are dropped. Hold the lock.
     fn rewrite(&mut self, live: &HashSet<MessageId>, keep_only_live: bool) -> Result<()> {
         if keep_only_live {
-            self.by_id.retain(|id, _| live.contains(id));
+            let highest = self.highest_modseq;
+            let expunged = &self.expunged;
+            let mut forgotten = self.forgotten;
+            self.by_id.retain(|id, record| {
+                let keep = live.contains(id);
+                // A message that left without an `x` record left at an unknown time.
+                if !keep && !expunged.contains_key(&record.uid) {
+                    forgotten = highest;
+                }
+                keep
+            });
+            self.forgotten = forgotten;
         }
+        let mut expunges: Vec<(u32, u64)> = self
+            .expunged
+            .iter()
+            .map(|(&uid, &modseq)| (uid, modseq))
+            .collect();
+        expunges.sort_by_key(|&(uid, modseq)| (std::cmp::Reverse(modseq), uid));
+        if let Some(&(_, newest_dropped)) = expunges.get(KEPT_EXPUNGES) {
+            self.forgotten = self.forgotten.max(newest_dropped);
+        }
+        expunges.truncate(KEPT_EXPUNGES);
+        expunges.sort_unstable();
         let mut text = format!(
-            "{MAGIC} 1 {} {} {}\n",
-            self.uid_validity, self.uid_next, self.highest_modseq
+            "{MAGIC} 1 {} {} {} {}\n",
+            self.uid_validity, self.uid_next, self.highest_modseq, self.forgotten
         );
         for (i, keyword) in self.keywords.iter().enumerate() {
             if let Some(c) = letter(i) {
@@ -493,22 +536,12 @@ impl UidIndex {
         }
         let mut records: Vec<(&MessageId, &UidRecord)> = self.by_id.iter().collect();
         records.sort_by_key(|(_, r)| r.uid);
-        let kept: HashSet<u32> = records.iter().map(|(_, r)| r.uid).collect();
         for (id, record) in records {
             text.push_str(&format!("{} {} {id}\n", record.uid, record.internal_date));
             if let Some((modseq, flags)) = self.flag_state.get(&record.uid) {
                 text.push_str(&format!("m {} {modseq} {flags}\n", record.uid));
             }
         }
-        let mut expunges: Vec<(u32, u64)> = self
-            .expunged
-            .iter()
-            .filter(|(uid, _)| !kept.contains(uid))
-            .map(|(&uid, &modseq)| (uid, modseq))
-            .collect();
-        expunges.sort_by_key(|&(uid, modseq)| (std::cmp::Reverse(modseq), uid));
-        expunges.truncate(KEPT_EXPUNGES);
-        expunges.sort_unstable();
         for (uid, modseq) in expunges {
             text.push_str(&format!("x {uid} {modseq}\n"));
         }
@@ -587,16 +620,22 @@ impl UidIndex {
             }
             _ => None,
         };
-        // Written since modification sequences came; older files have none.
+        // Written since modification sequences came; older files have none. A file
+        // without the forgotten mark may have dropped expunges up to its sequence.
         let modseq = words
             .next()
             .and_then(|m| m.parse::<u64>().ok())
             .unwrap_or(1);
+        let forgotten = words
+            .next()
+            .and_then(|m| m.parse::<u64>().ok())
+            .unwrap_or(modseq);
         match parsed {
             Some((validity, next)) if validity > 0 => {
                 self.uid_validity = validity;
                 self.uid_next = self.uid_next.max(next).max(1);
                 self.highest_modseq = self.highest_modseq.max(modseq).max(1);
+                self.forgotten = self.forgotten.max(forgotten);
                 Ok(())
             }
             _ => Err(StoreError::io(

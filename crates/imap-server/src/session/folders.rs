@@ -599,7 +599,7 @@ impl Session {
                 Some(d) => d.as_ref().timestamp(),
                 None => crate::encode::now_secs(),
             };
-            let before = state.before_own_change(&folder);
+            let _changing = state.own_change();
             let entry = match &spool {
                 Some(spool) => user_mailbox.append_from(
                     &folder,
@@ -617,7 +617,6 @@ impl Session {
             drop(index);
             if uid != 0 {
                 state.appended(uid, &entry, secs);
-                state.after_own_change(&folder, before);
             }
             Ok(Ok((validity, uid)))
         })();
@@ -688,7 +687,8 @@ pub(super) struct StatusCounts {
 
 /// What a SELECT with QRESYNC tells a client that knew the folder at `since`
 /// (RFC 7162 §3.2.5.1): `VANISHED (EARLIER)` for the messages gone since, then
-/// `FETCH (UID FLAGS MODSEQ)` for those whose flags changed since (or came).
+/// `FETCH (UID FLAGS MODSEQ)` for those whose flags changed since (or that came),
+/// numbered as the folder is without the vanished ones.
 fn resync_report(selected: &Selected, since: u64, known: Option<&SequenceSet>, out: &mut Vec<u8>) {
     let vanished = selected.vanished_since(since, known);
     if !vanished.is_empty() {
@@ -696,8 +696,10 @@ fn resync_report(selected: &Selected, since: u64, known: Option<&SequenceSet>, o
         out.extend_from_slice(crate::encode::range_set(&vanished).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    // The view first, then the index: the order every other path takes them in.
+    let messages = selected.all();
     let index = selected.state.index();
-    for (i, msg) in selected.all().into_iter().enumerate() {
+    for (i, msg) in messages.into_iter().enumerate() {
         let Some(msg) = msg else {
             continue;
         };

@@ -389,16 +389,17 @@ impl Session {
             let Some(msg) = msg else {
                 continue;
             };
-            let entry = sel.entry(msg);
+            // Where the file is, only when a key needs it (most need only the view).
+            let entry = || sel.entry(msg);
             let size = if needs.size {
                 msg.size
-                    .or_else(|| sel.folder.size_of(&entry).ok())
+                    .or_else(|| sel.folder.size_of(&entry()).ok())
                     .unwrap_or(0)
             } else {
                 0
             };
             let raw = if needs.text || (needs.sent && sel.state.summary(&msg.id).is_none()) {
-                match sel.folder.open_message(&entry) {
+                match sel.folder.open_message(&entry()) {
                     Ok(mut file) => {
                         let mut raw = Vec::new();
                         use std::io::Read;
@@ -501,7 +502,8 @@ impl Session {
         let max_uid = sel.max_uid();
         let mut removed = Vec::new();
         let mut result = Ok(());
-        let before = sel.state.before_own_change(&sel.folder);
+        let state = Arc::clone(&sel.state);
+        let _changing = state.own_change();
         for (i, msg) in sel.all().into_iter().enumerate() {
             let Some(msg) = msg else {
                 continue;
@@ -522,9 +524,6 @@ impl Session {
             }
         }
         sel.mark_gone(&removed);
-        if !removed.is_empty() {
-            sel.state.after_own_change(&sel.folder, before);
-        }
         sel.report_expunges(out);
         result.map(|()| removed.len())
     }

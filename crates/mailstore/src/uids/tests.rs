@@ -420,7 +420,8 @@ fn modification_sequences_grow_persist_and_survive_compaction() {
     inbox.remove(&ids[2]).unwrap();
     index.compact(&inbox, &inbox.messages().unwrap()).unwrap();
     let text = fs::read_to_string(inbox.path().join(UID_FILE)).unwrap();
-    assert!(text.lines().next().unwrap().ends_with(" 5"), "{text}");
+    // HIGHESTMODSEQ 5; nothing forgotten (message 3 left with its `x` record).
+    assert!(text.lines().next().unwrap().ends_with(" 5 1"), "{text}");
     assert_eq!(text.matches("\nm ").count(), 2, "{text}");
     assert!(text.contains("\nx 3 4\n"), "{text}");
     let reopened = UidIndex::open(&mailbox, &inbox).unwrap();
@@ -428,6 +429,20 @@ fn modification_sequences_grow_persist_and_survive_compaction() {
     assert_eq!(reopened.flag_state(1), Some((5, seen)));
     assert_eq!(reopened.flag_state(2), Some((3, seen)));
     assert_eq!(reopened.expunged_at(3), Some(4));
+    assert_eq!(reopened.expunges_forgotten_by(), 1);
+    assert_eq!(reopened.expunged_since(3).collect::<Vec<_>>(), [3]);
+    assert_eq!(reopened.expunged_since(4).count(), 0);
+
+    // A message that leaves without an `x` record (never recorded, gone before a
+    // listing saw it go) left at an unknown time: expunges up to now may be
+    // forgotten.
+    let mut index = reopened;
+    inbox.remove(&ids[1]).unwrap();
+    index.compact(&inbox, &inbox.messages().unwrap()).unwrap();
+    assert_eq!(index.flag_state(2), None);
+    assert_eq!(index.expunges_forgotten_by(), index.highest_modseq());
+    let again = UidIndex::open(&mailbox, &inbox).unwrap();
+    assert_eq!(again.expunges_forgotten_by(), 5);
 }
 
 #[test]
