@@ -345,7 +345,6 @@ impl Selected {
             self.gone.insert(now.uid, Some(now.clone()));
             return Ok(Some(now));
         }
-        let _changing = self.state.own_change();
         let now = match self.folder.set_flags_at(&self.entry(&msg), flags) {
             Ok(now) => now,
             // Removed just now: the next sync finds out and tells.

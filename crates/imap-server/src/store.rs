@@ -13,7 +13,6 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,19 +41,6 @@ pub struct FolderState {
     view: Mutex<FolderView>,
     /// The last known `\Recent` mark ([`crate::recent`]): UIDVALIDITY and UID.
     recent_floor: Mutex<(u32, u32)>,
-    /// Changes of this process under way: their files may have moved before the
-    /// view has them ([`FolderState::own_change`]).
-    own_in_flight: AtomicUsize,
-}
-
-/// A change of this process to a folder under way (see [`FolderState::own_change`]).
-#[derive(Debug)]
-pub struct OwnChange<'a>(&'a AtomicUsize);
-
-impl Drop for OwnChange<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// The folder's messages as last listed, shared by the sessions that have it
@@ -88,14 +74,6 @@ pub struct FolderView {
     /// When the last listing began: a session that asked for a refresh before that
     /// (and waited for the lock meanwhile) has nothing more to learn from another.
     listed_at: Option<Instant>,
-    /// When the directory times were first taken for those of this process's own
-    /// changes since the last listing (see [`FolderState::relist`]): trusted for
-    /// [`OWN_CHANGE_TRUST`], then the folder is listed again.
-    provisional: Option<Instant>,
-    /// Changes this process made and put in the view (flags, expunges, APPENDs).
-    own_changes: u64,
-    /// `own_changes` when `settled` was last taken.
-    own_changes_seen: u64,
 }
 
 /// One message of a [`FolderView`].
@@ -116,12 +94,6 @@ pub struct Entry {
     /// When its flags last changed (see [`FolderView::modseq`]).
     pub modseq: u64,
 }
-
-/// How long directory times taken for those of this process's own changes stand
-/// for a listing. A change another program makes while ours are made cannot be told
-/// from ours by the times; it is found by the listing this forces, at most this
-/// late.
-pub const OWN_CHANGE_TRUST: Duration = Duration::from_secs(2);
 
 /// A directory changed less than this before a listing began may have changed during
 /// it (coarse time stamps): such a listing does not count as settled.
@@ -162,7 +134,6 @@ impl Shared {
             cache: Mutex::new(HashMap::new()),
             view: Mutex::new(FolderView::default()),
             recent_floor: Mutex::new((0, 0)),
-            own_in_flight: AtomicUsize::new(0),
         });
         let mut folders = lock(&self.folders);
         // Another session may have opened it meanwhile: use theirs.
@@ -231,23 +202,8 @@ impl FolderState {
         let cur_dir = folder.path().join("cur");
         let before = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let unclaimed = claim && view.entries.iter().any(|e| e.in_new);
-        let trusted = view
-            .provisional
-            .is_none_or(|since| since.elapsed() < OWN_CHANGE_TRUST);
-        if view.settled.is_some() && !unclaimed && trusted {
-            if view.settled == Some(before) {
-                return Ok(());
-            }
-            // The folder changed, and this process changed it since (or is changing
-            // it): the view has those changes, or is about to (without this, on a
-            // big busy folder every command would list it again).
-            let changing = self.own_in_flight.load(Ordering::Acquire) > 0;
-            if view.own_changes != view.own_changes_seen || changing {
-                view.settled = Some(before);
-                view.own_changes_seen = view.own_changes;
-                view.provisional.get_or_insert_with(Instant::now);
-                return Ok(());
-            }
+        if view.settled == Some(before) && !unclaimed {
+            return Ok(());
         }
         // Sessions of a busy folder wait here for each other's listings: one that
         // began after this session asked saw every change made before it asked.
@@ -340,16 +296,8 @@ impl FolderState {
         let after = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let quiet = |t: SystemTime| t + MTIME_SLACK < started;
         let quiet = quiet(before.0) && quiet(before.1);
-        // The listing holds the folder as it was at `before` at least. Directories
-        // changed just before it may change again within the same clock tick unseen,
-        // so their times are trusted only for a while (a busy folder changes all
-        // the time, and is listed again then). One that changed during the listing
-        // is listed again at the next look, unless this process's own changes
-        // explain it.
-        view.settled = Some(before);
-        view.own_changes_seen = view.own_changes;
+        view.settled = (after == before && quiet).then_some(before);
         view.listed_at = Some(listing_began);
-        view.provisional = (!quiet || after != before).then(Instant::now);
         Ok(())
     }
 
@@ -366,7 +314,6 @@ impl FolderState {
             e.in_new = false;
             e.modseq = modseq;
         }
-        view.own_changes += 1;
         modseq
     }
 
@@ -399,7 +346,6 @@ impl FolderState {
             }
             view.modseq = index.highest_modseq();
         }
-        view.own_changes += 1;
         let mut gone = Vec::new();
         view.entries.retain(|e| {
             let keep = uids.binary_search(&e.uid).is_err();
@@ -412,21 +358,11 @@ impl FolderState {
         self.forget(&pruned);
     }
 
-    /// Says that this process is about to change the folder's files (a flag change,
-    /// an expunge, an APPEND) and then put the change in the view; until the value
-    /// is dropped, a look at the folder takes a change of its directories for that
-    /// one (see [`OWN_CHANGE_TRUST`]).
-    pub fn own_change(&self) -> OwnChange<'_> {
-        self.own_in_flight.fetch_add(1, Ordering::AcqRel);
-        OwnChange(&self.own_in_flight)
-    }
-
     /// Puts a message this process just appended (its UID given by the index) into
     /// the view, with a first modification sequence.
     pub fn appended(&self, uid: u32, entry: &qs_mailstore::MessageEntry, date: i64) {
         let mut view = lock(&self.view);
         let modseq = self.record_state(&mut view, uid, entry.flags);
-        view.own_changes += 1;
         let at = view.entries.partition_point(|e| e.uid < uid);
         if view.entries.get(at).is_some_and(|e| e.uid == uid) {
             return;

@@ -599,7 +599,6 @@ impl Session {
                 Some(d) => d.as_ref().timestamp(),
                 None => crate::encode::now_secs(),
             };
-            let _changing = state.own_change();
             let entry = match &spool {
                 Some(spool) => user_mailbox.append_from(
                     &folder,

@@ -502,8 +502,6 @@ impl Session {
         let max_uid = sel.max_uid();
         let mut removed = Vec::new();
         let mut result = Ok(());
-        let state = Arc::clone(&sel.state);
-        let _changing = state.own_change();
         for (i, msg) in sel.all().into_iter().enumerate() {
             let Some(msg) = msg else {
                 continue;
