@@ -295,8 +295,7 @@ impl FolderState {
         self.forget(&pruned);
         let after = (mtime(&new_dir)?, mtime(&cur_dir)?);
         let quiet = |t: SystemTime| t + MTIME_SLACK < started;
-        let quiet = quiet(before.0) && quiet(before.1);
-        view.settled = (after == before && quiet).then_some(before);
+        view.settled = (after == before && quiet(before.0) && quiet(before.1)).then_some(before);
         view.listed_at = Some(listing_began);
         Ok(())
     }
@@ -356,29 +355,6 @@ impl FolderState {
         });
         let pruned = view.bury(gone);
         self.forget(&pruned);
-    }
-
-    /// Puts a message this process just appended (its UID given by the index) into
-    /// the view, with a first modification sequence.
-    pub fn appended(&self, uid: u32, entry: &qs_mailstore::MessageEntry, date: i64) {
-        let mut view = lock(&self.view);
-        let modseq = self.record_state(&mut view, uid, entry.flags);
-        let at = view.entries.partition_point(|e| e.uid < uid);
-        if view.entries.get(at).is_some_and(|e| e.uid == uid) {
-            return;
-        }
-        view.entries.insert(
-            at,
-            Entry {
-                uid,
-                id: entry.id.clone(),
-                flags: entry.flags,
-                in_new: entry.is_new,
-                size: entry.size,
-                date,
-                modseq,
-            },
-        );
     }
 
     /// Registers a session that selects the folder: the messages that leave it from

@@ -611,13 +611,10 @@ impl Session {
             };
             let mut index = state.index();
             let uids = index.add(&[(entry.id.clone(), secs)])?;
-            let (validity, uid) = (index.uid_validity(), uids.first().copied().unwrap_or(0));
-            // The sessions of this process learn of it without listing the folder.
-            drop(index);
-            if uid != 0 {
-                state.appended(uid, &entry, secs);
-            }
-            Ok(Ok((validity, uid)))
+            Ok(Ok((
+                index.uid_validity(),
+                uids.first().copied().unwrap_or(0),
+            )))
         })();
         match result {
             Ok(Ok((validity, uid))) => {
